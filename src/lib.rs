@@ -1,0 +1,10 @@
+//! cloakfs: mount Nextcloud end-to-end encrypted folders as a local drive, keeping plaintext only in RAM.
+//!
+//! The crate is split by concept (see docs/DESIGN.md):
+//! - [`crypto`]: file content AEAD, RSA identities and certificates, mnemonic, private-key wrapping, CMS;
+//! - [`metadata`]: the folder-metadata model (format 2.0/2.1, legacy 1.2 read-only) and its codec;
+//! - [`remote`]: what the client reads from a server (so far: WebDAV PROPFIND responses).
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod crypto;
