@@ -9,3 +9,4 @@
 
 pub mod crypto;
 pub mod metadata;
+pub mod remote;

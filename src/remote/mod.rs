@@ -1,0 +1,3 @@
+//! Talking to servers. So far: parsing what a Nextcloud WebDAV server answers to PROPFIND.
+
+pub mod propfind;
