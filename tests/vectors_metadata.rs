@@ -194,3 +194,16 @@ fn an_older_counter_than_last_seen_is_a_rollback() {
     let result = decode_top_folder(json, signature, reader, &trust, Some(6));
     assert!(matches!(result, Err(MetadataError::RolledBack { last_seen: 6, received: 5 })), "{result:?}");
 }
+
+#[test]
+fn legacy_1_2_metadata_is_refused_naming_its_version() {
+    let legacy = common::v1_2();
+    let json = text(&legacy, "/metadata_json");
+    let result = decode_root_as(&v2(), "admin", "admin", json);
+    match result {
+        Err(error @ MetadataError::LegacyVersion(_)) => {
+            assert!(error.to_string().contains("1.2"), "{error}");
+        }
+        other => panic!("expected LegacyVersion, got {other:?}"),
+    }
+}

@@ -464,7 +464,8 @@ pub fn encode_sub_folder(
     sign_document(&document, signer)
 }
 
-fn sign_document(document: &MetadataDocument, signer: Signer<'_>) -> Result<EncodedMetadata, MetadataError> {
+/// Signs an outer document as it stands and serialises it canonically.
+pub fn sign_document(document: &MetadataDocument, signer: Signer<'_>) -> Result<EncodedMetadata, MetadataError> {
     let value = serde_json::to_value(document).map_err(|error| MetadataError::Json(error.to_string()))?;
     let content = signed_bytes(&value)?;
     let signature = sign_detached(signer.identity, signer.certificate, content.as_bytes(), SystemTime::now())?;
