@@ -10,3 +10,4 @@
 pub mod crypto;
 pub mod metadata;
 pub mod remote;
+pub mod cli;

@@ -108,11 +108,122 @@ pub fn encrypt_stream_with<R: Read, W: Write>(
     Ok(SealedFile { key, nonce, tag, plaintext_len })
 }
 
-/// Encrypts a whole buffer; returns the blob (`ciphertext || tag`) and what the metadata records.
+/// Encrypts a whole buffer under a fresh key and nonce into a new blob (`ciphertext || tag`); returns the
+/// blob and what the metadata records.
 pub fn encrypt_buffer(plaintext: &[u8]) -> Result<(Vec<u8>, SealedFile), FileCipherError> {
     let mut blob = Vec::with_capacity(plaintext.len() + TAG_LEN);
-    let sealed = encrypt_stream(plaintext, &mut blob)?;
+    let sealed = encrypt_buffer_into(plaintext, &mut blob)?;
     Ok((blob, sealed))
+}
+
+/// Like [`encrypt_buffer`], into a caller's (reusable) vector, which is cleared first. Each piece is
+/// appended and then encrypted while it is still in the CPU cache: one pass over memory, no zero-filling.
+pub fn encrypt_buffer_into(plaintext: &[u8], blob: &mut Vec<u8>) -> Result<SealedFile, FileCipherError> {
+    let key = FileKey::generate();
+    let nonce = Nonce::generate();
+    let mut encryptor = GcmEncryptor::new(key.as_bytes(), nonce.as_bytes())?;
+    blob.clear();
+    blob.reserve(plaintext.len() + TAG_LEN);
+    for chunk in plaintext.chunks(CHUNK_LEN) {
+        let start = blob.len();
+        blob.extend_from_slice(chunk);
+        encryptor.update_in_place(&mut blob[start..])?;
+    }
+    let tag = encryptor.finish()?;
+    blob.extend_from_slice(&tag);
+    Ok(SealedFile { key, nonce, tag, plaintext_len: plaintext.len() as u64 })
+}
+
+/// Incremental decryption of a blob that arrives in pieces (e.g. an HTTP body): each piece is decrypted
+/// straight into the sink, the last 16 bytes are held back as the tag.
+///
+/// On any error the sink has been told to [`discard`](PlaintextSink::discard) before the error returns.
+pub struct BlobDecryptor {
+    decryptor: GcmDecryptor,
+    expected_tag: Option<[u8; TAG_LEN]>,
+    held: [u8; TAG_LEN],
+    held_len: usize,
+    scratch: Zeroizing<Vec<u8>>,
+    plaintext_len: u64,
+}
+
+impl BlobDecryptor {
+    /// Starts decrypting a blob made with `key` and `nonce`; `expected_tag` is the tag recorded in the
+    /// signed metadata, which the blob's appended tag must equal.
+    pub fn new(key: &FileKey, nonce: &Nonce, expected_tag: Option<&[u8; TAG_LEN]>) -> Result<Self, FileCipherError> {
+        Ok(Self {
+            decryptor: GcmDecryptor::new(key.as_bytes(), nonce.as_bytes())?,
+            expected_tag: expected_tag.copied(),
+            held: [0; TAG_LEN],
+            held_len: 0,
+            scratch: Zeroizing::new(vec![0u8; CHUNK_LEN]),
+            plaintext_len: 0,
+        })
+    }
+
+    /// Feeds the next piece of the blob.
+    pub fn feed<S: PlaintextSink>(&mut self, data: &[u8], sink: &mut S) -> Result<(), FileCipherError> {
+        let result = self.feed_inner(data, sink);
+        if result.is_err() {
+            sink.discard();
+        }
+        result
+    }
+
+    fn feed_inner<S: PlaintextSink>(&mut self, data: &[u8], sink: &mut S) -> Result<(), FileCipherError> {
+        let total = self.held_len + data.len();
+        if total <= TAG_LEN {
+            self.held[self.held_len..total].copy_from_slice(data);
+            self.held_len = total;
+            return Ok(());
+        }
+        let ciphertext_len = total - TAG_LEN;
+        // Held-back bytes that are now known to be ciphertext.
+        let from_held = ciphertext_len.min(self.held_len);
+        if from_held > 0 {
+            let mut small = Zeroizing::new([0u8; TAG_LEN]);
+            self.decryptor.update_unverified_into(&self.held[..from_held], &mut small[..from_held])?;
+            sink.write_unverified(&small[..from_held])?;
+        }
+        let from_data = ciphertext_len - from_held;
+        for chunk in data[..from_data].chunks(CHUNK_LEN) {
+            let output = &mut self.scratch[..chunk.len()];
+            self.decryptor.update_unverified_into(chunk, output)?;
+            sink.write_unverified(output)?;
+        }
+        self.plaintext_len += ciphertext_len as u64;
+        // The new tail: what is left of the held bytes, then the rest of `data`; exactly TAG_LEN bytes.
+        let mut tail = [0u8; TAG_LEN];
+        let rest_held = self.held_len - from_held;
+        tail[..rest_held].copy_from_slice(&self.held[from_held..self.held_len]);
+        tail[rest_held..].copy_from_slice(&data[from_data..]);
+        self.held = tail;
+        self.held_len = TAG_LEN;
+        Ok(())
+    }
+
+    /// Checks the tag; on success commits the sink and returns the plaintext length.
+    pub fn finish<S: PlaintextSink>(self, sink: &mut S) -> Result<u64, FileCipherError> {
+        let result = self.finish_inner(sink);
+        if result.is_err() {
+            sink.discard();
+        }
+        result
+    }
+
+    fn finish_inner<S: PlaintextSink>(self, sink: &mut S) -> Result<u64, FileCipherError> {
+        if self.held_len < TAG_LEN {
+            return Err(FileCipherError::Truncated { len: self.held_len as u64 });
+        }
+        if let Some(expected) = &self.expected_tag {
+            if !constant_time_eq(expected, &self.held) {
+                return Err(FileCipherError::TagDiffersFromMetadata);
+            }
+        }
+        self.decryptor.finish(&self.held)?;
+        sink.commit()?;
+        Ok(self.plaintext_len)
+    }
 }
 
 /// Decrypts the blob read from `reader` into `sink`, checking the appended tag and, when given, that it
@@ -123,68 +234,25 @@ pub fn decrypt_stream<R: Read, S: PlaintextSink>(
     key: &FileKey,
     nonce: &Nonce,
     expected_tag: Option<&[u8; TAG_LEN]>,
-    reader: R,
-    sink: &mut S,
-) -> Result<u64, FileCipherError> {
-    let result = decrypt_stream_inner(key, nonce, expected_tag, reader, sink);
-    match result {
-        Ok(len) => match sink.commit() {
-            Ok(()) => Ok(len),
-            Err(error) => {
-                sink.discard();
-                Err(error.into())
-            }
-        },
-        Err(error) => {
-            sink.discard();
-            Err(error)
-        }
-    }
-}
-
-fn decrypt_stream_inner<R: Read, S: PlaintextSink>(
-    key: &FileKey,
-    nonce: &Nonce,
-    expected_tag: Option<&[u8; TAG_LEN]>,
     mut reader: R,
     sink: &mut S,
 ) -> Result<u64, FileCipherError> {
-    let mut decryptor = GcmDecryptor::new(key.as_bytes(), nonce.as_bytes())?;
-    // `window` holds up to TAG_LEN held-back bytes followed by newly read bytes.
-    let mut window = Zeroizing::new(vec![0u8; CHUNK_LEN + TAG_LEN]);
-    let mut held_back = 0usize;
-    let mut total_read = 0u64;
-    let mut plaintext_len = 0u64;
+    let mut blob_decryptor = BlobDecryptor::new(key, nonce, expected_tag)?;
+    let mut buffer = vec![0u8; CHUNK_LEN];
     loop {
-        let filled = read_full(&mut reader, &mut window[held_back..])?;
-        total_read += filled as u64;
-        let available = held_back + filled;
+        let filled = match read_full(&mut reader, &mut buffer) {
+            Ok(filled) => filled,
+            Err(error) => {
+                sink.discard();
+                return Err(error.into());
+            }
+        };
         if filled == 0 {
-            held_back = available;
             break;
         }
-        // Everything but the last TAG_LEN bytes is certainly ciphertext.
-        let ciphertext_len = available.saturating_sub(TAG_LEN);
-        if ciphertext_len > 0 {
-            decryptor.update_unverified(&mut window[..ciphertext_len])?;
-            sink.write_unverified(&window[..ciphertext_len])?;
-            plaintext_len += ciphertext_len as u64;
-            window.copy_within(ciphertext_len..available, 0);
-        }
-        held_back = available - ciphertext_len;
+        blob_decryptor.feed(&buffer[..filled], sink)?;
     }
-    if held_back < TAG_LEN {
-        return Err(FileCipherError::Truncated { len: total_read });
-    }
-    let mut tag = [0u8; TAG_LEN];
-    tag.copy_from_slice(&window[..TAG_LEN]);
-    if let Some(expected) = expected_tag {
-        if !constant_time_eq(expected, &tag) {
-            return Err(FileCipherError::TagDiffersFromMetadata);
-        }
-    }
-    decryptor.finish(&tag)?;
-    Ok(plaintext_len)
+    blob_decryptor.finish(sink)
 }
 
 /// Decrypts a blob into a buffer that is wiped on drop; returns it only after the tag has verified.

@@ -121,6 +121,37 @@ impl Context {
         }
         Ok(())
     }
+
+    /// Runs `input` through the cipher into `output` (distinct buffers of equal length).
+    fn update_into(&mut self, direction: &Direction, input: &[u8], output: &mut [u8]) -> Result<(), GcmError> {
+        assert_eq!(input.len(), output.len(), "GCM output must be as long as its input");
+        self.processed = self.processed.saturating_add(input.len() as u64);
+        if self.processed > MAX_MESSAGE_LEN {
+            return Err(GcmError::MessageTooLong);
+        }
+        let update = match direction {
+            Direction::Encrypt => ffi::EVP_EncryptUpdate,
+            Direction::Decrypt => ffi::EVP_DecryptUpdate,
+        };
+        for (input_chunk, output_chunk) in input.chunks(MAX_CHUNK).zip(output.chunks_mut(MAX_CHUNK)) {
+            let mut written: c_int = 0;
+            // SAFETY: both chunks are valid for `len` bytes (equal lengths asserted above), cannot overlap
+            // (a shared and a mutable borrow), and `len` fits in c_int (MAX_CHUNK).
+            let ok = unsafe {
+                update(
+                    self.raw,
+                    output_chunk.as_mut_ptr(),
+                    &mut written,
+                    input_chunk.as_ptr(),
+                    input_chunk.len() as c_int,
+                )
+            };
+            if ok != 1 || written as usize != input_chunk.len() {
+                return Err(GcmError::Backend("EVP_CipherUpdate"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Streaming AES-GCM encryption. Produces ciphertext of the same length as the input, then a 16-byte tag.
@@ -137,6 +168,11 @@ impl GcmEncryptor {
     /// Encrypts `buffer` in place.
     pub fn update_in_place(&mut self, buffer: &mut [u8]) -> Result<(), GcmError> {
         self.context.update_in_place(&Direction::Encrypt, buffer)
+    }
+
+    /// Encrypts `plaintext` into `ciphertext` (same length).
+    pub fn update(&mut self, plaintext: &[u8], ciphertext: &mut [u8]) -> Result<(), GcmError> {
+        self.context.update_into(&Direction::Encrypt, plaintext, ciphertext)
     }
 
     /// Finishes the stream and returns the authentication tag.
@@ -179,6 +215,11 @@ impl GcmDecryptor {
     /// failure) until [`finish`](Self::finish) returns `Ok`.
     pub fn update_unverified(&mut self, buffer: &mut [u8]) -> Result<(), GcmError> {
         self.context.update_in_place(&Direction::Decrypt, buffer)
+    }
+
+    /// Decrypts `ciphertext` into `plaintext` (same length). The result is NOT authenticated yet.
+    pub fn update_unverified_into(&mut self, ciphertext: &[u8], plaintext: &mut [u8]) -> Result<(), GcmError> {
+        self.context.update_into(&Direction::Decrypt, ciphertext, plaintext)
     }
 
     /// Checks the tag over everything passed to [`update_unverified`](Self::update_unverified).

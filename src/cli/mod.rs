@@ -1,0 +1,30 @@
+//! The command-line interface. One file per subcommand; `anyhow` is used only here, at the edge.
+
+pub mod demo;
+
+use clap::{Parser, Subcommand};
+
+/// cloakfs: Nextcloud end-to-end encrypted folders as a local drive, with plaintext only in RAM.
+#[derive(Debug, Parser)]
+#[command(name = "cloakfs", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole format end to end on a local, throw-away "server" directory: keys, mnemonic,
+    /// certificate, encrypted files and signed metadata; then read everything back and show what the
+    /// server sees next to what you see.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+    }
+}
