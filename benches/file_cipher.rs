@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloakfs::crypto::file_cipher::{decrypt_stream, encrypt_buffer_into, encrypt_stream_with, BlobDecryptor, PlaintextSink};
+use cloakfs::crypto::file_cipher::{
+    decrypt_stream, encrypt_buffer_into, encrypt_stream_with, BlobDecryptor, PlaintextSink,
+};
 use cloakfs::crypto::{FileKey, Nonce};
 
 const BUFFER_LEN: usize = 64 << 20;
@@ -128,7 +130,8 @@ fn main() {
     };
     let openssl_encrypt = openssl_throughput(false);
     let openssl_decrypt = openssl_throughput(true);
-    let ratio = |ours: f64, theirs: Option<f64>| theirs.map_or("n/a (no openssl)".to_owned(), |t| format!("{:.2}x", ours / t));
+    let ratio =
+        |ours: f64, theirs: Option<f64>| theirs.map_or("n/a (no openssl)".to_owned(), |t| format!("{:.2}x", ours / t));
     println!("{:<58} {:>7} {:>11}", "measurement", "GiB/s", "vs openssl");
     let rows = [
         ("encrypt buffer -> blob, 12-byte nonce (what cloakfs writes)", in_memory12.0, openssl_encrypt),

@@ -7,7 +7,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod crypto;
 pub mod metadata;
 pub mod remote;
-pub mod cli;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::aes::Aes128;
-use aes_gcm::{AesGcm, Aes128Gcm};
+use aes_gcm::{Aes128Gcm, AesGcm};
 use cloakfs::crypto::file_cipher::{decrypt_to_vec, encrypt_buffer, encrypt_stream_with, FileCipherError, CHUNK_LEN};
 use cloakfs::crypto::private_key_wrap::{unwrap_private_key, wrap_private_key, PrivateKeyKdf, PrivateKeyWrapError};
 use cloakfs::crypto::server_name::{is_server_name, random_server_name};
@@ -155,7 +155,8 @@ fn csr_to_certificate_round_trip_with_nextcloud_shape() {
     let alice = PrivateIdentity::generate().unwrap();
     let request = alice.certificate_request_pem("alice@example.org").unwrap();
     assert!(request.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-    let certificate = server.issue_certificate(&request, "alice@example.org", Duration::from_secs(7300 * 86400)).unwrap();
+    let certificate =
+        server.issue_certificate(&request, "alice@example.org", Duration::from_secs(7300 * 86400)).unwrap();
     certificate.verify_for_user(server.public_key(), "alice@example.org").unwrap();
     assert!(alice.matches_certificate(&certificate));
     let tbs = &certificate.certificate().tbs_certificate;
@@ -174,7 +175,13 @@ fn csr_to_certificate_round_trip_with_nextcloud_shape() {
         certificate.verify_issued_by(mallory.public_key()),
         Err(IdentityError::CertificateNotIssuedByServer { .. })
     ));
-    assert!(server.issue_certificate("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----", "alice", Duration::from_secs(60)).is_err());
+    assert!(server
+        .issue_certificate(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
+            "alice",
+            Duration::from_secs(60)
+        )
+        .is_err());
 }
 
 #[test]
@@ -212,7 +219,79 @@ fn server_names_are_random_uuid4_hex() {
         assert_eq!(&name[12..13], "4", "version nibble");
         assert!("89ab".contains(&name[16..17]), "variant nibble");
     }
-    for bad in ["", "../etc/passwd", "ad3b12554e0d4364854ae3e21b17015", "ad3b12554e0d4364854ae3e21b170152.e2e-to-save", "zz3b12554e0d4364854ae3e21b170152"] {
+    for bad in [
+        "",
+        "../etc/passwd",
+        "ad3b12554e0d4364854ae3e21b17015",
+        "ad3b12554e0d4364854ae3e21b170152.e2e-to-save",
+        "zz3b12554e0d4364854ae3e21b170152",
+    ] {
         assert!(!is_server_name(bad), "{bad}");
+    }
+}
+
+/// A sink that records what happened to it.
+#[derive(Default)]
+struct RecordingSink {
+    bytes: Vec<u8>,
+    committed: bool,
+    discarded: bool,
+}
+
+impl cloakfs::crypto::file_cipher::PlaintextSink for RecordingSink {
+    fn write_unverified(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
+        self.bytes.extend_from_slice(plaintext);
+        Ok(())
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        self.committed = true;
+        Ok(())
+    }
+    fn discard(&mut self) {
+        self.bytes.clear();
+        self.discarded = true;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Feeding a blob in arbitrary pieces (as an HTTP body arrives) gives the plaintext, committed once;
+    /// a tampered blob is discarded and never committed.
+    #[test]
+    fn blob_decryptor_handles_any_piece_sizes(
+        len in 0usize..70_000,
+        cuts in proptest::collection::vec(0usize..70_016, 0..12),
+        tamper in any::<bool>(),
+    ) {
+        use cloakfs::crypto::file_cipher::BlobDecryptor;
+        let plaintext: Vec<u8> = (0..len).map(|index| (index * 31 % 251) as u8).collect();
+        let (mut blob, sealed) = encrypt_buffer(&plaintext).unwrap();
+        if tamper {
+            let index = len / 2;
+            blob[index] ^= 0x80;
+        }
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(blob.len())).collect();
+        cuts.push(0);
+        cuts.push(blob.len());
+        cuts.sort_unstable();
+        let mut sink = RecordingSink::default();
+        let mut decryptor = BlobDecryptor::new(&sealed.key, &sealed.nonce, Some(&sealed.tag)).unwrap();
+        let mut failed = false;
+        for window in cuts.windows(2) {
+            if decryptor.feed(&blob[window[0]..window[1]], &mut sink).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        let result = if failed { None } else { Some(decryptor.finish(&mut sink)) };
+        if tamper {
+            prop_assert!(matches!(result, Some(Err(_))));
+            prop_assert!(sink.discarded && !sink.committed && sink.bytes.is_empty());
+        } else {
+            prop_assert_eq!(result.unwrap().unwrap(), len as u64);
+            prop_assert!(sink.committed && !sink.discarded);
+            prop_assert_eq!(sink.bytes, plaintext);
+        }
     }
 }

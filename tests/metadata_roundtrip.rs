@@ -12,9 +12,7 @@ use base64::Engine as _;
 use cloakfs::crypto::cms_signature::SignatureError;
 use cloakfs::crypto::{FileKey, MetadataKey, Nonce, PrivateIdentity, UserCertificate};
 use cloakfs::metadata::canonical_json::to_canonical_string;
-use cloakfs::metadata::codec::{
-    check_key_history, decrypt_block, encrypt_block, sign_document, MAX_DOCUMENT_LEN,
-};
+use cloakfs::metadata::codec::{check_key_history, decrypt_block, encrypt_block, sign_document, MAX_DOCUMENT_LEN};
 use cloakfs::metadata::{
     decode_sub_folder, decode_top_folder, encode_sub_folder, encode_top_folder, EncryptedBlock, FileEntry,
     FolderMetadata, MetadataDocument, MetadataError, Reader, ServerKeyTrust, Signer, TrustedUser,
@@ -122,14 +120,18 @@ fn top_and_sub_folder_round_trip_for_every_member() {
         assert_eq!(decoded.signed_by, "bob");
     }
     // Mallory, not a member, has no access.
-    assert!(matches!(decode_as(&world.mallory, &encoded.json, &encoded.signature_base64), Err(MetadataError::NoAccess { .. })));
+    assert!(matches!(
+        decode_as(&world.mallory, &encoded.json, &encoded.signature_base64),
+        Err(MetadataError::NoAccess { .. })
+    ));
 }
 
 #[test]
 fn what_we_write_has_the_nextcloud_shape() {
     let world = world();
     let key = MetadataKey::generate();
-    let encoded = encode_top_folder(&sample_folder(1), &key, &[world.alice.trusted()], None, world.alice.signer()).unwrap();
+    let encoded =
+        encode_top_folder(&sample_folder(1), &key, &[world.alice.trusted()], None, world.alice.signer()).unwrap();
     let document: Value = serde_json::from_str(&encoded.json).unwrap();
     assert_eq!(to_canonical_string(&document), encoded.json, "written compact with sorted keys");
     let block = &document["metadata"];
@@ -195,7 +197,14 @@ fn filedrop_and_unknown_fields_survive_a_rewrite() {
 
 fn resign_tampered(world: &World, mutate: impl FnOnce(&mut Value)) -> (String, String) {
     let key = MetadataKey::generate();
-    let encoded = encode_top_folder(&sample_folder(1), &key, &[world.alice.trusted(), world.bob.trusted()], None, world.alice.signer()).unwrap();
+    let encoded = encode_top_folder(
+        &sample_folder(1),
+        &key,
+        &[world.alice.trusted(), world.bob.trusted()],
+        None,
+        world.alice.signer(),
+    )
+    .unwrap();
     let mut document: Value = serde_json::from_str(&encoded.json).unwrap();
     mutate(&mut document);
     (document.to_string(), encoded.signature_base64)
@@ -205,10 +214,14 @@ fn resign_tampered(world: &World, mutate: impl FnOnce(&mut Value)) -> (String, S
 fn a_server_that_edits_signed_fields_is_caught() {
     let world = world();
     // Flip one character of the ciphertext, drop a user, swap a wrapped key, change the version.
-    let mutations: Vec<Box<dyn Fn(&mut Value)>> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<Mutation> = vec![
         Box::new(|document| {
             let text = document["metadata"]["ciphertext"].as_str().unwrap().to_owned();
-            let flipped = if text.starts_with('A') { format!("B{}", &text[1..]) } else { format!("A{}", &text[1..]) };
+            let flipped = match text.strip_prefix('A') {
+                Some(rest) => format!("B{rest}"),
+                None => format!("A{}", &text[1..]),
+            };
             document["metadata"]["ciphertext"] = Value::String(flipped);
         }),
         Box::new(|document| {
@@ -243,7 +256,14 @@ fn a_server_chosen_key_wrapped_to_the_user_is_refused() {
     let result = decode_as(&world.alice, &forged.json, &forged.signature_base64);
     assert!(matches!(result, Err(MetadataError::Signature(SignatureError::UnknownSigner))), "{result:?}");
     // With a certificate for "alice" from a key other than the pinned server key: untrusted.
-    let foreign = encode_top_folder(&sample_folder(1), &server_key, &[world.foreign_alice.trusted()], None, world.foreign_alice.signer()).unwrap();
+    let foreign = encode_top_folder(
+        &sample_folder(1),
+        &server_key,
+        &[world.foreign_alice.trusted()],
+        None,
+        world.foreign_alice.signer(),
+    )
+    .unwrap();
     let result = decode_as(&world.alice, &foreign.json, &foreign.signature_base64);
     assert!(matches!(result, Err(MetadataError::UntrustedCertificate { .. })), "{result:?}");
     // A legitimately signed document whose inner checksum list does not hold its key.
@@ -265,7 +285,10 @@ fn a_server_chosen_key_wrapped_to_the_user_is_refused() {
     let signed = sign_document(&document, world.alice.signer()).unwrap();
     let result = decode_as(&world.alice, &signed.json, &signed.signature_base64);
     assert!(matches!(result, Err(MetadataError::KeyNotInChecksums)), "{result:?}");
-    assert!(matches!(check_key_history(&["aa".into(), "bb".into()], &["bb".into()]), Err(MetadataError::KeyHistoryShrank)));
+    assert!(matches!(
+        check_key_history(&["aa".into(), "bb".into()], &["bb".into()]),
+        Err(MetadataError::KeyHistoryShrank)
+    ));
     assert!(check_key_history(&["aa".into()], &["AA".into(), "bb".into()]).is_ok());
 }
 
@@ -273,17 +296,33 @@ fn a_server_chosen_key_wrapped_to_the_user_is_refused() {
 fn malformed_documents_give_typed_errors() {
     let world = world();
     let key = MetadataKey::generate();
-    let good = encode_top_folder(&sample_folder(1), &key, &[world.alice.trusted()], None, world.alice.signer()).unwrap();
-    let cases: Vec<(String, &str, fn(&MetadataError) -> bool)> = vec![
+    let good =
+        encode_top_folder(&sample_folder(1), &key, &[world.alice.trusted()], None, world.alice.signer()).unwrap();
+    type Case = (String, &'static str, fn(&MetadataError) -> bool);
+    let cases: Vec<Case> = vec![
         ("".into(), "empty", |e| matches!(e, MetadataError::Json(_))),
         ("{".into(), "truncated JSON", |e| matches!(e, MetadataError::Json(_))),
         ("[]".into(), "array", |e| matches!(e, MetadataError::Json(_))),
-        (r#"{"version":"3.0","metadata":{}}"#.into(), "unknown version", |e| matches!(e, MetadataError::UnsupportedVersion(v) if v == "3.0")),
+        (
+            r#"{"version":"3.0","metadata":{}}"#.into(),
+            "unknown version",
+            |e| matches!(e, MetadataError::UnsupportedVersion(v) if v == "3.0"),
+        ),
         (r#"{"version":true}"#.into(), "version of wrong type", |e| matches!(e, MetadataError::UnsupportedVersion(_))),
-        (r#"{"metadata":{"version":1.2,"metadataKey":"x"},"files":{}}"#.into(), "legacy", |e| matches!(e, MetadataError::LegacyVersion(v) if v == "1.2")),
+        (
+            r#"{"metadata":{"version":1.2,"metadataKey":"x"},"files":{}}"#.into(),
+            "legacy",
+            |e| matches!(e, MetadataError::LegacyVersion(v) if v == "1.2"),
+        ),
         (r#"{"metadata":{}}"#.into(), "no version", |e| matches!(e, MetadataError::Malformed { .. })),
-        (r#"{"version":"2.0","metadata":{"ciphertext":"A","nonce":"B","authenticationTag":"C"}}"#.into(), "no users", |e| matches!(e, MetadataError::Malformed { field: "users", .. })),
-        (r#"{"version":"2.0","metadata":{"ciphertext":1}}"#.into(), "wrong field type", |e| matches!(e, MetadataError::Json(_))),
+        (
+            r#"{"version":"2.0","metadata":{"ciphertext":"A","nonce":"B","authenticationTag":"C"}}"#.into(),
+            "no users",
+            |e| matches!(e, MetadataError::Malformed { field: "users", .. }),
+        ),
+        (r#"{"version":"2.0","metadata":{"ciphertext":1}}"#.into(), "wrong field type", |e| {
+            matches!(e, MetadataError::Json(_))
+        }),
     ];
     for (json, what, expected) in cases {
         let result = decode_as(&world.alice, &json, &good.signature_base64);
@@ -292,8 +331,14 @@ fn malformed_documents_give_typed_errors() {
     }
     // The real document with a broken or missing signature.
     assert!(matches!(decode_as(&world.alice, &good.json, ""), Err(MetadataError::MissingSignature)));
-    assert!(matches!(decode_as(&world.alice, &good.json, "%%%"), Err(MetadataError::Malformed { field: "signature", .. })));
-    assert!(matches!(decode_as(&world.alice, &good.json, "AAAA"), Err(MetadataError::Signature(SignatureError::Malformed(_)))));
+    assert!(matches!(
+        decode_as(&world.alice, &good.json, "%%%"),
+        Err(MetadataError::Malformed { field: "signature", .. })
+    ));
+    assert!(matches!(
+        decode_as(&world.alice, &good.json, "AAAA"),
+        Err(MetadataError::Signature(SignatureError::Malformed(_)))
+    ));
     // An absurdly large document is refused before parsing.
     let huge = format!("{{\"pad\":\"{}\"}}", "a".repeat(MAX_DOCUMENT_LEN));
     assert!(matches!(decode_as(&world.alice, &huge, &good.signature_base64), Err(MetadataError::TooLarge { .. })));
@@ -343,7 +388,10 @@ fn broken_inner_metadata_gives_typed_errors() {
     // Authentic but not gzip; gzip but not JSON; JSON of the wrong shape.
     assert!(matches!(decrypt_block(&sealed_block(&key, b"not gzip"), &key), Err(MetadataError::Decompression(_))));
     assert!(matches!(decrypt_block(&sealed_block(&key, &gzip(&b"not json"[..])), &key), Err(MetadataError::Json(_))));
-    assert!(matches!(decrypt_block(&sealed_block(&key, &gzip(&b"{\"counter\":\"x\"}"[..])), &key), Err(MetadataError::Json(_))));
+    assert!(matches!(
+        decrypt_block(&sealed_block(&key, &gzip(&b"{\"counter\":\"x\"}"[..])), &key),
+        Err(MetadataError::Json(_))
+    ));
     let bad_key = br#"{"counter":1,"files":{"0123456789abcdef0123456789abcdef":{"filename":"a","mimetype":"b","key":"c2hvcnQ=","nonce":"AAAAAAAAAAAAAAAA","authenticationTag":"AAAAAAAAAAAAAAAAAAAAAA=="}}}"#;
     assert!(matches!(decrypt_block(&sealed_block(&key, &gzip(&bad_key[..])), &key), Err(MetadataError::Json(_))));
     // A gzip bomb: 65 MiB of zeros in a few dozen KiB.
@@ -370,9 +418,15 @@ fn entries_that_could_escape_a_folder_are_refused() {
         assert!(matches!(result, Err(MetadataError::InvalidEntry { .. })), "{uid} {name:?}: {result:?}");
         // The same entry arriving from a server (signed by a member) is refused on decode.
         let mut document = serde_json::from_str::<MetadataDocument>(
-            &encode_top_folder(&FolderMetadata { counter: 1, ..Default::default() }, &key, &users, None, world.alice.signer())
-                .unwrap()
-                .json,
+            &encode_top_folder(
+                &FolderMetadata { counter: 1, ..Default::default() },
+                &key,
+                &users,
+                None,
+                world.alice.signer(),
+            )
+            .unwrap()
+            .json,
         )
         .unwrap();
         folder.key_checksums = Some(vec![key.sha256_hex()]);
@@ -402,7 +456,14 @@ fn arbitrary_folder() -> impl Strategy<Value = FolderMetadata> {
                 .filter(|(uid, _)| !files.contains_key(uid))
                 .map(|(uid, name)| (uid, Zeroizing::new(name)))
                 .collect();
-            FolderMetadata { counter, files, folders, key_checksums: None, deleted: deleted.then_some(false), unknown: Default::default() }
+            FolderMetadata {
+                counter,
+                files,
+                folders,
+                key_checksums: None,
+                deleted: deleted.then_some(false),
+                unknown: Default::default(),
+            }
         })
 }
 

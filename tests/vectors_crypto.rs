@@ -25,11 +25,8 @@ fn kdf_password_is_lowercased_words_without_whitespace() {
         let mnemonic = Mnemonic::parse(text(&vectors, &format!("/users/{user}/mnemonic"))).unwrap();
         assert_eq!(&*mnemonic.kdf_password(), text(&vectors, &format!("/users/{user}/kdf_password")), "{user}");
         // Upper case, extra whitespace and 4-letter prefixes give the same password.
-        let typed: Vec<String> = mnemonic
-            .phrase()
-            .split(' ')
-            .map(|word| word.chars().take(4).collect::<String>().to_uppercase())
-            .collect();
+        let typed: Vec<String> =
+            mnemonic.phrase().split(' ').map(|word| word.chars().take(4).collect::<String>().to_uppercase()).collect();
         let retyped = Mnemonic::parse(&format!("  {}\t\n", typed.join("   "))).unwrap();
         assert_eq!(*retyped.kdf_password(), *mnemonic.kdf_password(), "{user} typed as prefixes");
     }
@@ -55,7 +52,9 @@ fn private_keys_unwrap_with_the_right_kdf_and_match_their_certificates() {
         let stored = text(&vectors, &format!("/users/{user}/server_private_key_string"));
         let (identity, kdf) = unwrap_private_key(stored, &mnemonic).unwrap();
         assert_eq!(kdf, kdf_named(text(&vectors, &format!("/users/{user}/expected_kdf"))), "{user}");
-        let expected = PrivateIdentity::from_pkcs8_pem(text(&vectors, &format!("/users/{user}/expected_private_key_pem"))).unwrap();
+        let expected =
+            PrivateIdentity::from_pkcs8_pem(text(&vectors, &format!("/users/{user}/expected_private_key_pem")))
+                .unwrap();
         assert_eq!(*identity.to_pkcs8_pem(), *expected.to_pkcs8_pem(), "{user}");
         let certificate = UserCertificate::from_pem(text(&vectors, &format!("/users/{user}/certificate_pem"))).unwrap();
         assert!(identity.matches_certificate(&certificate), "{user}");

@@ -170,7 +170,10 @@ fn sub_folder_decodes_with_the_root_key_and_root_signers() {
     let plaintext = decrypt_block_to_json(&sub.document.metadata, &top.tree.metadata_key).unwrap();
     assert_eq!(std::str::from_utf8(&plaintext).unwrap(), text(&vectors, "/sub_folder_expected_plaintext_json"));
     // The sub folder's clear name comes from the root's folders map.
-    assert_eq!(&*top.decoded.folder.folders[text(&vectors, "/sub_folder_uid")], text(&vectors, "/sub_folder_cleartext_name"));
+    assert_eq!(
+        &*top.decoded.folder.folders[text(&vectors, "/sub_folder_uid")],
+        text(&vectors, "/sub_folder_cleartext_name")
+    );
     // Its signature does not verify under the root's signature (swapped documents are caught).
     let swapped = decode_sub_folder(
         text(&vectors, "/sub_folder_metadata_json"),

@@ -25,7 +25,8 @@ fn every_propfind_fixture_yields_the_expected_fields() {
             assert_eq!(entry.e2ee_is_encrypted, flag(&want["nc_e2ee_is_encrypted"]), "{case} {}", entry.href);
             assert_eq!(entry.size, want["size"].as_u64(), "{case} {}", entry.href);
             assert_eq!(entry.content_length, want["getcontentlength"].as_u64(), "{case} {}", entry.href);
-            let referenced = |value: &Value| value.as_str().map(|pointer| text(&vectors, &format!("/{pointer}")).to_owned());
+            let referenced =
+                |value: &Value| value.as_str().map(|pointer| text(&vectors, &format!("/{pointer}")).to_owned());
             assert_eq!(entry.e2ee_metadata, referenced(&want["e2ee_metadata"]), "{case} {}", entry.href);
             assert_eq!(
                 entry.e2ee_metadata_signature,
@@ -65,10 +66,7 @@ fn malformed_propfind_bodies_are_errors_not_panics() {
         let result = parse_multistatus(body);
         assert!(result.is_err(), "{:?} parsed as {result:?}", String::from_utf8_lossy(body));
     }
-    assert!(matches!(
-        parse_multistatus(b"<a xmlns=\"DAV:\"/>"),
-        Err(PropfindError::Shape(_))
-    ));
+    assert!(matches!(parse_multistatus(b"<a xmlns=\"DAV:\"/>"), Err(PropfindError::Shape(_))));
 }
 
 #[test]

@@ -62,7 +62,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stored_private_key = wrap_private_key(&user, &mnemonic);
     fs::write(server_dir.join("private-key"), &stored_private_key)?;
     fs::write(server_dir.join("certificate.pem"), certificate.to_pem())?;
-    println!("1. keys: RSA-2048 for {:?}, certificate signed by the server key {}", args.user, &server.public_key().fingerprint()[..16]);
+    println!(
+        "1. keys: RSA-2048 for {:?}, certificate signed by the server key {}",
+        args.user,
+        &server.public_key().fingerprint()[..16]
+    );
     println!("   mnemonic (shown once; never written anywhere): {}", &*mnemonic.phrase());
 
     // --- Encrypt files under fresh keys, and the folder metadata under the metadata key.
@@ -88,7 +92,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     fs::create_dir(server_dir.join(&subfolder_uid))?;
     folder.folders.insert(subfolder_uid, Zeroizing::new("Tax 2026".into()));
     let users = [TrustedUser { user_id: args.user.clone(), certificate: certificate.clone() }];
-    let encoded = encode_top_folder(&folder, &metadata_key, &users, None, Signer { identity: &user, certificate: &certificate })?;
+    let encoded =
+        encode_top_folder(&folder, &metadata_key, &users, None, Signer { identity: &user, certificate: &certificate })?;
     fs::write(server_dir.join("metadata.json"), &encoded.json)?;
     fs::write(server_dir.join("metadata.signature"), &encoded.signature_base64)?;
     drop((user, folder, metadata_key));
@@ -113,7 +118,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("3. second device: private key unwrapped with the mnemonic ({kdf:?}), metadata verified (signed by {:?}, counter {})",
         top.decoded.signed_by, top.decoded.folder.counter);
     println!();
-    println!("   {:<34} {:>6}   {}", "server sees", "bytes", "you see");
+    println!("   {:<34} {:>6}   you see", "server sees", "bytes");
     for (uid, entry) in &top.decoded.folder.files {
         let blob = fs::read(server_dir.join(uid))?;
         let plaintext = decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), blob.as_slice())?;
@@ -135,8 +140,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Err(error) => println!("\n4. a server that flips one bit of {uid} is caught: {error}"),
         Ok(_) => bail!("tampering was not detected"),
     }
-    println!("\ndone in {:.1?}; the server directory holds {} entries, none of them a clear name or key",
-        started.elapsed(), fs::read_dir(server_dir)?.count());
+    println!(
+        "\ndone in {:.1?}; the server directory holds {} entries, none of them a clear name or key",
+        started.elapsed(),
+        fs::read_dir(server_dir)?.count()
+    );
     Ok(())
 }
 

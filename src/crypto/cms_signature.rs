@@ -126,7 +126,10 @@ pub fn verify_detached(
 ) -> Result<VerifiedSignature, SignatureError> {
     let content_info = ContentInfo::from_der(signature_der).map_err(malformed)?;
     if content_info.content_type != rfc5911::ID_SIGNED_DATA {
-        return Err(SignatureError::Unsupported(format!("content type {} is not SignedData", content_info.content_type)));
+        return Err(SignatureError::Unsupported(format!(
+            "content type {} is not SignedData",
+            content_info.content_type
+        )));
     }
     let signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
     if signed_data.encap_content_info.econtent.is_some() {
@@ -158,13 +161,12 @@ fn verify_signer_info(
         rfc5912::RSA_ENCRYPTION | rfc5912::SHA_256_WITH_RSA_ENCRYPTION => rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
         other => return Err(SignatureError::Unsupported(format!("signature algorithm {other}"))),
     };
-    let signed_attributes = signer_info
-        .signed_attrs
-        .as_ref()
-        .ok_or_else(|| SignatureError::Unsupported("no signed attributes".into()))?;
+    let signed_attributes =
+        signer_info.signed_attrs.as_ref().ok_or_else(|| SignatureError::Unsupported("no signed attributes".into()))?;
     let single_value = |oid: ObjectIdentifier| -> Result<&Any, SignatureError> {
         let mut matching = signed_attributes.iter().filter(|attribute| attribute.oid == oid);
-        let attribute = matching.next().ok_or_else(|| SignatureError::Unsupported(format!("missing attribute {oid}")))?;
+        let attribute =
+            matching.next().ok_or_else(|| SignatureError::Unsupported(format!("missing attribute {oid}")))?;
         if matching.next().is_some() || attribute.values.len() != 1 {
             return Err(SignatureError::Malformed(format!("attribute {oid} must appear once with one value")));
         }

@@ -87,9 +87,7 @@ impl Context {
             if init(raw, cipher, ptr::null_mut(), ptr::null(), ptr::null()) != 1 {
                 return Err(GcmError::Backend("EVP_CipherInit_ex"));
             }
-            if ffi::EVP_CIPHER_CTX_ctrl(raw, ffi::EVP_CTRL_GCM_SET_IVLEN, nonce.len() as c_int, ptr::null_mut())
-                != 1
-            {
+            if ffi::EVP_CIPHER_CTX_ctrl(raw, ffi::EVP_CTRL_GCM_SET_IVLEN, nonce.len() as c_int, ptr::null_mut()) != 1 {
                 return Err(GcmError::Backend("EVP_CTRL_GCM_SET_IVLEN"));
             }
             if init(raw, ptr::null(), ptr::null_mut(), key.as_ptr(), nonce.as_ptr()) != 1 {

@@ -20,7 +20,7 @@ use aws_lc_rs::rsa::{
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use const_oid::db::{rfc5280 as oids_5280, rfc5912, rfc4519};
+use const_oid::db::{rfc4519, rfc5280 as oids_5280, rfc5912};
 use const_oid::ObjectIdentifier;
 use der::asn1::{BitString, GeneralizedTime, SetOfVec, UtcTime};
 use der::{Any, Decode, DecodePem, Encode, EncodePem, Tag, Tagged};
@@ -110,9 +110,10 @@ impl PrivateIdentity {
 
     /// Loads a PKCS#8 DER private key.
     pub fn from_pkcs8_der(pkcs8_der: &[u8]) -> Result<Self, IdentityError> {
-        let signing_key = RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
-        let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8_der)
-            .map_err(|error| IdentityError::BadKey(error.to_string()))?;
+        let signing_key =
+            RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
+        let decrypting =
+            PrivateDecryptingKey::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
         if decrypting.key_size_bits() < 2048 {
             return Err(IdentityError::BadKey(format!("{} bits; at least 2048 needed", decrypting.key_size_bits())));
         }
@@ -126,7 +127,8 @@ impl PrivateIdentity {
 
     /// Loads a `-----BEGIN PRIVATE KEY-----` (PKCS#8) PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, IdentityError> {
-        let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("private key PEM", error))?;
+        let (label, der) =
+            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("private key PEM", error))?;
         let der = Zeroizing::new(der);
         if label != "PRIVATE KEY" {
             return Err(malformed("private key PEM", format!("label {label:?}, expected \"PRIVATE KEY\"")));
@@ -205,7 +207,8 @@ impl PrivateIdentity {
         user_id: &str,
         validity: Duration,
     ) -> Result<UserCertificate, IdentityError> {
-        let request = CertReq::from_pem(request_pem.trim().as_bytes()).map_err(|error| malformed("certificate request", error))?;
+        let request = CertReq::from_pem(request_pem.trim().as_bytes())
+            .map_err(|error| malformed("certificate request", error))?;
         let info_der = request.info.to_der().map_err(|error| malformed("certificate request", error))?;
         let request_key = PublicKey::from_spki(&request.info.public_key)?;
         verify_rsa_signature(&request_key, &request.algorithm.oid, &info_der, request.signature.raw_bytes())?;
@@ -270,7 +273,8 @@ impl PublicKey {
             return Err(IdentityError::BadKey(format!("algorithm {} is not RSA", spki.algorithm.oid)));
         }
         let spki_der = spki.to_der().map_err(|error| malformed("public key", error))?;
-        let encrypting = PublicEncryptingKey::from_der(&spki_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
+        let encrypting =
+            PublicEncryptingKey::from_der(&spki_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
         if encrypting.key_size_bits() < 2048 {
             return Err(IdentityError::BadKey(format!("{} bits; at least 2048 needed", encrypting.key_size_bits())));
         }
@@ -279,7 +283,8 @@ impl PublicKey {
 
     /// Parses a `-----BEGIN PUBLIC KEY-----` PEM (what Nextcloud's `/server-key` returns).
     pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
-        let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("public key PEM", error))?;
+        let (label, der) =
+            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("public key PEM", error))?;
         if label != "PUBLIC KEY" {
             return Err(malformed("public key PEM", format!("label {label:?}, expected \"PUBLIC KEY\"")));
         }
@@ -398,23 +403,19 @@ impl UserCertificate {
     /// Verifies the certificate's signature against the server's public key (raw check of the TBS part,
     /// SHA-1 or SHA-2 with RSA PKCS#1 v1.5), as Nextcloud's clients do.
     pub fn verify_issued_by(&self, server_key: &PublicKey) -> Result<(), IdentityError> {
-        let tbs_der = self
-            .certificate
-            .tbs_certificate
-            .to_der()
-            .map_err(|error| malformed("certificate", error))?;
+        let tbs_der = self.certificate.tbs_certificate.to_der().map_err(|error| malformed("certificate", error))?;
         let algorithm = &self.certificate.signature_algorithm.oid;
         if &self.certificate.tbs_certificate.signature.oid != algorithm {
             return Err(malformed("certificate", "inner and outer signature algorithms differ"));
         }
-        verify_rsa_signature(server_key, algorithm, &tbs_der, self.certificate.signature.raw_bytes()).map_err(
-            |error| match error {
-                IdentityError::BadSignature => IdentityError::CertificateNotIssuedByServer {
-                    subject: self.common_name().unwrap_or_default(),
-                },
+        verify_rsa_signature(server_key, algorithm, &tbs_der, self.certificate.signature.raw_bytes()).map_err(|error| {
+            match error {
+                IdentityError::BadSignature => {
+                    IdentityError::CertificateNotIssuedByServer { subject: self.common_name().unwrap_or_default() }
+                }
                 other => other,
-            },
-        )
+            }
+        })
     }
 
     /// Verifies the certificate against the server key and checks that it names `user_id`.
@@ -482,6 +483,7 @@ fn common_name_only(user_id: &str) -> Result<Name, IdentityError> {
 pub fn common_name(name: &Name) -> Option<String> {
     name.0
         .iter()
+        .rev()
         .flat_map(|rdn| rdn.0.iter())
         .filter(|attribute| attribute.oid == rfc4519::CN)
         .filter_map(|attribute| match attribute.value.tag() {
@@ -490,5 +492,5 @@ pub fn common_name(name: &Name) -> Option<String> {
             }
             _ => None,
         })
-        .last()
+        .next()
 }

@@ -87,7 +87,8 @@ struct StoredPrivateKey {
 
 fn split_stored(stored: &str) -> Result<StoredPrivateKey, PrivateKeyWrapError> {
     let stored = stored.trim();
-    let parts: Vec<&str> = if stored.contains('|') { stored.split('|').collect() } else { stored.split("fA==").collect() };
+    let parts: Vec<&str> =
+        if stored.contains('|') { stored.split('|').collect() } else { stored.split("fA==").collect() };
     if parts.len() != 3 {
         return Err(PrivateKeyWrapError::Malformed("expected three parts: ciphertext|iv|salt"));
     }

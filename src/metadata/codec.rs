@@ -45,9 +45,10 @@ pub struct ServerKeyTrust<'a> {
 
 impl CertificateTrust for ServerKeyTrust<'_> {
     fn check(&self, user_id: &str, certificate: &UserCertificate) -> Result<(), MetadataError> {
-        certificate
-            .verify_for_user(self.server_key, user_id)
-            .map_err(|error| MetadataError::UntrustedCertificate { user_id: user_id.to_owned(), reason: error.to_string() })
+        certificate.verify_for_user(self.server_key, user_id).map_err(|error| MetadataError::UntrustedCertificate {
+            user_id: user_id.to_owned(),
+            reason: error.to_string(),
+        })
     }
 }
 
@@ -294,11 +295,7 @@ pub fn check_key_history(previous: &[String], current: &[String]) -> Result<(), 
 /// Whether `name` can be a clear file or folder name on every platform cloakfs serves: not empty, not `.`
 /// or `..`, no `/`, `\` or NUL, at most [`MAX_NAME_LEN`] bytes.
 pub fn is_valid_clear_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.len() <= MAX_NAME_LEN
-        && !name.contains(['/', '\\', '\0'])
+    !name.is_empty() && name != "." && name != ".." && name.len() <= MAX_NAME_LEN && !name.contains(['/', '\\', '\0'])
 }
 
 fn validate_entries(folder: &FolderMetadata) -> Result<(), MetadataError> {
@@ -354,9 +351,8 @@ pub fn decrypt_block_to_json(block: &EncryptedBlock, key: &MetadataKey) -> Resul
     if sealed.len() < gcm::TAG_LEN {
         return Err(malformed("ciphertext", "shorter than the tag"));
     }
-    let tag = BASE64
-        .decode(block.authentication_tag.trim())
-        .map_err(|_| malformed("authenticationTag", "not base64"))?;
+    let tag =
+        BASE64.decode(block.authentication_tag.trim()).map_err(|_| malformed("authenticationTag", "not base64"))?;
     if tag.as_slice() != &sealed[sealed.len() - gcm::TAG_LEN..] {
         return Err(malformed("authenticationTag", "differs from the ciphertext's tag"));
     }

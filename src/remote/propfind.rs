@@ -200,7 +200,8 @@ fn status_is_ok(status: &str) -> bool {
 
 fn entry_from(href: String, propstat: PropstatInProgress) -> Result<PropfindEntry, PropfindError> {
     let properties = propstat.properties;
-    let get = |namespace: &str, local: &str| properties.get(&(namespace.to_owned(), local.to_owned())).map(|v| v.trim());
+    let get =
+        |namespace: &str, local: &str| properties.get(&(namespace.to_owned(), local.to_owned())).map(|v| v.trim());
     let number = |namespace: &str, local: &'static str| -> Result<Option<u64>, PropfindError> {
         match get(namespace, local) {
             None | Some("") => Ok(None),
@@ -212,7 +213,8 @@ fn entry_from(href: String, propstat: PropstatInProgress) -> Result<PropfindEntr
         Some("0") | Some("false") | Some("") => Some(false),
         _ => None,
     };
-    let non_empty = |namespace: &str, local: &str| get(namespace, local).filter(|value| !value.is_empty()).map(str::to_owned);
+    let non_empty =
+        |namespace: &str, local: &str| get(namespace, local).filter(|value| !value.is_empty()).map(str::to_owned);
     Ok(PropfindEntry {
         file_id: number(OC_NS, "fileid")?,
         is_collection: propstat.is_collection,
