@@ -27,7 +27,7 @@ fn demo_round_trips_and_leaves_only_ciphertext_on_the_server() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("passport-scan.txt (45 bytes, verified)"), "{stdout}");
-    assert!(stdout.contains("is caught: file content failed authentication"), "{stdout}");
+    assert!(stdout.contains("is caught: file content failed authentication: authentication tag mismatch"), "{stdout}");
     let mnemonic_line = stdout.lines().find(|line| line.contains("mnemonic")).unwrap();
     let mnemonic = mnemonic_line.rsplit(": ").next().unwrap();
     assert_eq!(mnemonic.split(' ').count(), 12);

@@ -133,7 +133,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     // --- The server flips one bit of one blob: the read fails, no plaintext comes out.
-    let (uid, entry) = top.decoded.folder.files.iter().next().context("no files")?;
+    let (uid, entry) = top
+        .decoded
+        .folder
+        .files
+        .iter()
+        .find(|(uid, _)| fs::metadata(server_dir.join(uid)).map(|meta| meta.len() > 16).unwrap_or(false))
+        .context("no non-empty file")?;
     let mut tampered = fs::read(server_dir.join(uid))?;
     tampered[0] ^= 1;
     match decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), tampered.as_slice()) {
