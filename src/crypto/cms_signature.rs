@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use const_oid::db::{rfc5911, rfc5912};
 use const_oid::ObjectIdentifier;
 use der::asn1::{OctetString, SetOfVec, UtcTime};
-use der::{Any, Decode, Encode};
+use der::{Any, Decode, Encode, Header, Reader as _, SliceReader};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 use x509_cert::time::Time;
@@ -19,7 +19,7 @@ use x509_cert::time::Time;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
 
 use super::identity::{verify_rsa_signature, IdentityError, PrivateIdentity, UserCertificate};
@@ -140,8 +140,12 @@ pub fn verify_detached(
     }
     let expected_digest = sha256(content);
     let mut last_error = SignatureError::UnknownSigner;
-    for signer_info in signed_data.signer_infos.0.iter() {
-        match verify_signer_info(signer_info, &expected_digest, trusted) {
+    // Work from the received bytes: the signature covers the signed attributes exactly as the signer
+    // encoded them (RFC 5652 §5.4), which need not be in DER SET OF order (pkijs, for one, does not sort).
+    for signer_info_der in raw_signer_infos(signature_der)? {
+        let signer_info = SignerInfo::from_der(signer_info_der).map_err(malformed)?;
+        let signed_attributes_der = raw_signed_attributes(signer_info_der)?;
+        match verify_signer_info(&signer_info, &signed_attributes_der, &expected_digest, trusted) {
             Ok(verified) => return Ok(verified),
             Err(error) => last_error = error,
         }
@@ -149,8 +153,49 @@ pub fn verify_detached(
     Err(last_error)
 }
 
+/// The TLVs inside a constructed TLV's value.
+fn children(tlv: &[u8]) -> Result<Vec<&[u8]>, SignatureError> {
+    let mut reader = SliceReader::new(tlv).map_err(malformed)?;
+    let header = Header::decode(&mut reader).map_err(malformed)?;
+    let value = reader.read_slice(header.length).map_err(malformed)?;
+    if !reader.is_finished() {
+        return Err(SignatureError::Malformed("trailing data after a DER element".into()));
+    }
+    let mut inner = SliceReader::new(value).map_err(malformed)?;
+    let mut found = Vec::new();
+    while !inner.is_finished() {
+        found.push(inner.tlv_bytes().map_err(malformed)?);
+    }
+    Ok(found)
+}
+
+/// The raw DER of each SignerInfo, in the order received.
+fn raw_signer_infos(signature_der: &[u8]) -> Result<Vec<&[u8]>, SignatureError> {
+    let shape = |what: &str| SignatureError::Malformed(format!("unexpected CMS structure: {what}"));
+    let content_info = children(signature_der)?;
+    let explicit = content_info.get(1).ok_or_else(|| shape("no content"))?;
+    let signed_data_tlv = *children(explicit)?.first().ok_or_else(|| shape("empty content"))?;
+    let signed_data = children(signed_data_tlv)?;
+    let signer_infos = signed_data.last().ok_or_else(|| shape("empty SignedData"))?;
+    children(signer_infos)
+}
+
+/// The signed attributes of a raw SignerInfo as the signature covers them: the `[0] IMPLICIT` field's
+/// bytes with its tag replaced by the universal SET tag.
+fn raw_signed_attributes(signer_info_der: &[u8]) -> Result<Vec<u8>, SignatureError> {
+    let fields = children(signer_info_der)?;
+    let field = fields
+        .iter()
+        .find(|field| field.first() == Some(&0xA0))
+        .ok_or_else(|| SignatureError::Unsupported("no signed attributes".into()))?;
+    let mut bytes = field.to_vec();
+    bytes[0] = 0x31;
+    Ok(bytes)
+}
+
 fn verify_signer_info(
     signer_info: &SignerInfo,
+    signed_attributes_der: &[u8],
     expected_digest: &[u8; 32],
     trusted: &[&UserCertificate],
 ) -> Result<VerifiedSignature, SignatureError> {
@@ -161,8 +206,8 @@ fn verify_signer_info(
         rfc5912::RSA_ENCRYPTION | rfc5912::SHA_256_WITH_RSA_ENCRYPTION => rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
         other => return Err(SignatureError::Unsupported(format!("signature algorithm {other}"))),
     };
-    let signed_attributes =
-        signer_info.signed_attrs.as_ref().ok_or_else(|| SignatureError::Unsupported("no signed attributes".into()))?;
+    // The attribute values checked below are decoded from the very bytes the signature is checked over.
+    let signed_attributes = SignedAttributes::from_der(signed_attributes_der).map_err(malformed)?;
     let single_value = |oid: ObjectIdentifier| -> Result<&Any, SignatureError> {
         let mut matching = signed_attributes.iter().filter(|attribute| attribute.oid == oid);
         let attribute =
@@ -184,12 +229,11 @@ fn verify_signer_info(
         .ok()
         .and_then(|value| Time::from_der(&value.to_der().ok()?).ok())
         .map(|time| time.to_system_time());
-    let signed_attributes_der = signed_attributes.to_der().map_err(malformed)?;
     for (signer_index, certificate) in trusted.iter().enumerate() {
         let verified = verify_rsa_signature(
             certificate.public_key(),
             &signature_algorithm,
-            &signed_attributes_der,
+            signed_attributes_der,
             signer_info.signature.as_bytes(),
         );
         if verified.is_ok() {
@@ -197,4 +241,59 @@ fn verify_signer_info(
         }
     }
     Err(SignatureError::UnknownSigner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn find(haystack: &[u8], needle: &[u8]) -> usize {
+        haystack.windows(needle.len()).position(|window| window == needle).expect("subslice present")
+    }
+
+    /// Signers that do not sort their signed attributes (pkijs, used by Nextcloud's web client) are
+    /// verified over the bytes they signed, not over a re-sorted encoding.
+    #[test]
+    fn unsorted_signed_attributes_verify_over_the_received_bytes() {
+        let server = PrivateIdentity::generate().unwrap();
+        let user = PrivateIdentity::generate().unwrap();
+        let request = user.certificate_request_pem("alice").unwrap();
+        let certificate = server.issue_certificate(&request, "alice", Duration::from_secs(60)).unwrap();
+        let content = b"eyJtZXRhZGF0YSI6e319";
+        let mut signature = sign_detached(&user, &certificate, content, SystemTime::now()).unwrap();
+
+        // Reverse the order of the signed attributes in place (same total length) and re-sign them.
+        let signer_info = raw_signer_infos(&signature).unwrap()[0].to_vec();
+        let attributes_tlv =
+            children(&signer_info).unwrap().into_iter().find(|field| field[0] == 0xA0).unwrap().to_vec();
+        let mut reordered =
+            attributes_tlv[..attributes_tlv.len() - children(&attributes_tlv).unwrap().concat().len()].to_vec();
+        for attribute in children(&attributes_tlv).unwrap().into_iter().rev() {
+            reordered.extend_from_slice(attribute);
+        }
+        assert_eq!(reordered.len(), attributes_tlv.len());
+        assert_ne!(reordered, attributes_tlv, "the reversed order differs from DER order");
+        let old_signature_value = SignerInfo::from_der(&signer_info).unwrap().signature.as_bytes().to_vec();
+        let mut to_sign = reordered.clone();
+        to_sign[0] = 0x31;
+        let new_signature_value = user.sign_pkcs1_sha256(&to_sign).unwrap();
+        let position = find(&signature, &attributes_tlv);
+        signature[position..position + reordered.len()].copy_from_slice(&reordered);
+        let position = find(&signature, &old_signature_value);
+        signature[position..position + new_signature_value.len()].copy_from_slice(&new_signature_value);
+
+        let verified = verify_detached(&signature, content, &[&certificate]).unwrap();
+        assert_eq!(verified.signer_index, 0);
+        assert!(matches!(verify_detached(&signature, b"other", &[&certificate]), Err(SignatureError::DigestMismatch)));
+    }
+
+    /// Garbage and truncated DER gives errors, not panics.
+    #[test]
+    fn garbage_and_truncated_signatures_are_errors() {
+        for bytes in [&b""[..], b"\x30\x00", b"\x30\x03\x06\x01\x00", b"\x30\x80\x00\x00"] {
+            assert!(verify_detached(bytes, b"x", &[]).is_err());
+        }
+    }
 }
