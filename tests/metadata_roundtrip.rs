@@ -520,3 +520,34 @@ proptest! {
         prop_assert_eq!(top.decoded.signed_by, "bob");
     }
 }
+
+#[test]
+fn debug_output_never_shows_names_or_keys() {
+    let world = world();
+    let folder = sample_folder(1);
+    let key = MetadataKey::generate();
+    let top = {
+        let encoded = encode_top_folder(&folder, &key, &[world.alice.trusted()], None, world.alice.signer()).unwrap();
+        decode_as(&world.alice, &encoded.json, &encoded.signature_base64).unwrap()
+    };
+    let entry = folder.files.values().next().unwrap();
+    let printed = [
+        format!("{folder:?}"),
+        format!("{entry:?}"),
+        format!("{top:?}"),
+        format!("{:?}", world.alice.identity),
+        format!("{key:?}"),
+        format!("{:?}", cloakfs::crypto::Mnemonic::generate()),
+    ]
+    .join("\n");
+    for secret in [
+        "Reisepass".to_owned(),
+        "Steuern".to_owned(),
+        entry.key.to_base64().to_string(),
+        key.to_base64().to_string(),
+        hex::encode(key.as_bytes()),
+        "PRIVATE KEY".to_owned(),
+    ] {
+        assert!(!printed.contains(&secret), "Debug output shows {secret:?}");
+    }
+}
