@@ -86,6 +86,16 @@ fn malformed(what: &'static str, error: impl fmt::Display) -> IdentityError {
     IdentityError::Malformed { what, reason: error.to_string() }
 }
 
+/// Decodes a PEM block that must carry `label`; the DER is returned in a buffer wiped on drop.
+fn decode_pem(pem: &str, label: &str, what: &'static str) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+    let (found, der_bytes) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed(what, error))?;
+    let der_bytes = Zeroizing::new(der_bytes);
+    if found != label {
+        return Err(malformed(what, format!("label {found:?}, expected {label:?}")));
+    }
+    Ok(der_bytes)
+}
+
 /// A user's (or the server's) RSA-2048 private key, usable for OAEP unwrapping and PKCS#1 v1.5 signing.
 pub struct PrivateIdentity {
     pkcs8_der: Zeroizing<Vec<u8>>,
@@ -127,12 +137,7 @@ impl PrivateIdentity {
 
     /// Loads a `-----BEGIN PRIVATE KEY-----` (PKCS#8) PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, IdentityError> {
-        let (label, der) =
-            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("private key PEM", error))?;
-        let der = Zeroizing::new(der);
-        if label != "PRIVATE KEY" {
-            return Err(malformed("private key PEM", format!("label {label:?}, expected \"PRIVATE KEY\"")));
-        }
+        let der = decode_pem(pem, "PRIVATE KEY", "private key PEM")?;
         Self::from_pkcs8_der(&der)
     }
 
@@ -283,11 +288,7 @@ impl PublicKey {
 
     /// Parses a `-----BEGIN PUBLIC KEY-----` PEM (what Nextcloud's `/server-key` returns).
     pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
-        let (label, der) =
-            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("public key PEM", error))?;
-        if label != "PUBLIC KEY" {
-            return Err(malformed("public key PEM", format!("label {label:?}, expected \"PUBLIC KEY\"")));
-        }
+        let der = decode_pem(pem, "PUBLIC KEY", "public key PEM")?;
         Self::from_spki_der(&der)
     }
 
@@ -361,11 +362,7 @@ impl UserCertificate {
 
     /// Parses a `-----BEGIN CERTIFICATE-----` PEM.
     pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
-        let (label, der_bytes) =
-            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|error| malformed("certificate PEM", error))?;
-        if label != "CERTIFICATE" {
-            return Err(malformed("certificate PEM", format!("label {label:?}, expected \"CERTIFICATE\"")));
-        }
+        let der_bytes = decode_pem(pem, "CERTIFICATE", "certificate PEM")?;
         Self::from_der(&der_bytes)
     }
 
