@@ -159,6 +159,10 @@ fn csr_to_certificate_round_trip_with_nextcloud_shape() {
         server.issue_certificate(&request, "alice@example.org", Duration::from_secs(7300 * 86400)).unwrap();
     certificate.verify_for_user(server.public_key(), "alice@example.org").unwrap();
     assert!(alice.matches_certificate(&certificate));
+    // The server key survives PEM (what `/server-key` serves) and still verifies the certificate.
+    let server_key = cloakfs::crypto::PublicKey::from_pem(&server.public_key().to_pem()).unwrap();
+    assert_eq!(&server_key, server.public_key());
+    certificate.verify_issued_by(&server_key).unwrap();
     let tbs = &certificate.certificate().tbs_certificate;
     assert_eq!(tbs.issuer, tbs.subject);
     assert_eq!(tbs.serial_number.as_bytes(), &[0]);

@@ -99,31 +99,31 @@ impl Context {
 
     /// Runs `buffer` through the cipher in place (GCM is a stream mode: output length = input length).
     fn update_in_place(&mut self, direction: &Direction, buffer: &mut [u8]) -> Result<(), GcmError> {
-        self.processed = self.processed.saturating_add(buffer.len() as u64);
-        if self.processed > MAX_MESSAGE_LEN {
-            return Err(GcmError::MessageTooLong);
-        }
-        let update = match direction {
-            Direction::Encrypt => ffi::EVP_EncryptUpdate,
-            Direction::Decrypt => ffi::EVP_DecryptUpdate,
-        };
-        for chunk in buffer.chunks_mut(MAX_CHUNK) {
-            let mut written: c_int = 0;
-            let data = chunk.as_mut_ptr();
-            // SAFETY: `chunk` is valid for `len` bytes and `len` fits in c_int (MAX_CHUNK). AWS-LC's GCM
-            // update supports exact in-place operation (in == out) and writes as many bytes as it reads.
-            let ok = unsafe { update(self.raw, data, &mut written, data, chunk.len() as c_int) };
-            if ok != 1 || written as usize != chunk.len() {
-                return Err(GcmError::Backend("EVP_CipherUpdate"));
-            }
-        }
-        Ok(())
+        let data = buffer.as_mut_ptr();
+        // SAFETY: `buffer` is valid for reads and writes of its length; AWS-LC's GCM update supports exact
+        // in-place operation (in == out).
+        unsafe { self.update_raw(direction, data, data, buffer.len()) }
     }
 
     /// Runs `input` through the cipher into `output` (distinct buffers of equal length).
     fn update_into(&mut self, direction: &Direction, input: &[u8], output: &mut [u8]) -> Result<(), GcmError> {
         assert_eq!(input.len(), output.len(), "GCM output must be as long as its input");
-        self.processed = self.processed.saturating_add(input.len() as u64);
+        // SAFETY: both slices are valid for their (equal) length and cannot overlap (a shared and a
+        // mutable borrow).
+        unsafe { self.update_raw(direction, input.as_ptr(), output.as_mut_ptr(), input.len()) }
+    }
+
+    /// # Safety
+    /// `input` must be valid for reads and `output` for writes of `len` bytes; they are either identical or
+    /// do not overlap.
+    unsafe fn update_raw(
+        &mut self,
+        direction: &Direction,
+        input: *const u8,
+        output: *mut u8,
+        len: usize,
+    ) -> Result<(), GcmError> {
+        self.processed = self.processed.saturating_add(len as u64);
         if self.processed > MAX_MESSAGE_LEN {
             return Err(GcmError::MessageTooLong);
         }
@@ -131,22 +131,17 @@ impl Context {
             Direction::Encrypt => ffi::EVP_EncryptUpdate,
             Direction::Decrypt => ffi::EVP_DecryptUpdate,
         };
-        for (input_chunk, output_chunk) in input.chunks(MAX_CHUNK).zip(output.chunks_mut(MAX_CHUNK)) {
+        let mut offset = 0;
+        while offset < len {
+            let step = (len - offset).min(MAX_CHUNK);
             let mut written: c_int = 0;
-            // SAFETY: both chunks are valid for `len` bytes (equal lengths asserted above), cannot overlap
-            // (a shared and a mutable borrow), and `len` fits in c_int (MAX_CHUNK).
-            let ok = unsafe {
-                update(
-                    self.raw,
-                    output_chunk.as_mut_ptr(),
-                    &mut written,
-                    input_chunk.as_ptr(),
-                    input_chunk.len() as c_int,
-                )
-            };
-            if ok != 1 || written as usize != input_chunk.len() {
+            // SAFETY: `offset + step <= len`, so both pointers stay inside the caller's buffers; `step` fits
+            // in c_int (MAX_CHUNK); GCM writes exactly as many bytes as it reads in an update.
+            let ok = unsafe { update(self.raw, output.add(offset), &mut written, input.add(offset), step as c_int) };
+            if ok != 1 || written as usize != step {
                 return Err(GcmError::Backend("EVP_CipherUpdate"));
             }
+            offset += step;
         }
         Ok(())
     }
