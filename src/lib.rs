@@ -11,3 +11,5 @@ pub mod cli;
 pub mod crypto;
 pub mod metadata;
 pub mod remote;
+pub mod server;
+pub mod session;

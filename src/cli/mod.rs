@@ -1,6 +1,9 @@
 //! The command-line interface. One file per subcommand; `anyhow` is used only here, at the edge.
 
+pub mod common;
 pub mod demo;
+pub mod keys;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +23,18 @@ pub enum Command {
     /// certificate, encrypted files and signed metadata; then read everything back and show what the
     /// server sees next to what you see.
     Demo(demo::DemoArgs),
+    /// Run the embedded server (same API as Nextcloud's end-to-end encryption), or manage its users.
+    Serve(serve::ServeArgs),
+    /// Create or check this account's end-to-end encryption keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Keys(command) => keys::run(command),
     }
 }

@@ -1,3 +1,7 @@
-//! Talking to servers. So far: parsing what a Nextcloud WebDAV server answers to PROPFIND.
+//! Talking to servers: the HTTP client for Nextcloud's APIs, trust on first use, and PROPFIND parsing.
 
+pub mod client;
 pub mod propfind;
+pub mod trust;
+
+pub use client::{NextcloudClient, RemoteError, ServerConfig};

@@ -1,0 +1,98 @@
+//! What several subcommands share: server connection options, the password and the mnemonic.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use zeroize::Zeroizing;
+
+use crate::crypto::Mnemonic;
+use crate::remote::trust::{default_pin_path, TrustStore};
+use crate::remote::{NextcloudClient, ServerConfig};
+
+/// How to reach the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// The server's URL, e.g. https://cloud.example.org (http only to loopback, or with --allow-insecure-http).
+    #[arg(long, env = "CLOAKFS_SERVER")]
+    pub server: String,
+    /// The user id.
+    #[arg(long, env = "CLOAKFS_USER")]
+    pub user: String,
+    /// Permit plain http to a non-loopback host (the password and all metadata travel unprotected).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Timeout of each request, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// The pin file for trust on first use (default: $XDG_CONFIG_HOME/cloakfs/pins.json).
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+}
+
+impl ConnectionArgs {
+    /// A client for the server; the password comes from CLOAKFS_PASSWORD or a prompt without echo.
+    pub fn client(&self) -> anyhow::Result<NextcloudClient> {
+        let base_url =
+            url::Url::parse(&self.server).with_context(|| format!("invalid server URL {:?}", self.server))?;
+        let password = match std::env::var("CLOAKFS_PASSWORD") {
+            Ok(password) => Zeroizing::new(password),
+            Err(_) => Zeroizing::new(
+                rpassword::prompt_password(format!("app password for {} on {}: ", self.user, self.server))
+                    .context("reading the password")?,
+            ),
+        };
+        let config = ServerConfig {
+            base_url,
+            user: self.user.clone(),
+            password,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            allow_insecure_http: self.allow_insecure_http,
+        };
+        Ok(NextcloudClient::new(config)?)
+    }
+
+    /// The trust-on-first-use pin store.
+    pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
+        let path = match &self.pin_file {
+            Some(path) => path.clone(),
+            None => default_pin_path().context("no home directory: give --pin-file")?,
+        };
+        Ok(TrustStore::load(&path)?)
+    }
+}
+
+/// Where the mnemonic comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MnemonicArgs {
+    /// Read the 12 words from this file (for scripts; keep it off shared disks). Else CLOAKFS_MNEMONIC,
+    /// else a prompt without echo.
+    #[arg(long, value_name = "FILE")]
+    pub mnemonic_file: Option<PathBuf>,
+}
+
+impl MnemonicArgs {
+    /// Reads and parses the mnemonic.
+    pub fn read(&self) -> anyhow::Result<Mnemonic> {
+        let text = if let Some(path) = &self.mnemonic_file {
+            Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the mnemonic file {}", path.display()))?,
+            )
+        } else if let Ok(text) = std::env::var("CLOAKFS_MNEMONIC") {
+            Zeroizing::new(text)
+        } else {
+            Zeroizing::new(rpassword::prompt_password("mnemonic (12 words): ").context("reading the mnemonic")?)
+        };
+        if text.trim().is_empty() {
+            bail!("the mnemonic is empty");
+        }
+        let mnemonic = Mnemonic::parse(&text)?;
+        Ok(mnemonic)
+    }
+}
+
+/// A runtime for the asynchronous parts of a command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}

@@ -1,0 +1,303 @@
+//! An HTTP client for a Nextcloud server (or `cloakfs serve`): connection rules, authentication, timeouts,
+//! retries, and the OCS end-to-end encryption API calls. The engine never sees HTTP: it uses the methods
+//! here (and, later, the `Remote` trait built on them).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::crypto::PublicKey;
+
+/// Path of the end-to-end encryption OCS API, version 2.
+pub const E2EE_API: &str = "ocs/v2.php/apps/end_to_end_encryption/api/v2";
+
+/// How to reach a server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The server's base URL (e.g. `https://cloud.example.org/`).
+    pub base_url: Url,
+    /// The user id to log in as.
+    pub user: String,
+    /// An app password (or the login password, which Nextcloud answers slowly).
+    pub password: Zeroizing<String>,
+    /// Timeout of every single request.
+    pub timeout: Duration,
+    /// Permit plain HTTP to a non-loopback host.
+    pub allow_insecure_http: bool,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServerConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("user", &self.user)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors talking to a server. Each names the request (method and path, never a clear file name).
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The URL is not usable (plain HTTP to a remote host without permission, bad scheme).
+    #[error("{0}")]
+    BadUrl(String),
+    /// The server refused the credentials.
+    #[error("{request}: the server refused the user name or password (HTTP 401); use an app password")]
+    Unauthorized {
+        /// The request.
+        request: String,
+    },
+    /// The server answered with an error status.
+    #[error("{request}: HTTP {status}: {message}")]
+    Status {
+        /// The request.
+        request: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's message (OCS `data.message` or the body's start).
+        message: String,
+    },
+    /// The request did not complete (connection refused, timeout, TLS).
+    #[error("{request}: {reason}")]
+    Transport {
+        /// The request.
+        request: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server's answer does not have the expected shape.
+    #[error("{request}: unexpected answer: {reason}")]
+    Protocol {
+        /// The request.
+        request: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl RemoteError {
+    /// The HTTP status, when the server answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::Unauthorized { .. } => Some(401),
+            _ => None,
+        }
+    }
+}
+
+/// Attempts for idempotent requests (the first try and two retries).
+const ATTEMPTS: u32 = 3;
+
+/// A client for one server and user.
+#[derive(Debug, Clone)]
+pub struct NextcloudClient {
+    http: reqwest::Client,
+    config: ServerConfig,
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => IpAddr::V4(address).is_loopback(),
+        Some(url::Host::Ipv6(address)) => IpAddr::V6(address).is_loopback(),
+        None => false,
+    }
+}
+
+impl NextcloudClient {
+    /// Builds a client. HTTPS uses rustls with the system's trust roots; plain HTTP is refused unless the
+    /// host is a loopback address or `allow_insecure_http` is set.
+    pub fn new(mut config: ServerConfig) -> Result<Self, RemoteError> {
+        match config.base_url.scheme() {
+            "https" => {}
+            "http" if is_loopback_host(&config.base_url) || config.allow_insecure_http => {}
+            "http" => {
+                return Err(RemoteError::BadUrl(format!(
+                    "refusing plain http to {}: use https, or --allow-insecure-http if you really mean it",
+                    config.base_url.host_str().unwrap_or("?")
+                )))
+            }
+            other => return Err(RemoteError::BadUrl(format!("unsupported URL scheme {other:?}: use https"))),
+        }
+        if !config.base_url.path().ends_with('/') {
+            let path = format!("{}/", config.base_url.path());
+            config.base_url.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))?;
+        Ok(Self { http, config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RemoteError> {
+        self.config.base_url.join(path).map_err(|error| RemoteError::BadUrl(format!("bad path {path}: {error}")))
+    }
+
+    /// One OCS call; returns `ocs.data`. GETs are retried with backoff on transport errors and 5xx/429.
+    async fn ocs(
+        &self,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Result<Value, RemoteError> {
+        let request_name = format!("{method} /{E2EE_API}/{endpoint}");
+        let url = self.url(&format!("{E2EE_API}/{endpoint}"))?;
+        let idempotent = method == Method::GET;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .basic_auth(&self.config.user, Some(self.config.password.as_str()))
+                .header("OCS-APIRequest", "true")
+                .header("X-E2EE-Supported", "true")
+                .header("Accept", "application/json")
+                .query(&[("format", "json")])
+                .query(query);
+            if !form.is_empty() {
+                request = request.form(form);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await;
+                    match body {
+                        Ok(body) => Ok((status, body)),
+                        Err(error) => Err(transport(&request_name, &error)),
+                    }
+                }
+                Err(error) => Err(transport(&request_name, &error)),
+            };
+            let retryable = match &outcome {
+                Err(_) => true,
+                Ok((status, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            };
+            if idempotent && retryable && attempt < ATTEMPTS {
+                tracing::debug!(request = %request_name, attempt, "retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                continue;
+            }
+            let (status, body) = outcome?;
+            return parse_ocs(&request_name, status, &body);
+        }
+    }
+
+    /// `GET /server-key`: the server's public key.
+    pub async fn server_key(&self) -> Result<PublicKey, RemoteError> {
+        let data = self.ocs(Method::GET, "server-key", &[], &[]).await?;
+        let pem = string_field(&data, "public-key", "GET server-key")?;
+        PublicKey::from_pem(&pem).map_err(|error| RemoteError::Protocol {
+            request: "GET server-key".into(),
+            reason: format!("server key: {error}"),
+        })
+    }
+
+    /// `GET /public-key?users=[...]`: certificates (PEM) by user id; `None` when any user has no key (404).
+    pub async fn public_keys(&self, users: &[&str]) -> Result<Option<BTreeMap<String, String>>, RemoteError> {
+        let list = serde_json::to_string(users).expect("a list of strings serialises");
+        match self.ocs(Method::GET, "public-key", &[("users", &list)], &[]).await {
+            Ok(data) => {
+                let keys = data.get("public-keys").and_then(Value::as_object).ok_or_else(|| RemoteError::Protocol {
+                    request: "GET public-key".into(),
+                    reason: "no public-keys object".into(),
+                })?;
+                Ok(Some(
+                    keys.iter()
+                        .filter_map(|(user, pem)| pem.as_str().map(|pem| (user.clone(), pem.to_owned())))
+                        .collect(),
+                ))
+            }
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `POST /public-key`: submits a certificate request; returns the issued certificate (PEM).
+    pub async fn submit_certificate_request(&self, csr_pem: &str) -> Result<String, RemoteError> {
+        let data = self.ocs(Method::POST, "public-key", &[], &[("csr", csr_pem)]).await?;
+        string_field(&data, "public-key", "POST public-key")
+    }
+
+    /// `GET /private-key`: the wrapped private key, `None` if none is stored (404).
+    pub async fn wrapped_private_key(&self) -> Result<Option<Zeroizing<String>>, RemoteError> {
+        match self.ocs(Method::GET, "private-key", &[], &[]).await {
+            Ok(data) => Ok(Some(Zeroizing::new(string_field(&data, "private-key", "GET private-key")?))),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `POST /private-key`: stores the wrapped private key.
+    pub async fn store_wrapped_private_key(&self, wrapped: &str) -> Result<(), RemoteError> {
+        self.ocs(Method::POST, "private-key", &[], &[("privateKey", wrapped)]).await.map(|_| ())
+    }
+}
+
+fn transport(request: &str, error: &reqwest::Error) -> RemoteError {
+    let reason = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        format!("cannot connect: {}", root_cause(error))
+    } else {
+        root_cause(error)
+    };
+    RemoteError::Transport { request: request.to_owned(), reason }
+}
+
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn parse_ocs(request: &str, status: StatusCode, body: &str) -> Result<Value, RemoteError> {
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(RemoteError::Unauthorized { request: request.to_owned() });
+    }
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let data = parsed.as_ref().and_then(|value| value.pointer("/ocs/data")).cloned();
+    if !status.is_success() {
+        let message = data
+            .as_ref()
+            .and_then(|data| data.get("message"))
+            .and_then(Value::as_str)
+            .filter(|message| !message.is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|value| value.pointer("/ocs/meta/message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        return Err(RemoteError::Status { request: request.to_owned(), status: status.as_u16(), message });
+    }
+    data.ok_or_else(|| RemoteError::Protocol { request: request.to_owned(), reason: "not an OCS JSON answer".into() })
+}
+
+fn string_field(data: &Value, field: &str, request: &str) -> Result<String, RemoteError> {
+    data.get(field).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| RemoteError::Protocol {
+        request: request.to_owned(),
+        reason: format!("missing field {field:?}"),
+    })
+}

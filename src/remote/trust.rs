@@ -1,0 +1,204 @@
+//! Trust on first use: the server's key and each user's certificate are pinned the first time they are
+//! seen; a different one later is refused, showing both fingerprints, until the user accepts it.
+//!
+//! The pin file is non-secret state in the user's config directory (`$XDG_CONFIG_HOME/cloakfs/pins.json`):
+//! server URLs, user ids and SHA-256 fingerprints. It holds no file or folder names and no keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{PublicKey, UserCertificate};
+
+/// Pins for one server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerPins {
+    /// SHA-256 fingerprint of the server key's SubjectPublicKeyInfo.
+    pub server_key: Option<String>,
+    /// SHA-256 fingerprints of users' certificates, by user id.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, String>,
+}
+
+/// All pins, by server URL.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct PinFile {
+    #[serde(default)]
+    servers: BTreeMap<String, ServerPins>,
+}
+
+/// Refusals and failures of the pin store.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The server presents another key than the pinned one.
+    #[error(
+        "the server key of {server} has CHANGED.\n  pinned:    {pinned}\n  presented: {presented}\n\
+         This is what a compromised server would do. If you know the server was reinstalled, accept the new \
+         key explicitly with --accept-server-key {presented}"
+    )]
+    ServerKeyChanged {
+        /// The server.
+        server: String,
+        /// The pinned fingerprint.
+        pinned: String,
+        /// The presented fingerprint.
+        presented: String,
+    },
+    /// A user presents another certificate than the pinned one.
+    #[error(
+        "the certificate of user {user:?} on {server} has CHANGED.\n  pinned:    {pinned}\n  presented: {presented}\n\
+         Refusing to use it: a server can issue certificates for anyone."
+    )]
+    CertificateChanged {
+        /// The server.
+        server: String,
+        /// The user.
+        user: String,
+        /// The pinned fingerprint.
+        pinned: String,
+        /// The presented fingerprint.
+        presented: String,
+    },
+    /// A certificate was pinned for the user, but the server now says the user has no keys.
+    #[error(
+        "this device pinned a certificate for user {user:?} on {server}, but the server no longer has keys for \
+         that user. A server that lost or dropped keys may be trying to get new ones made under its control. \
+         If the account was really reset, remove the user's entry from {pin_file} and try again."
+    )]
+    PinnedCertificateMissing {
+        /// The server.
+        server: String,
+        /// The user.
+        user: String,
+        /// The pin file.
+        pin_file: String,
+    },
+    /// The pin file could not be read or written.
+    #[error("pin file {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The pin store, loaded from and saved to one JSON file.
+#[derive(Debug)]
+pub struct TrustStore {
+    path: PathBuf,
+    pins: PinFile,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// Matches the pin.
+    Known,
+    /// Seen for the first time; pinned now.
+    FirstUse,
+}
+
+/// The default location of the pin file: `$XDG_CONFIG_HOME/cloakfs/pins.json` (or the platform's equivalent).
+pub fn default_pin_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "cloakfs").map(|dirs| dirs.config_dir().join("pins.json"))
+}
+
+impl TrustStore {
+    /// Loads the pin file (an absent file is an empty store).
+    pub fn load(path: &Path) -> Result<Self, TrustError> {
+        let io = |reason: String| TrustError::Io { path: path.to_owned(), reason };
+        let pins = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| io(format!("not valid pin JSON: {error}")))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => PinFile::default(),
+            Err(error) => return Err(io(error.to_string())),
+        };
+        Ok(Self { path: path.to_owned(), pins })
+    }
+
+    /// The pins of one server.
+    pub fn server(&self, server: &str) -> Option<&ServerPins> {
+        self.pins.servers.get(server)
+    }
+
+    /// Checks the server key against the pin; pins it on first use. Saves on change.
+    pub fn check_server_key(&mut self, server: &str, key: &PublicKey) -> Result<PinOutcome, TrustError> {
+        let presented = key.fingerprint();
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        match &pins.server_key {
+            Some(pinned) if *pinned == presented => Ok(PinOutcome::Known),
+            Some(pinned) => {
+                Err(TrustError::ServerKeyChanged { server: server.to_owned(), pinned: pinned.clone(), presented })
+            }
+            None => {
+                pins.server_key = Some(presented);
+                self.save()?;
+                Ok(PinOutcome::FirstUse)
+            }
+        }
+    }
+
+    /// Refuses when a certificate is pinned for `user` on `server` (used before creating new keys).
+    pub fn ensure_no_pinned_certificate(&self, server: &str, user: &str) -> Result<(), TrustError> {
+        match self.server(server).and_then(|pins| pins.certificates.get(user)) {
+            Some(_) => Err(TrustError::PinnedCertificateMissing {
+                server: server.to_owned(),
+                user: user.to_owned(),
+                pin_file: self.path.display().to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the pinned server key, after the user confirmed `fingerprint` explicitly.
+    pub fn accept_server_key(&mut self, server: &str, fingerprint: &str) -> Result<(), TrustError> {
+        self.pins.servers.entry(server.to_owned()).or_default().server_key = Some(fingerprint.to_ascii_lowercase());
+        self.save()
+    }
+
+    /// Checks a user's certificate against the pin; pins it on first use. Saves on change.
+    pub fn check_certificate(
+        &mut self,
+        server: &str,
+        user: &str,
+        certificate: &UserCertificate,
+    ) -> Result<PinOutcome, TrustError> {
+        let presented = certificate.fingerprint();
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        match pins.certificates.get(user) {
+            Some(pinned) if *pinned == presented => Ok(PinOutcome::Known),
+            Some(pinned) => Err(TrustError::CertificateChanged {
+                server: server.to_owned(),
+                user: user.to_owned(),
+                pinned: pinned.clone(),
+                presented,
+            }),
+            None => {
+                pins.certificates.insert(user.to_owned(), presented);
+                self.save()?;
+                Ok(PinOutcome::FirstUse)
+            }
+        }
+    }
+
+    /// Writes the pin file atomically (temporary file, fsync, rename), readable by the owner only.
+    fn save(&self) -> Result<(), TrustError> {
+        let io = |reason: String| TrustError::Io { path: self.path.clone(), reason };
+        let directory = self.path.parent().ok_or_else(|| io("no parent directory".into()))?;
+        std::fs::create_dir_all(directory).map_err(|error| io(error.to_string()))?;
+        let temporary = self.path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(&self.pins).expect("pins serialise");
+        {
+            use std::io::Write as _;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temporary).map_err(|error| io(error.to_string()))?;
+            file.write_all(&json).map_err(|error| io(error.to_string()))?;
+            file.sync_all().map_err(|error| io(error.to_string()))?;
+        }
+        std::fs::rename(&temporary, &self.path).map_err(|error| io(error.to_string()))
+    }
+}

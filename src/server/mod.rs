@@ -1,0 +1,102 @@
+//! `cloakfs serve`: an embedded server that speaks Nextcloud's end-to-end encryption API.
+//!
+//! Built so far: users (Argon2id passwords, app passwords), the server's signing key, and the keys part
+//! of the OCS API (server-key, public-key, private-key). WebDAV, the encrypted flag, locks and metadata
+//! follow (see docs/DESIGN.md).
+
+pub mod ocs;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+use crate::crypto::PrivateIdentity;
+use store::{Store, StoreError};
+
+/// Base path of the end-to-end encryption OCS API.
+pub const OCS_E2EE_BASE: &str = "/ocs/v2.php/apps/end_to_end_encryption/api";
+
+/// Largest request body accepted by the OCS API.
+pub const MAX_OCS_BODY: usize = 64 << 20;
+
+/// State shared by all requests.
+pub struct ServerState {
+    /// The database.
+    pub store: Store,
+    /// The server's RSA key: signs users' certificate requests.
+    pub server_identity: PrivateIdentity,
+}
+
+/// Shared handle to the server state.
+pub type Shared = Arc<ServerState>;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket could not be bound or served.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Where and what to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data directory (database and blobs).
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// The HTTP routes of the server.
+pub fn router(state: Shared) -> Router {
+    Router::new().merge(ocs::routes()).layer(DefaultBodyLimit::max(MAX_OCS_BODY)).with_state(state)
+}
+
+/// Runs the server until Ctrl-C / SIGTERM. Prints `listening on http://ADDRESS` on stdout once ready.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let store = Store::open(&options.data_dir)?;
+    let server_identity = store.server_identity()?;
+    let state = Arc::new(ServerState { store, server_identity });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Listen { address: options.listen, source })?;
+    let address = listener.local_addr().map_err(|source| ServeError::Listen { address: options.listen, source })?;
+    if !address.ip().is_loopback() {
+        tracing::warn!(%address, "listening on a non-loopback address: put TLS in front of cloakfs serve");
+    }
+    println!("listening on http://{address}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServeError::Listen { address, source })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,237 @@
+//! The embedded server's state in SQLite: users and their passwords, the server's signing key, and users'
+//! end-to-end encryption keys (certificates and wrapped private keys, both opaque to the server).
+//!
+//! Every change is one transaction; the database runs in WAL mode with `synchronous=FULL`, so a crash
+//! leaves either the old or the new state.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::crypto::secret::random_bytes;
+use crate::crypto::PrivateIdentity;
+
+/// Current schema version (SQLite `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS app_passwords (
+    token_sha256 TEXT PRIMARY KEY NOT NULL,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    label TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS server_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pkcs8 BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS public_keys (
+    user TEXT PRIMARY KEY NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    certificate TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS private_keys (
+    user TEXT PRIMARY KEY NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    wrapped TEXT NOT NULL
+);
+";
+
+/// Errors of the server's store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The data directory could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer cloakfs.
+    #[error("database schema version {0} is newer than this cloakfs understands ({SCHEMA_VERSION})")]
+    NewerSchema(i64),
+    /// A user name is not acceptable.
+    #[error("invalid user name {0:?}: use 1-64 characters from letters, digits, '.', '_', '-', '@'")]
+    InvalidUserName(String),
+    /// The user exists already.
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    /// The stored server key is unusable.
+    #[error("stored server key is unusable: {0}")]
+    ServerKey(String),
+    /// Hashing a password failed.
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+}
+
+/// The server's database.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+/// Whether `name` is acceptable as a user id (it appears in URLs and certificates).
+pub fn is_valid_user_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-' | b'@'))
+        && name != "."
+        && name != ".."
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+        let connection = Connection::open(data_dir.join("cloakfs-server.sqlite3"))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema(version));
+        }
+        connection.execute_batch(SCHEMA)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a user with an Argon2id password hash.
+    pub fn add_user(&self, name: &str, password: &str) -> Result<(), StoreError> {
+        if !is_valid_user_name(name) {
+            return Err(StoreError::InvalidUserName(name.to_owned()));
+        }
+        let hash = hash_password(password)?;
+        let connection = self.lock();
+        let inserted = connection
+            .execute("INSERT OR IGNORE INTO users(name, password_hash) VALUES (?1, ?2)", params![name, hash])?;
+        if inserted == 0 {
+            return Err(StoreError::UserExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether the user exists.
+    pub fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT 1 FROM users WHERE name = ?1", params![name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Checks a login: the user's password (Argon2id) or one of the user's app passwords.
+    pub fn authenticate(&self, name: &str, password: &str) -> Result<bool, StoreError> {
+        let (stored, app_password_owner) = {
+            let connection = self.lock();
+            let stored: Option<String> = connection
+                .query_row("SELECT password_hash FROM users WHERE name = ?1", params![name], |row| row.get(0))
+                .optional()?;
+            let owner: Option<String> = connection
+                .query_row(
+                    "SELECT user FROM app_passwords WHERE token_sha256 = ?1",
+                    params![sha256_hex(password.as_bytes())],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            (stored, owner)
+        };
+        if app_password_owner.as_deref() == Some(name) {
+            return Ok(true);
+        }
+        let Some(stored) = stored else { return Ok(false) };
+        let Ok(parsed) = PasswordHash::new(&stored) else { return Ok(false) };
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    }
+
+    /// Creates an app password for `user` and returns it (shown once; only its SHA-256 is stored).
+    pub fn create_app_password(&self, user: &str, label: &str) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 32];
+        random_bytes(&mut bytes);
+        let token = hex::encode(bytes);
+        self.lock().execute(
+            "INSERT INTO app_passwords(token_sha256, user, label) VALUES (?1, ?2, ?3)",
+            params![sha256_hex(token.as_bytes()), user, label],
+        )?;
+        Ok(token)
+    }
+
+    /// The server's RSA key, generated and stored on first use.
+    pub fn server_identity(&self) -> Result<PrivateIdentity, StoreError> {
+        let connection = self.lock();
+        let existing: Option<Vec<u8>> =
+            connection.query_row("SELECT pkcs8 FROM server_key WHERE id = 1", [], |row| row.get(0)).optional()?;
+        let pkcs8 = match existing {
+            Some(pkcs8) => zeroize::Zeroizing::new(pkcs8),
+            None => {
+                let identity = PrivateIdentity::generate().map_err(|error| StoreError::ServerKey(error.to_string()))?;
+                let pem = identity.to_pkcs8_pem();
+                let (_, der) =
+                    der::pem::decode_vec(pem.as_bytes()).map_err(|error| StoreError::ServerKey(error.to_string()))?;
+                connection.execute("INSERT INTO server_key(id, pkcs8) VALUES (1, ?1)", params![der])?;
+                zeroize::Zeroizing::new(der)
+            }
+        };
+        PrivateIdentity::from_pkcs8_der(&pkcs8).map_err(|error| StoreError::ServerKey(error.to_string()))
+    }
+
+    /// A user's certificate (PEM), if any.
+    pub fn certificate(&self, user: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT certificate FROM public_keys WHERE user = ?1", params![user], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Stores a user's certificate; `false` if the user has one already.
+    pub fn insert_certificate(&self, user: &str, certificate_pem: &str) -> Result<bool, StoreError> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO public_keys(user, certificate) VALUES (?1, ?2)",
+            params![user, certificate_pem],
+        )?;
+        Ok(inserted == 1)
+    }
+
+    /// A user's wrapped private key, if any.
+    pub fn wrapped_private_key(&self, user: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT wrapped FROM private_keys WHERE user = ?1", params![user], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Stores a user's wrapped private key; `false` if the user has one already.
+    pub fn insert_wrapped_private_key(&self, user: &str, wrapped: &str) -> Result<bool, StoreError> {
+        let inserted = self
+            .lock()
+            .execute("INSERT OR IGNORE INTO private_keys(user, wrapped) VALUES (?1, ?2)", params![user, wrapped])?;
+        Ok(inserted == 1)
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, StoreError> {
+    let mut salt = [0u8; 16];
+    random_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|error| StoreError::PasswordHash(error.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| StoreError::PasswordHash(error.to_string()))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
