@@ -2,7 +2,7 @@
 //!
 //! The crate is split by concept (see docs/DESIGN.md):
 //! - [`crypto`]: file content AEAD, RSA identities and certificates, mnemonic, private-key wrapping, CMS;
-//! - [`metadata`]: the folder-metadata model (format 2.0/2.1, legacy 1.2 read-only) and its codec;
+//! - [`metadata`]: the folder-metadata model (format 2.0/2.1; legacy 1.x is refused by version) and its codec;
 //! - [`remote`]: the HTTP client for Nextcloud's APIs, trust on first use, PROPFIND parsing;
 //! - [`session`]: creating and unlocking a user's keys against a server;
 //! - [`server`]: `cloakfs serve`, the embedded server;
