@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Roll back locks older than this many seconds (Nextcloud: 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub lock_ttl: i64,
     /// User management instead of serving.
     #[command(subcommand)]
     pub action: Option<ServeAction>,
@@ -52,7 +55,11 @@ pub enum UserCommand {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = args.data.context("--data DIR is required")?;
     match args.action {
-        None => runtime()?.block_on(serve(ServeOptions { data_dir, listen: args.listen }))?,
+        None => runtime()?.block_on(serve(ServeOptions {
+            data_dir,
+            listen: args.listen,
+            lock_ttl_seconds: args.lock_ttl.max(1),
+        }))?,
         Some(ServeAction::User(UserCommand::Add { name })) => {
             let password = match std::env::var("CLOAKFS_PASSWORD") {
                 Ok(password) => Zeroizing::new(password),

@@ -95,11 +95,21 @@ impl RemoteError {
 /// Attempts for idempotent requests (the first try and two retries).
 const ATTEMPTS: u32 = 3;
 
+/// A lock token of the end-to-end encryption API (`e2e-token`). Not secret from the server, but not logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LockToken(pub String);
+
+impl std::fmt::Debug for LockToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("LockToken(..)")
+    }
+}
+
 /// A client for one server and user.
 #[derive(Debug, Clone)]
 pub struct NextcloudClient {
-    http: reqwest::Client,
-    config: ServerConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) config: ServerConfig,
 }
 
 fn is_loopback_host(url: &Url) -> bool {
@@ -144,7 +154,7 @@ impl NextcloudClient {
         &self.config
     }
 
-    fn url(&self, path: &str) -> Result<Url, RemoteError> {
+    pub(crate) fn url(&self, path: &str) -> Result<Url, RemoteError> {
         self.config.base_url.join(path).map_err(|error| RemoteError::BadUrl(format!("bad path {path}: {error}")))
     }
 
@@ -156,6 +166,18 @@ impl NextcloudClient {
         query: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> Result<Value, RemoteError> {
+        self.ocs_with_headers(method, endpoint, query, form, &[]).await.map(|(data, _)| data)
+    }
+
+    /// One OCS call with extra request headers; returns `ocs.data` and the response headers.
+    async fn ocs_with_headers(
+        &self,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Result<(Value, reqwest::header::HeaderMap), RemoteError> {
         let request_name = format!("{method} /{E2EE_API}/{endpoint}");
         let url = self.url(&format!("{E2EE_API}/{endpoint}"))?;
         let idempotent = method == Method::GET;
@@ -171,15 +193,19 @@ impl NextcloudClient {
                 .header("Accept", "application/json")
                 .query(&[("format", "json")])
                 .query(query);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
             if !form.is_empty() {
                 request = request.form(form);
             }
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
+                    let response_headers = response.headers().clone();
                     let body = response.text().await;
                     match body {
-                        Ok(body) => Ok((status, body)),
+                        Ok(body) => Ok((status, response_headers, body)),
                         Err(error) => Err(transport(&request_name, &error)),
                     }
                 }
@@ -187,16 +213,96 @@ impl NextcloudClient {
             };
             let retryable = match &outcome {
                 Err(_) => true,
-                Ok((status, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+                Ok((status, _, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
             };
             if idempotent && retryable && attempt < ATTEMPTS {
                 tracing::debug!(request = %request_name, attempt, "retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(backoff(attempt)).await;
                 continue;
             }
-            let (status, body) = outcome?;
-            return parse_ocs(&request_name, status, &body);
+            let (status, response_headers, body) = outcome?;
+            return parse_ocs(&request_name, status, &body).map(|data| (data, response_headers));
         }
+    }
+
+    /// `PUT /encrypted/{id}`: flags an empty folder as end-to-end encrypted.
+    pub async fn set_encrypted(&self, file_id: u64) -> Result<(), RemoteError> {
+        self.ocs(Method::PUT, &format!("encrypted/{file_id}"), &[], &[]).await.map(|_| ())
+    }
+
+    /// `POST /lock/{id}` with `X-NC-E2EE-COUNTER`. 423: locked by someone else; 412: stale counter.
+    pub async fn lock_folder(
+        &self,
+        file_id: u64,
+        counter: u64,
+        existing: Option<&LockToken>,
+    ) -> Result<LockToken, RemoteError> {
+        let counter_text = counter.to_string();
+        let form: Vec<(&str, &str)> = existing.map(|token| vec![("e2e-token", token.0.as_str())]).unwrap_or_default();
+        let (data, _) = self
+            .ocs_with_headers(
+                Method::POST,
+                &format!("lock/{file_id}"),
+                &[],
+                &form,
+                &[("X-NC-E2EE-COUNTER", &counter_text)],
+            )
+            .await?;
+        let token = string_field(&data, "e2e-token", "POST lock")?;
+        if token.is_empty() || token.len() > 256 || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(RemoteError::Protocol { request: "POST lock".into(), reason: "unusable lock token".into() });
+        }
+        Ok(LockToken(token))
+    }
+
+    /// `DELETE /lock/{id}`: commits what was written under the lock, or with `abort` rolls it back.
+    pub async fn unlock_folder(&self, file_id: u64, token: &LockToken, abort: bool) -> Result<(), RemoteError> {
+        let query: &[(&str, &str)] = if abort { &[("abort", "true")] } else { &[] };
+        self.ocs_with_headers(Method::DELETE, &format!("lock/{file_id}"), query, &[], &[("e2e-token", &token.0)])
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /meta-data/{id}`: the folder's metadata JSON and its signature; `None` if there is none (404).
+    pub async fn folder_metadata(&self, file_id: u64) -> Result<Option<(String, String)>, RemoteError> {
+        let request = "GET meta-data";
+        match self.ocs_with_headers(Method::GET, &format!("meta-data/{file_id}"), &[], &[], &[]).await {
+            Ok((data, headers)) => {
+                let json = string_field(&data, "meta-data", request)?;
+                let signature = headers
+                    .get("x-nc-e2ee-signature")
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| RemoteError::Protocol {
+                        request: request.into(),
+                        reason: "no X-NC-E2EE-SIGNATURE header".into(),
+                    })?;
+                Ok(Some((json, signature)))
+            }
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `POST` (create) or `PUT` (update) `/meta-data/{id}` under a lock, with the detached signature.
+    pub async fn store_folder_metadata(
+        &self,
+        file_id: u64,
+        token: &LockToken,
+        json: &str,
+        signature_base64: &str,
+        create: bool,
+    ) -> Result<(), RemoteError> {
+        let method = if create { Method::POST } else { Method::PUT };
+        self.ocs_with_headers(
+            method,
+            &format!("meta-data/{file_id}"),
+            &[],
+            &[("metaData", json)],
+            &[("e2e-token", &token.0), ("X-NC-E2EE-SIGNATURE", signature_base64)],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET /server-key`: the server's public key.
@@ -250,7 +356,12 @@ impl NextcloudClient {
     }
 }
 
-fn transport(request: &str, error: &reqwest::Error) -> RemoteError {
+/// Delay before retry `attempt` (1-based): 200 ms, 400 ms, ...
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * u64::from(attempt))
+}
+
+pub(crate) fn transport(request: &str, error: &reqwest::Error) -> RemoteError {
     let reason = if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {
@@ -261,7 +372,7 @@ fn transport(request: &str, error: &reqwest::Error) -> RemoteError {
     RemoteError::Transport { request: request.to_owned(), reason }
 }
 
-fn root_cause(error: &dyn std::error::Error) -> String {
+pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
         cause = source;

@@ -1,7 +1,12 @@
-//! Talking to servers: the HTTP client for Nextcloud's APIs, trust on first use, and PROPFIND parsing.
+//! Talking to servers: the HTTP client for Nextcloud's APIs (OCS and WebDAV), the [`Remote`] trait the
+//! engine uses, trust on first use, and PROPFIND parsing.
 
+pub mod backend;
 pub mod client;
 pub mod propfind;
 pub mod trust;
+pub mod webdav;
 
-pub use client::{NextcloudClient, RemoteError, ServerConfig};
+pub use backend::Remote;
+pub use client::{LockToken, NextcloudClient, RemoteError, ServerConfig};
+pub use webdav::{Progress, PutResult, RemoteEntry};

@@ -1,11 +1,15 @@
 //! `cloakfs serve`: an embedded server that speaks Nextcloud's end-to-end encryption API.
 //!
-//! Built so far: users (Argon2id passwords, app passwords), the server's signing key, and the keys part
-//! of the OCS API (server-key, public-key, private-key). WebDAV, the encrypted flag, locks and metadata
-//! follow (see docs/DESIGN.md).
+//! Users (Argon2id passwords, app passwords), the server's signing key, the OCS keys API ([`ocs`]), the
+//! folder API (encrypted flag, locks, metadata; [`e2ee`]) and WebDAV ([`dav`]) over a file tree kept in
+//! SQLite with blobs as files ([`tree`], [`store`]).
 
+pub mod dav;
+pub mod e2ee;
+pub mod login;
 pub mod ocs;
 pub mod store;
+pub mod tree;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +33,12 @@ pub struct ServerState {
     pub store: Store,
     /// The server's RSA key: signs users' certificate requests.
     pub server_identity: PrivateIdentity,
+    /// The blob files.
+    pub blobs: tree::BlobDir,
+    /// Locks older than this are rolled back (Nextcloud: 24 hours).
+    pub lock_ttl_seconds: i64,
+    /// Login Flow v2 sessions in progress.
+    pub logins: login::LoginFlows,
 }
 
 /// Shared handle to the server state.
@@ -57,18 +67,39 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// The address to listen on.
     pub listen: SocketAddr,
+    /// Locks older than this many seconds are rolled back.
+    pub lock_ttl_seconds: i64,
 }
 
 /// The HTTP routes of the server.
 pub fn router(state: Shared) -> Router {
-    Router::new().merge(ocs::routes()).layer(DefaultBodyLimit::max(MAX_OCS_BODY)).with_state(state)
+    Router::new()
+        .merge(ocs::routes())
+        .merge(e2ee::routes())
+        .merge(dav::routes())
+        .merge(login::routes())
+        .layer(DefaultBodyLimit::max(MAX_OCS_BODY))
+        .with_state(state)
 }
 
 /// Runs the server until Ctrl-C / SIGTERM. Prints `listening on http://ADDRESS` on stdout once ready.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let store = Store::open(&options.data_dir)?;
     let server_identity = store.server_identity()?;
-    let state = Arc::new(ServerState { store, server_identity });
+    let blobs = tree::BlobDir::open(&options.data_dir)
+        .map_err(|source| StoreError::DataDir { path: options.data_dir.clone(), source })?;
+    let swept =
+        blobs.sweep(&store.lock()).map_err(|source| StoreError::DataDir { path: options.data_dir.clone(), source })?;
+    if swept > 0 {
+        tracing::info!(swept, "removed blob files left by an interrupted upload");
+    }
+    let state = Arc::new(ServerState {
+        store,
+        server_identity,
+        blobs,
+        lock_ttl_seconds: options.lock_ttl_seconds,
+        logins: login::LoginFlows::default(),
+    });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Listen { address: options.listen, source })?;

@@ -28,7 +28,8 @@ pub struct Ocs {
 }
 
 impl Ocs {
-    fn ok(data: Value) -> Self {
+    /// A success answer with `data`.
+    pub fn ok(data: Value) -> Self {
         Self { status: StatusCode::OK, data }
     }
 
@@ -114,7 +115,7 @@ impl<S: Send + Sync> FromRequestParts<S> for E2eeClient {
 }
 
 /// Parameters of a POST/PUT: form-urlencoded (desktop client) or JSON (web client) body.
-fn body_parameters(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, Ocs> {
+pub fn body_parameters(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, Ocs> {
     let bad = |what: &str| Ocs::error(StatusCode::BAD_REQUEST, format!("malformed request body: {what}"));
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -141,7 +142,8 @@ fn body_parameters(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, 
     }
 }
 
-fn check_api_version(version: &str) -> Result<(), Ocs> {
+/// Refuses API versions other than v1 and v2.
+pub fn check_api_version(version: &str) -> Result<(), Ocs> {
     match version {
         "v1" | "v2" => Ok(()),
         _ => Err(Ocs::error(StatusCode::NOT_FOUND, "unknown API version")),

@@ -15,7 +15,7 @@ use crate::crypto::secret::random_bytes;
 use crate::crypto::PrivateIdentity;
 
 /// Current schema version (SQLite `user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -38,6 +38,48 @@ CREATE TABLE IF NOT EXISTS public_keys (
 CREATE TABLE IF NOT EXISTS private_keys (
     user TEXT PRIMARY KEY NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     wrapped TEXT NOT NULL
+);
+-- The file tree of every user. `id` is the file id of the WebDAV and OCS APIs. A row with a staged_token
+-- was written under that lock and stays invisible until the lock is released; delete_token and move_*
+-- record changes that take effect then.
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    parent INTEGER REFERENCES nodes(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    is_dir INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    etag TEXT NOT NULL,
+    mtime INTEGER NOT NULL,
+    encrypted INTEGER NOT NULL DEFAULT 0,
+    blob TEXT,
+    counter INTEGER NOT NULL DEFAULT 0,
+    staged_token TEXT,
+    delete_token TEXT,
+    move_token TEXT,
+    move_parent INTEGER,
+    move_name TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_live_name ON nodes(parent, name) WHERE staged_token IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_root ON nodes(owner) WHERE parent IS NULL;
+CREATE INDEX IF NOT EXISTS nodes_staged ON nodes(staged_token) WHERE staged_token IS NOT NULL;
+CREATE TABLE IF NOT EXISTS metadata (
+    node INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    json TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+-- Metadata written under a lock; json NULL = deleted. Committed at unlock, dropped at abort.
+CREATE TABLE IF NOT EXISTS intermediate_metadata (
+    node INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    token TEXT NOT NULL,
+    json TEXT,
+    signature TEXT
+);
+CREATE TABLE IF NOT EXISTS locks (
+    node INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+    token TEXT NOT NULL UNIQUE,
+    counter INTEGER NOT NULL,
+    created INTEGER NOT NULL
 );
 ";
 
@@ -104,7 +146,8 @@ impl Store {
         Ok(Self { connection: Mutex::new(connection) })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, for one operation at a time (tree operations live in `server::tree`).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -1,0 +1,589 @@
+//! WebDAV under `/remote.php/dav/files/<user>/`: PROPFIND (depth 0 and 1, with Nextcloud's end-to-end
+//! encryption properties), GET/HEAD with a byte range, PUT, MKCOL, DELETE and MOVE, with Nextcloud's rules
+//! inside encrypted folders (the lock token on every write, staged writes, no moves across the boundary).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use futures_util::StreamExt as _;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::Writer;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+
+use super::ocs::AuthenticatedUser;
+use super::tree::{self, ApiError, ApiResult, Node};
+use super::Shared;
+
+/// Prefix of every user's WebDAV tree.
+pub const DAV_FILES_PREFIX: &str = "/remote.php/dav/files/";
+
+/// Largest PROPFIND request body accepted.
+const MAX_PROPFIND_BODY: usize = 1 << 20;
+
+/// Characters kept as they are in an href segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Sabre's error body: <d:error><s:exception/><s:message/></d:error>.
+        let mut writer = Writer::new(Vec::new());
+        let _ = writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)));
+        let _ = writer
+            .create_element("d:error")
+            .with_attribute(("xmlns:d", "DAV:"))
+            .with_attribute(("xmlns:s", "http://sabredav.org/ns"))
+            .write_inner_content(|writer| {
+                writer.create_element("s:message").write_text_content(BytesText::new(&self.message))?;
+                Ok(())
+            });
+        let mut response = (self.status, writer.into_inner()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"));
+        response
+    }
+}
+
+/// The WebDAV routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/remote.php/dav/files/{user}", any(dav))
+        .route("/remote.php/dav/files/{user}/", any(dav))
+        .route("/remote.php/dav/files/{user}/{*path}", any(dav))
+}
+
+/// Splits a request path below [`DAV_FILES_PREFIX`] into the user and the decoded segments.
+fn split_path(raw: &str) -> ApiResult<(String, Vec<String>)> {
+    let rest = raw
+        .strip_prefix(DAV_FILES_PREFIX)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not a WebDAV files path"))?;
+    let mut parts = rest.split('/');
+    let user = decode_segment(parts.next().unwrap_or_default())?;
+    let mut segments = Vec::new();
+    let parts: Vec<&str> = parts.collect();
+    for (index, part) in parts.iter().enumerate() {
+        if part.is_empty() && index + 1 == parts.len() {
+            break; // trailing slash
+        }
+        let segment = decode_segment(part)?;
+        tree::check_segment(&segment)?;
+        segments.push(segment);
+    }
+    Ok((user, segments))
+}
+
+fn decode_segment(part: &str) -> ApiResult<String> {
+    percent_decode_str(part)
+        .decode_utf8()
+        .map(|segment| segment.into_owned())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "path is not UTF-8"))
+}
+
+fn href(user: &str, segments: &[String], is_dir: bool) -> String {
+    let mut href = format!("{DAV_FILES_PREFIX}{}", utf8_percent_encode(user, SEGMENT));
+    for segment in segments {
+        href.push('/');
+        href.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    if is_dir {
+        href.push('/');
+    }
+    href
+}
+
+/// The `e2e-token` of a request: header, else query parameter.
+fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers.get("e2e-token").and_then(|value| value.to_str().ok()) {
+        return Some(value.to_owned());
+    }
+    let query = query?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(key, _)| key == "e2e-token")
+        .map(|(_, value)| value)
+}
+
+fn e2ee_supported(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-e2ee-supported")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// `oc:id` / `OC-FileId`: the id padded to 8 digits and an instance id, like Nextcloud.
+fn oc_id(id: i64) -> String {
+    format!("{id:08}occloakfs")
+}
+
+async fn dav(State(state): State<Shared>, AuthenticatedUser(user): AuthenticatedUser, request: Request) -> Response {
+    let method = request.method().clone();
+    let span = tracing::debug_span!("dav", %method);
+    let _entered = span.enter();
+    match handle(state, user, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(status = %error.status, message = %error.message, "dav request refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn handle(state: Shared, user: String, request: Request) -> ApiResult<Response> {
+    let (path_user, segments) = split_path(request.uri().path())?;
+    if path_user != user {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this is another user's file space"));
+    }
+    let token = request_token(request.headers(), request.uri().query());
+    match request.method().as_str() {
+        "PROPFIND" => propfind(&state, &user, &segments, request).await,
+        "GET" | "HEAD" => get(&state, &user, &segments, request).await,
+        "PUT" => put(&state, &user, &segments, token.as_deref(), request).await,
+        "MKCOL" => mkcol(&state, &user, &segments, token.as_deref(), request).await,
+        "DELETE" => delete(&state, &user, &segments, token.as_deref(), request.headers()),
+        "MOVE" => move_request(&state, &user, &segments, token.as_deref(), request.headers()),
+        "OPTIONS" => {
+            Ok((StatusCode::OK, [("DAV", "1, 3"), ("Allow", "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, MKCOL, MOVE")])
+                .into_response())
+        }
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not supported")),
+    }
+}
+
+fn split_last(segments: &[String]) -> ApiResult<(&[String], &String)> {
+    match segments.split_last() {
+        Some((last, parents)) => Ok((parents, last)),
+        None => Err(ApiError::new(StatusCode::FORBIDDEN, "not allowed on the root folder")),
+    }
+}
+
+fn existing(state: &Shared, user: &str, segments: &[String], token: Option<&str>) -> ApiResult<Node> {
+    let connection = state.store.lock();
+    tree::resolve(&connection, user, segments, token)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))
+}
+
+async fn propfind(state: &Shared, user: &str, segments: &[String], request: Request) -> ApiResult<Response> {
+    let depth = match request.headers().get("depth").and_then(|value| value.to_str().ok()) {
+        Some("0") => 0,
+        Some("1") | None => 1,
+        Some(_) => return Err(ApiError::new(StatusCode::FORBIDDEN, "PROPFIND with Depth infinity is not allowed")),
+    };
+    let e2ee = e2ee_supported(request.headers());
+    let body = axum::body::to_bytes(request.into_body(), MAX_PROPFIND_BODY)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PROPFIND body too large"))?;
+    check_xml(&body)?;
+    let connection = state.store.lock();
+    let target = tree::resolve(&connection, user, segments, None)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    let target_encrypted = tree::in_encrypted_tree(&connection, &target)?;
+    if target_encrypted && target.is_dir && !e2ee {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Client is not allowed to access end-to-end encrypted content",
+        ));
+    }
+    let mut entries = vec![(segments.to_vec(), target.clone(), target_encrypted)];
+    if depth == 1 && target.is_dir {
+        for child in tree::children(&connection, target.id)? {
+            let mut child_segments = segments.to_vec();
+            child_segments.push(child.name.clone());
+            let encrypted = target_encrypted || child.encrypted;
+            entries.push((child_segments, child, encrypted));
+        }
+    }
+    let mut writer = Writer::new(Vec::with_capacity(512 * entries.len()));
+    write_event(&mut writer, Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
+    let start = BytesStart::new("d:multistatus").with_attributes([
+        ("xmlns:d", "DAV:"),
+        ("xmlns:oc", "http://owncloud.org/ns"),
+        ("xmlns:nc", "http://nextcloud.org/ns"),
+        ("xmlns:s", "http://sabredav.org/ns"),
+    ]);
+    write_event(&mut writer, Event::Start(start))?;
+    for (entry_segments, node, encrypted) in &entries {
+        let metadata = if node.is_dir && node.encrypted { tree::metadata(&connection, node.id)? } else { None };
+        write_response(&mut writer, &href(user, entry_segments, node.is_dir), node, *encrypted, metadata)?;
+    }
+    write_event(&mut writer, Event::End(BytesEnd::new("d:multistatus")))?;
+    let mut response = (StatusCode::MULTI_STATUS, writer.into_inner()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"));
+    Ok(response)
+}
+
+/// Refuses a request body that is not well-formed XML (an empty body is allowed: all properties).
+fn check_xml(body: &Bytes) -> ApiResult<()> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let mut reader = quick_xml::Reader::from_reader(body.as_ref());
+    reader.config_mut().check_end_names = true;
+    let mut buffer = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event_into(&mut buffer) {
+            Ok(Event::Eof) if depth == 0 => return Ok(()),
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        buffer.clear();
+    }
+    Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed XML in the request body"))
+}
+
+fn write_event(writer: &mut Writer<Vec<u8>>, event: Event<'_>) -> ApiResult<()> {
+    writer.write_event(event).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "XML writing failed"))
+}
+
+fn write_response(
+    writer: &mut Writer<Vec<u8>>,
+    href: &str,
+    node: &Node,
+    in_encrypted_tree: bool,
+    metadata: Option<(String, String)>,
+) -> ApiResult<()> {
+    let xml_error = |_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "XML writing failed");
+    writer
+        .create_element("d:response")
+        .write_inner_content(|writer| {
+            writer.create_element("d:href").write_text_content(BytesText::new(href))?;
+            writer.create_element("d:propstat").write_inner_content(|writer| {
+                writer.create_element("d:prop").write_inner_content(|writer| {
+                    let text = |writer: &mut Writer<Vec<u8>>, name: &str, value: &str| -> std::io::Result<()> {
+                        writer.create_element(name).write_text_content(BytesText::new(value))?;
+                        Ok(())
+                    };
+                    if node.is_dir {
+                        writer.create_element("d:resourcetype").write_inner_content(|writer| {
+                            writer.create_element("d:collection").write_empty()?;
+                            Ok(())
+                        })?;
+                    } else {
+                        writer.create_element("d:resourcetype").write_empty()?;
+                        text(writer, "d:getcontentlength", &node.size.to_string())?;
+                        text(writer, "d:getcontenttype", "application/octet-stream")?;
+                    }
+                    text(writer, "d:getetag", &format!("\"{}\"", node.etag))?;
+                    let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(node.mtime.max(0) as u64);
+                    text(writer, "d:getlastmodified", &httpdate::fmt_http_date(modified))?;
+                    text(writer, "oc:fileid", &node.id.to_string())?;
+                    text(writer, "oc:id", &oc_id(node.id))?;
+                    text(writer, "oc:size", &node.size.to_string())?;
+                    text(writer, "oc:permissions", if node.is_dir { "RGDNVCK" } else { "RGDNVW" })?;
+                    if node.is_dir {
+                        text(writer, "nc:is-encrypted", if node.encrypted { "1" } else { "0" })?;
+                    }
+                    text(writer, "nc:e2ee-is-encrypted", if in_encrypted_tree { "1" } else { "0" })?;
+                    if let Some((json, signature)) = &metadata {
+                        text(writer, "nc:e2ee-metadata", json)?;
+                        text(writer, "nc:e2ee-metadata-signature", signature)?;
+                    }
+                    Ok(())
+                })?;
+                writer.create_element("d:status").write_text_content(BytesText::new("HTTP/1.1 200 OK"))?;
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .map_err(xml_error)?;
+    Ok(())
+}
+
+/// A parsed `Range: bytes=...` header: `Ok(None)` for the whole file.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|value| value.to_str().ok()) else { return Ok(None) };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None); // multiple ranges: answer with the whole file, as RFC 9110 permits
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            if suffix == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(suffix), size.checked_sub(1).ok_or(())?)
+        }
+        (start, "") => (start.parse().map_err(|_| ())?, size.checked_sub(1).ok_or(())?),
+        (start, end) => {
+            let start: u64 = start.parse().map_err(|_| ())?;
+            let end: u64 = end.parse().map_err(|_| ())?;
+            (start, end.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn get(state: &Shared, user: &str, segments: &[String], request: Request) -> ApiResult<Response> {
+    let node = existing(state, user, segments, None)?;
+    if node.is_dir {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "cannot GET a folder"));
+    }
+    let blob = node.blob.clone().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    let mut file = tokio::fs::File::open(state.blobs.path(&blob)).await.map_err(|error| {
+        tracing::error!(file_id = node.id, %error, "blob missing");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "file content missing on the server")
+    })?;
+    let size = node.size;
+    let range = match parse_range(request.headers(), size) {
+        Ok(range) => range,
+        Err(()) => {
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
+                .into_response())
+        }
+    };
+    let (status, start, length) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::ETAG, header_value(&format!("\"{}\"", node.etag)));
+    headers.insert("OC-FileId", header_value(&oc_id(node.id)));
+    if status == StatusCode::PARTIAL_CONTENT {
+        headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{}/{size}", start + length - 1)));
+    }
+    if request.method() == Method::HEAD {
+        return Ok((status, headers).into_response());
+    }
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?;
+    let reader = file.take(length);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+    Ok((status, headers, Body::from_stream(stream)).into_response())
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn storage_error(error: std::io::Error) -> ApiError {
+    if error.raw_os_error() == Some(28) || error.kind() == std::io::ErrorKind::StorageFull {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Insufficient Storage")
+    } else {
+        tracing::error!(%error, "cannot store an upload");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot store the upload")
+    }
+}
+
+/// Checks that a write into `folder` may proceed; encrypted trees need the client's consent header too.
+fn writable_folder(
+    state: &Shared,
+    user: &str,
+    parents: &[String],
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Node> {
+    let connection = state.store.lock();
+    let folder = tree::resolve(&connection, user, parents, token)?
+        .filter(|node| node.is_dir)
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+    if tree::check_write_token(&connection, &folder, token)?.is_some() && !e2ee_supported(headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Client is not allowed to access end-to-end encrypted content",
+        ));
+    }
+    Ok(folder)
+}
+
+async fn put(
+    state: &Shared,
+    user: &str,
+    segments: &[String],
+    token: Option<&str>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (parents, name) = split_last(segments)?;
+    writable_folder(state, user, parents, token, request.headers())?;
+    // Stream the body into a temp file, synced before it is renamed into place.
+    let temp = state.blobs.temp_path();
+    let mut file = tokio::fs::File::create(&temp).await.map_err(storage_error)?;
+    let mut size = 0u64;
+    let mut body = request.into_body().into_data_stream();
+    let outcome: ApiResult<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the upload was interrupted"))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(storage_error)?;
+        }
+        file.sync_all().await.map_err(storage_error)?;
+        Ok(())
+    }
+    .await;
+    drop(file);
+    if let Err(error) = outcome {
+        let _ = tokio::fs::remove_file(&temp).await;
+        return Err(error);
+    }
+    let blob = match state.blobs.commit_upload(&temp) {
+        Ok(blob) => blob,
+        Err(error) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(storage_error(error));
+        }
+    };
+    let result = {
+        let mut connection = state.store.lock();
+        (|| {
+            let transaction = connection.transaction()?;
+            let folder = tree::resolve(&transaction, user, parents, token)?
+                .filter(|node| node.is_dir)
+                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+            let token = tree::check_write_token(&transaction, &folder, token)?;
+            let outcome = tree::put_file(&transaction, &folder, name, &blob, size, token.as_deref())?;
+            transaction.commit()?;
+            Ok::<_, ApiError>(outcome)
+        })()
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            state.blobs.remove(&[blob]);
+            return Err(error);
+        }
+    };
+    state.blobs.remove(&outcome.freed_blobs);
+    tracing::debug!(file_id = outcome.node.id, size, staged = outcome.node.staged_token.is_some(), "stored upload");
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
+    let etag = format!("\"{}\"", outcome.node.etag);
+    Ok((status, [("OC-FileId", oc_id(outcome.node.id)), ("ETag", etag.clone()), ("OC-ETag", etag)]).into_response())
+}
+
+async fn mkcol(
+    state: &Shared,
+    user: &str,
+    segments: &[String],
+    token: Option<&str>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (parents, name) = split_last(segments)?;
+    writable_folder(state, user, parents, token, request.headers())?;
+    let body = axum::body::to_bytes(request.into_body(), 1024)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "MKCOL with a body is not supported"))?;
+    if !body.is_empty() {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "MKCOL with a body is not supported"));
+    }
+    let mut connection = state.store.lock();
+    let transaction = connection.transaction()?;
+    let folder = tree::resolve(&transaction, user, parents, token)?
+        .filter(|node| node.is_dir)
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+    let token = tree::check_write_token(&transaction, &folder, token)?;
+    let created = tree::make_folder(&transaction, &folder, name, token.as_deref())?;
+    transaction.commit()?;
+    Ok((StatusCode::CREATED, [("OC-FileId", oc_id(created.id))]).into_response())
+}
+
+fn delete(
+    state: &Shared,
+    user: &str,
+    segments: &[String],
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    split_last(segments)?;
+    let freed = {
+        let mut connection = state.store.lock();
+        let transaction = connection.transaction()?;
+        let target = tree::resolve(&transaction, user, segments, token)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+        let token = tree::check_write_token(&transaction, &target, token)?;
+        if token.is_some() && !e2ee_supported(headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Client is not allowed to access end-to-end encrypted content",
+            ));
+        }
+        let freed = tree::delete(&transaction, &target, token.as_deref())?;
+        transaction.commit()?;
+        freed
+    };
+    state.blobs.remove(&freed);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The path of a `Destination` header (absolute URL or absolute path) below the user's tree.
+fn destination_segments(headers: &HeaderMap, user: &str) -> ApiResult<Vec<String>> {
+    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "missing or invalid Destination header");
+    let value = headers.get("destination").and_then(|value| value.to_str().ok()).ok_or_else(bad)?;
+    let path = if value.starts_with('/') {
+        value.to_owned()
+    } else {
+        url::Url::parse(value).map_err(|_| bad())?.path().to_owned()
+    };
+    let (destination_user, segments) = split_path(&path)?;
+    if destination_user != user {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "cannot move into another user's file space"));
+    }
+    Ok(segments)
+}
+
+fn move_request(
+    state: &Shared,
+    user: &str,
+    segments: &[String],
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    split_last(segments)?;
+    let destination = destination_segments(headers, user)?;
+    let (destination_parents, destination_name) = split_last(&destination)?;
+    let overwrite = !headers
+        .get("overwrite")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("F"));
+    let freed = {
+        let mut connection = state.store.lock();
+        let transaction = connection.transaction()?;
+        let source = tree::resolve(&transaction, user, segments, token)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+        let target_folder =
+            tree::resolve(&transaction, user, destination_parents, token)?
+                .filter(|node| node.is_dir)
+                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the destination folder does not exist"))?;
+        let source_parent = tree::node(&transaction, source.parent.unwrap_or_default())?
+            .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be moved"))?;
+        if tree::in_encrypted_tree(&transaction, &source_parent)?
+            != tree::in_encrypted_tree(&transaction, &target_folder)?
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cannot move between end-to-end encrypted and unencrypted folders",
+            ));
+        }
+        let source_token = tree::check_write_token(&transaction, &source, token)?;
+        let destination_token = tree::check_write_token(&transaction, &target_folder, token)?;
+        if (source_token.is_some() || destination_token.is_some()) && !e2ee_supported(headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Client is not allowed to access end-to-end encrypted content",
+            ));
+        }
+        let freed = tree::move_node(
+            &transaction,
+            &source,
+            &target_folder,
+            destination_name,
+            overwrite,
+            source_token.or(destination_token).as_deref(),
+        )?;
+        transaction.commit()?;
+        freed
+    };
+    state.blobs.remove(&freed);
+    Ok(StatusCode::CREATED.into_response())
+}
