@@ -5,6 +5,7 @@
 //! - [`metadata`]: the folder-metadata model (format 2.0/2.1; legacy 1.x is refused by version) and its codec;
 //! - [`remote`]: the HTTP client for Nextcloud's APIs, trust on first use, PROPFIND parsing;
 //! - [`session`]: creating and unlocking a user's keys against a server;
+//! - [`vault`]: an encrypted folder tree by clear names: resolve, read, and locked, counter-checked changes;
 //! - [`server`]: `cloakfs serve`, the embedded server;
 //! - [`cli`]: the command line.
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -16,3 +17,4 @@ pub mod metadata;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub mod vault;

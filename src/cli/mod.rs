@@ -2,7 +2,9 @@
 
 pub mod common;
 pub mod demo;
+pub mod files;
 pub mod keys;
+pub mod progress;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,9 @@ pub enum Command {
     /// Create or check this account's end-to-end encryption keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// File commands inside end-to-end encrypted folders.
+    #[command(flatten)]
+    Files(files::FileCommand),
 }
 
 /// Runs the parsed command line.
@@ -36,5 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Keys(command) => keys::run(command),
+        Command::Files(command) => files::run(command),
     }
 }

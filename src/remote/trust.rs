@@ -19,6 +19,9 @@ pub struct ServerPins {
     /// SHA-256 fingerprints of users' certificates, by user id.
     #[serde(default)]
     pub certificates: BTreeMap<String, String>,
+    /// The highest metadata counter seen, by folder file id (rollback protection across runs).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// All pins, by server URL.
@@ -182,6 +185,22 @@ impl TrustStore {
         }
     }
 
+    /// The highest metadata counter seen for folder `file_id` on `server`.
+    pub fn counter(&self, server: &str, file_id: u64) -> Option<u64> {
+        self.server(server).and_then(|pins| pins.counters.get(&file_id.to_string()).copied())
+    }
+
+    /// Records a metadata counter seen for folder `file_id`; saves when it is higher than the known one.
+    pub fn record_counter(&mut self, server: &str, file_id: u64, counter: u64) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        let known = pins.counters.entry(file_id.to_string()).or_insert(0);
+        if counter > *known {
+            *known = counter;
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Writes the pin file atomically (temporary file, fsync, rename), readable by the owner only.
     fn save(&self) -> Result<(), TrustError> {
         let io = |reason: String| TrustError::Io { path: self.path.clone(), reason };
@@ -200,5 +219,29 @@ impl TrustStore {
             file.sync_all().map_err(|error| io(error.to_string()))?;
         }
         std::fs::rename(&temporary, &self.path).map_err(|error| io(error.to_string()))
+    }
+}
+
+/// Certificate trust for metadata decoding: issued by the (pinned) server key for that user id, and equal to
+/// the certificate pinned for the user on first use.
+pub struct PinnedCertificates<'a> {
+    /// The server (pin key).
+    pub server: &'a str,
+    /// The server's pinned public key.
+    pub server_key: &'a PublicKey,
+    /// The pin store (pins new users' certificates on first sight).
+    pub store: std::sync::Mutex<&'a mut TrustStore>,
+}
+
+impl crate::metadata::CertificateTrust for PinnedCertificates<'_> {
+    fn check(&self, user_id: &str, certificate: &UserCertificate) -> Result<(), crate::metadata::MetadataError> {
+        let untrusted = |reason: String| crate::metadata::MetadataError::UntrustedCertificate {
+            user_id: user_id.to_owned(),
+            reason,
+        };
+        certificate.verify_for_user(self.server_key, user_id).map_err(|error| untrusted(error.to_string()))?;
+        let mut store = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        store.check_certificate(self.server, user_id, certificate).map_err(|error| untrusted(error.to_string()))?;
+        Ok(())
     }
 }

@@ -46,6 +46,15 @@ pub const PASSWORD: &str = "test-password-1234";
 impl TestServer {
     /// Starts a server on `listen` (use `127.0.0.1:0` for a free port) over `data`, with `users` added.
     pub fn start_at(data: &Path, listen: &str, users: &[&str]) -> Self {
+        Self::start_full(data, listen, users, &[])
+    }
+
+    /// Starts a server on a free port with extra `serve` arguments.
+    pub fn start_with(data: &Path, users: &[&str], extra: &[&str]) -> Self {
+        Self::start_full(data, "127.0.0.1:0", users, extra)
+    }
+
+    fn start_full(data: &Path, listen: &str, users: &[&str], extra: &[&str]) -> Self {
         for user in users {
             let output = cloakfs()
                 .args(["serve", "user", "add", user, "--data"])
@@ -58,6 +67,7 @@ impl TestServer {
         let mut child = cloakfs()
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,480 @@
+//! An end-to-end encrypted folder tree on a server, addressed by clear names: resolving paths through the
+//! verified folder metadata, reading and writing files, and changing folders under the server's lock with
+//! increasing counters. It uses only the [`Remote`] trait, never HTTP.
+//!
+//! Every change follows one protocol ([`Vault::transact`]): lock the lowest folder that covers the change
+//! with the next counter; re-read the metadata under the lock; apply the change to that fresh copy; write
+//! the metadata, then the blobs; unlock. Any failure after the lock unlocks with `abort`, so the server
+//! rolls the change back and nothing half-done becomes visible.
+
+mod write;
+
+use std::time::{Duration, SystemTime};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::file_cipher::{decrypt_to_vec, FileCipherError};
+use crate::crypto::gcm::TAG_LEN;
+use crate::crypto::{PrivateIdentity, PublicKey, UserCertificate};
+use crate::metadata::codec::is_valid_clear_name;
+use crate::metadata::{
+    decode_sub_folder, decode_top_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataError, Reader, TreeKeys,
+};
+use crate::remote::trust::{PinnedCertificates, TrustError, TrustStore};
+use crate::remote::{Progress, Remote, RemoteEntry, RemoteError};
+use crate::session::Session;
+
+pub use write::WriteOptions;
+
+/// Errors of vault operations. Messages name server-side ids, never clear names (the CLI adds the path
+/// the user typed).
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Talking to the server failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// Folder metadata failed verification or could not be built.
+    #[error("folder metadata (file id {file_id}): {source}")]
+    Metadata {
+        /// The folder's file id.
+        file_id: u64,
+        /// What failed.
+        source: MetadataError,
+    },
+    /// A file's content failed verification.
+    #[error("file {server_name}: {source}")]
+    Content {
+        /// The blob's server-side name.
+        server_name: String,
+        /// What failed.
+        source: FileCipherError,
+    },
+    /// The pin store failed.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// No folder on the path is end-to-end encrypted.
+    #[error("not inside an end-to-end encrypted folder (create one with `cloakfs mkdir --encrypted`)")]
+    NotEncrypted,
+    /// The encrypted folder has no metadata (not set up, or by another tool).
+    #[error("encrypted folder (file id {0}) has no metadata on the server")]
+    NoMetadata(u64),
+    /// The path does not exist.
+    #[error("no such file or folder")]
+    NotFound,
+    /// A folder was expected.
+    #[error("not a folder")]
+    NotAFolder,
+    /// A file was expected.
+    #[error("is a folder")]
+    IsAFolder,
+    /// The target exists.
+    #[error("already exists")]
+    Exists,
+    /// The folder is not empty.
+    #[error("folder is not empty")]
+    NotEmpty,
+    /// The name cannot be used.
+    #[error("invalid name: names must be 1-255 bytes without '/', '\\' or NUL, and not '.' or '..'")]
+    InvalidName,
+    /// A move between two different encrypted trees (different keys).
+    #[error("cannot move between different end-to-end encrypted folders (they have different keys): copy instead")]
+    CrossTree,
+    /// A folder cannot be moved into itself.
+    #[error("cannot move a folder into itself")]
+    IntoItself,
+    /// The operation is not supported on this path.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// Another client kept the folder locked.
+    #[error("folder (file id {0}) stayed locked by another client; try again later")]
+    Busy(u64),
+    /// The metadata names a file the server does not have.
+    #[error("file {0} is listed in the metadata but missing on the server")]
+    MissingBlob(String),
+}
+
+fn metadata_error(file_id: u64) -> impl FnOnce(MetadataError) -> VaultError {
+    move |source| VaultError::Metadata { file_id, source }
+}
+
+/// A verified folder of the tree.
+#[derive(Debug, Clone)]
+pub struct FolderView {
+    /// Server-side path segments below the user's root (top folder name, then server names).
+    pub remote_path: Vec<String>,
+    /// The folder's file id.
+    pub file_id: u64,
+    /// The folder's ETag when read.
+    pub etag: String,
+    /// Whether this is the tree's top folder.
+    pub is_top: bool,
+    /// The verified metadata.
+    pub decoded: DecodedFolder,
+}
+
+impl FolderView {
+    /// The decrypted metadata.
+    pub fn folder(&self) -> &FolderMetadata {
+        &self.decoded.folder
+    }
+
+    /// The server name of the sub-folder called `name`.
+    pub fn sub_folder(&self, name: &str) -> Option<&str> {
+        self.folder().folders.iter().find(|(_, clear)| clear.as_str() == name).map(|(uid, _)| uid.as_str())
+    }
+
+    /// The server name and entry of the file called `name`.
+    pub fn file(&self, name: &str) -> Option<(&str, &FileEntry)> {
+        self.folder()
+            .files
+            .iter()
+            .find(|(_, entry)| entry.filename.as_str() == name)
+            .map(|(uid, entry)| (uid.as_str(), entry))
+    }
+}
+
+/// What a clear path names.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A folder of the tree.
+    Folder(FolderView),
+    /// A file: its folder, server name and metadata entry.
+    File {
+        /// The folder holding it.
+        parent: FolderView,
+        /// Its server-side name.
+        server_name: String,
+        /// Its metadata entry (key, nonce, tag, name).
+        entry: FileEntry,
+    },
+    /// Nothing, in an existing folder.
+    Missing {
+        /// The folder that would hold it.
+        parent: FolderView,
+        /// The clear name.
+        name: Zeroizing<String>,
+    },
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    /// The clear name (for the user's terminal only).
+    pub name: Zeroizing<String>,
+    /// A folder?
+    pub is_dir: bool,
+    /// Plaintext size (files), if the server listed the blob.
+    pub size: Option<u64>,
+    /// Last modification on the server.
+    pub modified: Option<SystemTime>,
+    /// A plain folder flagged end-to-end encrypted, i.e. the top of a tree (always false inside a tree).
+    pub is_encrypted: bool,
+}
+
+/// The tree a path belongs to: its top folder and keys.
+#[derive(Debug, Clone)]
+struct TreeRoot {
+    /// The top folder's remote path (plain names: outside encryption).
+    path: Vec<String>,
+    keys: TreeKeys,
+}
+
+/// A user's view of the encrypted folders on one server.
+pub struct Vault<R: Remote> {
+    remote: R,
+    server: String,
+    user: String,
+    server_key: PublicKey,
+    identity: PrivateIdentity,
+    certificate: UserCertificate,
+    trust: TrustStore,
+    options: WriteOptions,
+    progress: Option<Progress>,
+}
+
+/// Splits a user path (`/Vault/a/b`) into its segments; empty for `/`.
+pub fn split_clear_path(path: &str) -> Result<Vec<String>, VaultError> {
+    let mut segments = Vec::new();
+    for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+        if !is_valid_clear_name(segment) {
+            return Err(VaultError::InvalidName);
+        }
+        segments.push(segment.to_owned());
+    }
+    Ok(segments)
+}
+
+/// Plaintext size of a blob of `blob_len` bytes.
+pub fn plaintext_len(blob_len: u64) -> u64 {
+    blob_len.saturating_sub(TAG_LEN as u64)
+}
+
+impl<R: Remote> Vault<R> {
+    /// A vault over `remote` for an unlocked session (`server` is the pin-store key of the server).
+    pub fn new(remote: R, server: String, session_parts: SessionParts, trust: TrustStore) -> Self {
+        Self {
+            remote,
+            server,
+            user: session_parts.user,
+            server_key: session_parts.server_key,
+            identity: session_parts.identity,
+            certificate: session_parts.certificate,
+            trust,
+            options: WriteOptions::default(),
+            progress: None,
+        }
+    }
+
+    /// Sets the write options (lock retries).
+    pub fn with_options(mut self, options: WriteOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The remote.
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    /// The entry at `remote_path` itself (PROPFIND depth 0).
+    async fn stat(&self, remote_path: &[String]) -> Result<Option<RemoteEntry>, VaultError> {
+        match self.remote.list(remote_path, 0).await {
+            Ok(mut entries) => Ok(Some(entries.remove(0))),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The metadata of a folder entry: from the PROPFIND properties, else the OCS API.
+    async fn metadata_of(&self, entry: &RemoteEntry) -> Result<(String, String), VaultError> {
+        if let Some(metadata) = &entry.metadata {
+            return Ok(metadata.clone());
+        }
+        self.remote.metadata(entry.file_id).await?.ok_or(VaultError::NoMetadata(entry.file_id))
+    }
+
+    fn decode_top(
+        &mut self,
+        entry: &RemoteEntry,
+        json: &str,
+        signature: &str,
+    ) -> Result<(DecodedFolder, TreeKeys), VaultError> {
+        let min_counter = self.trust.counter(&self.server, entry.file_id);
+        let trust = PinnedCertificates {
+            server: &self.server,
+            server_key: &self.server_key,
+            store: std::sync::Mutex::new(&mut self.trust),
+        };
+        let reader = Reader { user_id: &self.user, identity: &self.identity };
+        let decoded =
+            decode_top_folder(json, signature, reader, &trust, min_counter).map_err(metadata_error(entry.file_id))?;
+        drop(trust);
+        self.trust.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
+        Ok((decoded.decoded, decoded.tree))
+    }
+
+    fn decode_sub(
+        &mut self,
+        entry: &RemoteEntry,
+        json: &str,
+        signature: &str,
+        keys: &TreeKeys,
+    ) -> Result<DecodedFolder, VaultError> {
+        let min_counter = self.trust.counter(&self.server, entry.file_id);
+        let decoded = decode_sub_folder(json, signature, keys, min_counter).map_err(metadata_error(entry.file_id))?;
+        self.trust.record_counter(&self.server, entry.file_id, decoded.folder.counter)?;
+        Ok(decoded)
+    }
+
+    /// Finds the encrypted top folder on `clear` and decodes it. Returns the tree, the top folder, and the
+    /// index of the first path segment below the top folder. `Ok(None)` when no folder on the path is
+    /// encrypted (with the deepest plain entry found).
+    async fn open_tree(
+        &mut self,
+        clear: &[String],
+    ) -> Result<Result<(TreeRoot, FolderView, usize), Option<RemoteEntry>>, VaultError> {
+        let mut last_plain = None;
+        for depth in 0..=clear.len() {
+            let prefix = &clear[..depth];
+            let Some(entry) = self.stat(prefix).await? else {
+                return if depth == 0 { Err(VaultError::NotFound) } else { Ok(Err(None)) };
+            };
+            if entry.is_dir && entry.is_encrypted && depth > 0 {
+                let (json, signature) = self.metadata_of(&entry).await?;
+                let (decoded, keys) = self.decode_top(&entry, &json, &signature)?;
+                let view = FolderView {
+                    remote_path: prefix.to_vec(),
+                    file_id: entry.file_id,
+                    etag: entry.etag.clone(),
+                    is_top: true,
+                    decoded,
+                };
+                return Ok(Ok((TreeRoot { path: prefix.to_vec(), keys }, view, depth)));
+            }
+            if !entry.is_dir {
+                return Ok(Err(Some(entry)));
+            }
+            last_plain = Some(entry);
+        }
+        Ok(Err(last_plain))
+    }
+
+    /// Reads and verifies the folder at `remote_path` of `tree` (fresh from the server).
+    async fn load_folder(&mut self, tree: &TreeRoot, remote_path: &[String]) -> Result<FolderView, VaultError> {
+        let entry = self.stat(remote_path).await?.ok_or(VaultError::NotFound)?;
+        if !entry.is_dir {
+            return Err(VaultError::NotAFolder);
+        }
+        let (json, signature) = self.metadata_of(&entry).await?;
+        let is_top = remote_path == tree.path.as_slice();
+        let decoded = if is_top {
+            self.decode_top(&entry, &json, &signature)?.0
+        } else {
+            self.decode_sub(&entry, &json, &signature, &tree.keys)?
+        };
+        Ok(FolderView { remote_path: remote_path.to_vec(), file_id: entry.file_id, etag: entry.etag, is_top, decoded })
+    }
+
+    /// Resolves a clear path inside an encrypted tree.
+    async fn resolve_in_tree(&mut self, clear: &[String]) -> Result<(TreeRoot, Target), VaultError> {
+        let (tree, top, start) = match self.open_tree(clear).await? {
+            Ok(found) => found,
+            Err(_) => return Err(VaultError::NotEncrypted),
+        };
+        let mut folder = top;
+        for (index, name) in clear.iter().enumerate().skip(start) {
+            let last = index + 1 == clear.len();
+            if let Some(uid) = folder.sub_folder(name).map(str::to_owned) {
+                let mut path = folder.remote_path.clone();
+                path.push(uid.clone());
+                folder = match self.load_folder(&tree, &path).await {
+                    Err(VaultError::NotFound) => return Err(VaultError::MissingBlob(uid)),
+                    other => other?,
+                };
+                continue;
+            }
+            if let Some((uid, entry)) = folder.file(name) {
+                if !last {
+                    return Err(VaultError::NotAFolder);
+                }
+                let (server_name, entry) = (uid.to_owned(), entry.clone());
+                return Ok((tree, Target::File { parent: folder, server_name, entry }));
+            }
+            if !last {
+                return Err(VaultError::NotFound);
+            }
+            return Ok((tree, Target::Missing { parent: folder, name: Zeroizing::new(name.clone()) }));
+        }
+        Ok((tree, Target::Folder(folder)))
+    }
+
+    /// Lists a folder: decrypted names inside encrypted trees; plain entries (marking encrypted folders)
+    /// outside.
+    pub async fn list(&mut self, clear_path: &str) -> Result<Vec<ListEntry>, VaultError> {
+        let clear = split_clear_path(clear_path)?;
+        let plain = match self.open_tree(&clear).await? {
+            Ok(_) => None,
+            Err(entry) => Some(entry),
+        };
+        if let Some(entry) = plain {
+            let entry = entry.ok_or(VaultError::NotFound)?;
+            if !entry.is_dir {
+                return Err(VaultError::NotAFolder);
+            }
+            let entries = self.remote.list(&clear, 1).await?;
+            return Ok(entries
+                .into_iter()
+                .skip(1)
+                .map(|entry| ListEntry {
+                    name: Zeroizing::new(entry.name),
+                    is_dir: entry.is_dir,
+                    size: (!entry.is_dir).then_some(entry.size),
+                    modified: entry.modified,
+                    is_encrypted: entry.is_encrypted,
+                })
+                .collect());
+        }
+        let (_, target) = self.resolve_in_tree(&clear).await?;
+        let folder = match target {
+            Target::Folder(folder) => folder,
+            Target::File { .. } => return Err(VaultError::NotAFolder),
+            Target::Missing { .. } => return Err(VaultError::NotFound),
+        };
+        let listed = self.remote.list(&folder.remote_path, 1).await?;
+        let on_server = |uid: &str| listed.iter().skip(1).find(|entry| entry.name == uid);
+        let mut entries = Vec::new();
+        for (uid, name) in &folder.folder().folders {
+            entries.push(ListEntry {
+                name: name.clone(),
+                is_dir: true,
+                size: None,
+                modified: on_server(uid).and_then(|entry| entry.modified),
+                is_encrypted: false,
+            });
+        }
+        for (uid, file) in &folder.folder().files {
+            let server = on_server(uid);
+            entries.push(ListEntry {
+                name: file.filename.clone(),
+                is_dir: false,
+                size: server.map(|entry| plaintext_len(entry.size)),
+                modified: server.and_then(|entry| entry.modified),
+                is_encrypted: false,
+            });
+        }
+        entries.sort_by(|left, right| left.name.cmp(&right.name));
+        Ok(entries)
+    }
+
+    /// Downloads, verifies and decrypts a file. The plaintext is wiped when dropped.
+    pub async fn read_file(
+        &mut self,
+        clear_path: &str,
+        progress: Option<Progress>,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let clear = split_clear_path(clear_path)?;
+        let (_, target) = self.resolve_in_tree(&clear).await?;
+        let (parent, server_name, entry) = match target {
+            Target::File { parent, server_name, entry } => (parent, server_name, entry),
+            Target::Folder(_) => return Err(VaultError::IsAFolder),
+            Target::Missing { .. } => return Err(VaultError::NotFound),
+        };
+        let mut path = parent.remote_path.clone();
+        path.push(server_name.clone());
+        let blob = match self.remote.read(&path, None, progress).await {
+            Err(error) if error.status() == Some(404) => return Err(VaultError::MissingBlob(server_name)),
+            other => other?,
+        };
+        let _span = tracing::debug_span!("decrypt", server_name = %server_name, len = blob.len()).entered();
+        decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), &blob[..])
+            .map_err(|source| VaultError::Content { server_name, source })
+    }
+}
+
+/// What a vault needs from an unlocked session.
+pub struct SessionParts {
+    /// The user id.
+    pub user: String,
+    /// The pinned server key.
+    pub server_key: PublicKey,
+    /// The user's private key.
+    pub identity: PrivateIdentity,
+    /// The user's pinned certificate.
+    pub certificate: UserCertificate,
+}
+
+impl Session {
+    /// Splits the session into the client and what a vault needs.
+    pub fn into_parts(self) -> (crate::remote::NextcloudClient, SessionParts) {
+        let user = self.client.config().user.clone();
+        (
+            self.client,
+            SessionParts { user, server_key: self.server_key, identity: self.identity, certificate: self.certificate },
+        )
+    }
+}
+
+/// Delay before lock attempt `attempt` after a 423 (1-based): 250 ms doubling, at most 4 s.
+fn lock_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(4)).min(4000))
+}

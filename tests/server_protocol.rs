@@ -1,0 +1,263 @@
+//! The embedded server's folder API and WebDAV against a real `cloakfs serve` process, called through the
+//! cloakfs client (and raw HTTP where the client would never send such a request): the encrypted flag,
+//! locks and counters, tokens on writes, staged writes visible only after unlock, abort, stale locks,
+//! metadata rules, and refusals of bad input. Status codes follow SERVER-BEHAVIOUR.md of the interop notes.
+
+#[path = "common/server.rs"]
+mod server;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloakfs::remote::{LockToken, NextcloudClient, RemoteError, ServerConfig};
+use server::{TempDir, TestServer, PASSWORD};
+use zeroize::Zeroizing;
+
+fn client_for(server: &TestServer, user: &str) -> NextcloudClient {
+    NextcloudClient::new(ServerConfig {
+        base_url: url::Url::parse(&server.url).unwrap(),
+        user: user.to_owned(),
+        password: Zeroizing::new(PASSWORD.to_owned()),
+        timeout: Duration::from_secs(10),
+        allow_insecure_http: false,
+    })
+    .unwrap()
+}
+
+fn path(segments: &[&str]) -> Vec<String> {
+    segments.iter().map(|segment| segment.to_string()).collect()
+}
+
+fn status<T: std::fmt::Debug>(result: Result<T, RemoteError>) -> u16 {
+    result.expect_err("expected an error status").status().unwrap_or(0)
+}
+
+/// An encrypted folder `name` in the user's root, with its file id.
+async fn encrypted_folder(client: &NextcloudClient, name: &str) -> u64 {
+    let id = client.mkcol(&path(&[name]), None).await.unwrap();
+    client.set_encrypted(id).await.unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_counters_tokens_and_staged_writes() {
+    let data = TempDir::new("protocol-data");
+    let server = TestServer::start(&data.0, &["alice", "bob"]);
+    let alice = client_for(&server, "alice");
+
+    // The encrypted flag only on empty folders.
+    let full = alice.mkcol(&path(&["Full"]), None).await.unwrap();
+    alice.put(&path(&["Full", "x"]), Bytes::from_static(b"x"), None, None).await.unwrap();
+    assert_eq!(status(alice.set_encrypted(full).await), 404);
+    // A plain folder cannot be locked.
+    assert_eq!(status(alice.lock_folder(full, 1, None).await), 403);
+
+    let vault = encrypted_folder(&alice, "Vault").await;
+    let listed = alice.propfind(&path(&["Vault"]), 0).await.unwrap();
+    assert!(listed[0].is_encrypted && listed[0].is_dir);
+    assert_eq!(listed[0].file_id, vault);
+
+    // Counter 0 is refused; a fresh lock works; any second lock is 423 whatever the counter.
+    assert_eq!(status(alice.lock_folder(vault, 0, None).await), 400);
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    assert_eq!(token.0.len(), 64);
+    assert_eq!(status(alice.lock_folder(vault, 99, None).await), 423);
+    // Re-acquiring with one's own token (as a parameter) returns the same token.
+    assert_eq!(alice.lock_folder(vault, 99, Some(&token)).await.unwrap(), token);
+
+    // Writes inside the encrypted folder need the token: none → 403, wrong → 423.
+    let blob = path(&["Vault", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(status(alice.put(&blob, Bytes::from_static(b"ciphertext"), None, None).await), 403);
+    let wrong = LockToken("A".repeat(64));
+    assert_eq!(status(alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&wrong), None).await), 423);
+    // Metadata PUT without metadata yet: 404; POST with the wrong token: 403.
+    assert_eq!(status(alice.store_folder_metadata(vault, &wrong, "{}", "c2ln", true).await), 403);
+    assert_eq!(status(alice.store_folder_metadata(vault, &token, "{}", "c2ln", false).await), 404);
+
+    // Staged: a PUT and the metadata under the lock are invisible until unlock.
+    alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&token), None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, r#"{"version":"2.0"}"#, "c2lnbmF0dXJl", true).await.unwrap();
+    assert_eq!(alice.propfind(&path(&["Vault"]), 1).await.unwrap().len(), 1, "staged PUT visible before unlock");
+    assert_eq!(status(alice.get(&blob, None, None).await), 404);
+    assert_eq!(alice.folder_metadata(vault).await.unwrap(), None);
+
+    // Unlock: wrong token 403; right token commits.
+    assert_eq!(status(alice.unlock_folder(vault, &wrong, false).await), 403);
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(alice.get(&blob, None, None).await.unwrap(), b"ciphertext");
+    let (json, signature) = alice.folder_metadata(vault).await.unwrap().unwrap();
+    assert_eq!((json.as_str(), signature.as_str()), (r#"{"version":"2.0"}"#, "c2lnbmF0dXJl"));
+    let listed = alice.propfind(&path(&["Vault"]), 0).await.unwrap();
+    assert_eq!(listed[0].metadata, Some((json.clone(), signature.clone())), "metadata as PROPFIND properties");
+    // Unlocking again: not locked → 403.
+    assert_eq!(status(alice.unlock_folder(vault, &token, false).await), 403);
+
+    // The counter was committed with the metadata: 1 again is stale (412), 2 works.
+    assert_eq!(status(alice.lock_folder(vault, 1, None).await), 412);
+    let token = alice.lock_folder(vault, 2, None).await.unwrap();
+
+    // Abort rolls back staged writes, deletes, moves and metadata.
+    alice
+        .put(&path(&["Vault", "ffffffffffffffffffffffffffffffff"]), Bytes::from_static(b"new"), Some(&token), None)
+        .await
+        .unwrap();
+    alice.delete(&blob, Some(&token)).await.unwrap();
+    alice.store_folder_metadata(vault, &token, r#"{"version":"2.0","x":1}"#, "b3RoZXI=", false).await.unwrap();
+    assert_eq!(alice.get(&blob, None, None).await.unwrap(), b"ciphertext", "a staged DELETE is not visible yet");
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+    let names: Vec<String> =
+        alice.propfind(&path(&["Vault"]), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect();
+    assert_eq!(names, vec!["0123456789abcdef0123456789abcdef".to_owned()]);
+    assert_eq!(alice.folder_metadata(vault).await.unwrap().unwrap().0, json);
+    // Abort without metadata did not commit counter 2.
+    let token = alice.lock_folder(vault, 2, None).await.unwrap();
+
+    // Metadata PUT without the lock: 412.
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(status(alice.store_folder_metadata(vault, &token, "{}", "c2ln", false).await), 412);
+
+    // Sub-folders: lock the parent, MKCOL (staged), flag, metadata by the ancestor's token; a child cannot
+    // be locked while its parent is.
+    let token = alice.lock_folder(vault, 3, None).await.unwrap();
+    let sub = alice.mkcol(&path(&["Vault", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]), Some(&token)).await.unwrap();
+    alice.set_encrypted(sub).await.unwrap();
+    alice.store_folder_metadata(sub, &token, r#"{"version":"2.0"}"#, "c3Vi", true).await.unwrap();
+    assert_eq!(status(alice.lock_folder(sub, 1, None).await), 423);
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert!(alice.folder_metadata(sub).await.unwrap().is_some());
+
+    // A MOVE out of the encrypted folder is refused; MKCOL on an existing encrypted folder is 403.
+    let token = alice.lock_folder(vault, 4, None).await.unwrap();
+    assert_eq!(status(alice.move_to(&blob, &path(&["Full", "stolen"]), false, Some(&token)).await), 403);
+    assert_eq!(status(alice.mkcol(&path(&["Vault"]), None).await), 403);
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+
+    // Another user cannot see, lock or read any of it.
+    let bob = client_for(&server, "bob");
+    assert_eq!(status(bob.lock_folder(vault, 10, None).await), 404);
+    assert_eq!(bob.folder_metadata(vault).await.unwrap(), None, "another user's metadata must not be served");
+    let url = alice.dav_url(&blob).unwrap();
+    let response = reqwest::Client::new().get(url).basic_auth("bob", Some(PASSWORD)).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_locks_expire_and_roll_back() {
+    let data = TempDir::new("protocol-ttl");
+    let server = TestServer::start_with(&data.0, &["alice"], &["--lock-ttl", "1"]);
+    let alice = client_for(&server, "alice");
+    let vault = encrypted_folder(&alice, "Vault").await;
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    alice
+        .put(&path(&["Vault", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]), Bytes::from_static(b"x"), Some(&token), None)
+        .await
+        .unwrap();
+    assert_eq!(status(alice.lock_folder(vault, 1, None).await), 423);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The abandoned lock was rolled back: a new lock works and the staged blob is gone.
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+    assert_eq!(alice.propfind(&path(&["Vault"]), 1).await.unwrap().len(), 1);
+    let blobs = server::files_below(&data.0.join("blobs"));
+    assert!(blobs.is_empty(), "rolled-back blob left on disk: {blobs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_without_changes() {
+    let data = TempDir::new("protocol-bad");
+    let server = TestServer::start(&data.0, &["alice"]);
+    let alice = client_for(&server, "alice");
+    let http = reqwest::Client::new();
+    let base = format!("{}/remote.php/dav/files/alice", server.url);
+    let propfind = reqwest::Method::from_bytes(b"PROPFIND").unwrap();
+
+    // Path traversal, encoded or not (sent raw: HTTP clients normalise dot segments away).
+    for bad in ["/a/../b", "/a/%2e%2e/b", "/a/..%2Fb", "/%00", "/a//b"] {
+        assert_eq!(raw_put(server.port(), &format!("/remote.php/dav/files/alice{bad}")), 400, "{bad}");
+    }
+    assert_eq!(raw_put(server.port(), "/remote.php/dav/files/alice/ok"), 201);
+    // No or wrong credentials.
+    let response = http.request(propfind.clone(), &base).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = http.request(propfind.clone(), &base).basic_auth("alice", Some("nope")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    // Malformed PROPFIND XML.
+    let response = http
+        .request(propfind.clone(), &base)
+        .basic_auth("alice", Some(PASSWORD))
+        .body("<d:propfind><oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // An encrypted folder is not listed for a client that does not say it supports end-to-end encryption.
+    encrypted_folder(&alice, "Vault").await;
+    let response = http
+        .request(propfind.clone(), format!("{base}/Vault"))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // Malformed metadata JSON and a missing signature.
+    let vault = alice.propfind(&path(&["Vault"]), 0).await.unwrap()[0].file_id;
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    assert_eq!(status(alice.store_folder_metadata(vault, &token, "{not json", "c2ln", true).await), 400);
+    let response = http
+        .post(format!("{}/ocs/v2.php/apps/end_to_end_encryption/api/v2/meta-data/{vault}", server.url))
+        .basic_auth("alice", Some(PASSWORD))
+        .header("OCS-APIRequest", "true")
+        .header("X-E2EE-Supported", "true")
+        .header("e2e-token", &token.0)
+        .form(&[("metaData", "{}")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+    assert_eq!(alice.folder_metadata(vault).await.unwrap(), None);
+    // Reserved names.
+    assert_eq!(status(alice.put(&path(&["x.e2e-to-save"]), Bytes::from_static(b"x"), None, None).await), 403);
+
+    // Byte ranges.
+    alice.put(&path(&["plain.bin"]), Bytes::from_static(b"0123456789"), None, None).await.unwrap();
+    assert_eq!(alice.get(&path(&["plain.bin"]), Some(2..5), None).await.unwrap(), b"234");
+    let response = http
+        .get(format!("{base}/plain.bin"))
+        .basic_auth("alice", Some(PASSWORD))
+        .header("Range", "bytes=20-30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 416);
+}
+
+#[test]
+fn orphaned_blobs_are_swept_at_start() {
+    let data = TempDir::new("protocol-sweep");
+    let server = TestServer::start(&data.0, &["alice"]);
+    server.stop();
+    // A blob file no row names, as a crash between writing and committing leaves.
+    let orphan = data.0.join("blobs").join("ab").join("ab000000000000000000000000000000");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+    let server = TestServer::start(&data.0, &[]);
+    assert!(!orphan.exists(), "orphan blob not swept");
+    server.stop();
+}
+
+/// Sends a PUT with a literal request target (no normalisation) and returns the status code.
+fn raw_put(port: u16, target: &str) -> u16 {
+    use base64::Engine as _;
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
+    write!(
+        stream,
+        "PUT {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {credentials}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
