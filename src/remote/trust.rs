@@ -206,7 +206,9 @@ impl TrustStore {
         let io = |reason: String| TrustError::Io { path: self.path.clone(), reason };
         let directory = self.path.parent().ok_or_else(|| io("no parent directory".into()))?;
         std::fs::create_dir_all(directory).map_err(|error| io(error.to_string()))?;
-        let temporary = self.path.with_extension("json.tmp");
+        // A name of its own per writer: several cloakfs processes may save at once.
+        let temporary =
+            self.path.with_extension(format!("json.{}.{}.tmp", std::process::id(), crate::server::tree::random_hex(4)));
         let json = serde_json::to_vec_pretty(&self.pins).expect("pins serialise");
         {
             use std::io::Write as _;

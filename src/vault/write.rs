@@ -385,11 +385,11 @@ impl<R: Remote> Vault<R> {
         if clear.is_empty() {
             return Err(VaultError::Exists);
         }
-        if self.open_tree(&clear).await?.is_ok() {
-            return Err(VaultError::Unsupported("already inside an encrypted folder: use mkdir without --encrypted"));
-        }
         if self.stat(&clear).await?.is_some() {
             return Err(VaultError::Exists);
+        }
+        if self.open_tree(&clear[..clear.len() - 1]).await?.is_ok() {
+            return Err(VaultError::Unsupported("already inside an encrypted folder: use mkdir without --encrypted"));
         }
         let file_id = self.remote.make_folder(&clear, None).await?;
         self.remote.set_encrypted(file_id).await?;
