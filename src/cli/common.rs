@@ -35,12 +35,16 @@ impl ConnectionArgs {
     pub fn client(&self) -> anyhow::Result<NextcloudClient> {
         let base_url =
             url::Url::parse(&self.server).with_context(|| format!("invalid server URL {:?}", self.server))?;
+        // CLOAKFS_PASSWORD (scripts), else the OS keyring (after `cloakfs login`), else a prompt.
         let password = match std::env::var("CLOAKFS_PASSWORD") {
             Ok(password) => Zeroizing::new(password),
-            Err(_) => Zeroizing::new(
-                rpassword::prompt_password(format!("app password for {} on {}: ", self.user, self.server))
-                    .context("reading the password")?,
-            ),
+            Err(_) => match super::credentials::load(&self.server, &self.user) {
+                Some(password) => password,
+                None => Zeroizing::new(
+                    rpassword::prompt_password(format!("app password for {} on {}: ", self.user, self.server))
+                        .context("reading the password")?,
+                ),
+            },
         };
         let config = ServerConfig {
             base_url,

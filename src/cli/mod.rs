@@ -1,9 +1,11 @@
 //! The command-line interface. One file per subcommand; `anyhow` is used only here, at the edge.
 
 pub mod common;
+pub mod credentials;
 pub mod demo;
 pub mod files;
 pub mod keys;
+pub mod login;
 pub mod progress;
 pub mod serve;
 
@@ -27,6 +29,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the embedded server (same API as Nextcloud's end-to-end encryption), or manage its users.
     Serve(serve::ServeArgs),
+    /// Log in with Nextcloud's Login Flow v2 (or --app-password) and keep the app password in the OS keyring.
+    Login(login::LoginArgs),
     /// Create or check this account's end-to-end encryption keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -40,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Login(args) => login::run(args),
         Command::Keys(command) => keys::run(command),
         Command::Files(command) => files::run(command),
     }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod login;
 pub mod propfind;
 pub mod trust;
 pub mod webdav;

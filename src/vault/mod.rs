@@ -268,7 +268,6 @@ impl<R: Remote> Vault<R> {
         let reader = Reader { user_id: &self.user, identity: &self.identity };
         let decoded =
             decode_top_folder(json, signature, reader, &trust, min_counter).map_err(metadata_error(entry.file_id))?;
-        drop(trust);
         self.trust.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
         Ok((decoded.decoded, decoded.tree))
     }
@@ -372,10 +371,7 @@ impl<R: Remote> Vault<R> {
     /// outside.
     pub async fn list(&mut self, clear_path: &str) -> Result<Vec<ListEntry>, VaultError> {
         let clear = split_clear_path(clear_path)?;
-        let plain = match self.open_tree(&clear).await? {
-            Ok(_) => None,
-            Err(entry) => Some(entry),
-        };
+        let plain = self.open_tree(&clear).await?.err();
         if let Some(entry) = plain {
             let entry = entry.ok_or(VaultError::NotFound)?;
             if !entry.is_dir {

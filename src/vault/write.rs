@@ -214,7 +214,7 @@ impl<R: Remote> Vault<R> {
             encrypt_buffer(plaintext).map_err(|source| VaultError::Content { server_name: "(new)".into(), source })?;
         let blob = Bytes::from(blob);
         let parent_path = parent.remote_path.clone();
-        self.transact(&tree, &parent_path, &[parent_path.clone()], |folders, _| {
+        self.transact(&tree, &parent_path, std::slice::from_ref(&parent_path), |folders, _| {
             let folder = &mut folders[0];
             if folder.folders.values().any(|existing| existing.as_str() == name.as_str()) {
                 return Err(VaultError::IsAFolder);
@@ -250,7 +250,7 @@ impl<R: Remote> Vault<R> {
             _ => return Err(VaultError::Exists),
         };
         let parent_path = parent.remote_path.clone();
-        self.transact(&tree, &parent_path, &[parent_path.clone()], |folders, _| {
+        self.transact(&tree, &parent_path, std::slice::from_ref(&parent_path), |folders, _| {
             let folder = &mut folders[0];
             let taken = folder.folders.values().any(|existing| existing.as_str() == name.as_str())
                 || folder.files.values().any(|entry| entry.filename.as_str() == name.as_str());
@@ -274,7 +274,8 @@ impl<R: Remote> Vault<R> {
                 return Err(VaultError::Unsupported("removing a top-level encrypted folder is not supported yet"))
             }
             Target::Folder(folder) => {
-                if !recursive && !(folder.folder().files.is_empty() && folder.folder().folders.is_empty()) {
+                let empty = folder.folder().files.is_empty() && folder.folder().folders.is_empty();
+                if !recursive && !empty {
                     return Err(VaultError::NotEmpty);
                 }
                 let mut parent = folder.remote_path.clone();
@@ -283,7 +284,7 @@ impl<R: Remote> Vault<R> {
             }
             Target::Missing { .. } => return Err(VaultError::NotFound),
         };
-        self.transact(&tree, &parent_path, &[parent_path.clone()], |folders, _| {
+        self.transact(&tree, &parent_path, std::slice::from_ref(&parent_path), |folders, _| {
             let folder = &mut folders[0];
             let removed =
                 if is_dir { folder.folders.remove(&uid).is_some() } else { folder.files.remove(&uid).is_some() };
