@@ -1,28 +1,30 @@
-//! `cloakfs demo`: the format end to end on a local, throw-away server directory.
+//! `cloakfs demo`: the whole product path against an embedded server it starts itself.
 //!
-//! Until `cloakfs serve` exists, this is what the README's first command runs. It does exactly what a
-//! client and a server do with Nextcloud's format, with the server's storage being a directory: only
-//! ciphertext and random ids are written there, and the directory is removed afterwards unless `--keep`.
+//! It starts `cloakfs serve` in-process on a free loopback port over a temporary data directory, then acts
+//! as a user's devices over HTTP with the real client: keys and mnemonic, a new end-to-end encrypted
+//! folder, files and a sub-folder, listing and reading back on a "second device" that unlocks with the
+//! mnemonic, what the server stores, and a tampered blob being refused. The data directory is removed at
+//! the end unless `--keep`; client state (pins) lives in a temporary directory too.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use zeroize::Zeroizing;
 
-use crate::crypto::file_cipher::{decrypt_to_vec, encrypt_buffer};
-use crate::crypto::private_key_wrap::{unwrap_private_key, wrap_private_key};
-use crate::crypto::server_name::random_server_name;
-use crate::crypto::{MetadataKey, Mnemonic, PrivateIdentity, UserCertificate};
-use crate::metadata::{
-    decode_top_folder, encode_top_folder, FileEntry, FolderMetadata, Reader, ServerKeyTrust, Signer, TrustedUser,
-};
+use super::common::runtime;
+use crate::remote::trust::TrustStore;
+use crate::remote::{NextcloudClient, ServerConfig};
+use crate::server::{self, ServeOptions};
+use crate::session::{initialize_keys, unlock};
+use crate::vault::Vault;
 
 /// Options of `cloakfs demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Keep the server directory here instead of a temporary one that is removed at the end.
+    /// Keep the server's data directory here instead of a temporary one that is removed at the end.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
     /// The user id to create.
@@ -30,137 +32,172 @@ pub struct DemoArgs {
     pub user: String,
 }
 
-const SAMPLE_FILES: [(&str, &str, &[u8]); 3] = [
-    ("passport-scan.txt", "text/plain", b"P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<\n"),
-    ("travel plan.md", "text/markdown", b"# Trip\n- fly out Monday\n- meet the lawyer Tuesday\n"),
-    ("empty.bin", "application/octet-stream", b""),
+const SAMPLE_FILES: [(&str, &[u8]); 3] = [
+    ("/Vault/passport-scan.txt", b"P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<\n"),
+    ("/Vault/Tax 2026/travel plan.md", b"# Trip\n- fly out Monday\n- meet the lawyer Tuesday\n"),
+    ("/Vault/empty.bin", b""),
 ];
 
 /// Runs the demonstration.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let temporary;
-    let server_dir: &Path = match &args.keep {
+    let temporary_data;
+    let data_dir: &Path = match &args.keep {
         Some(dir) => {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             dir
         }
         None => {
-            temporary = TempDir::new()?;
-            &temporary.0
+            temporary_data = TempDir::new("server")?;
+            &temporary_data.0
         }
     };
-    println!("server storage (ciphertext only): {}", server_dir.display());
+    let client_state = TempDir::new("client")?;
+    println!("embedded server data (ciphertext only): {}", data_dir.display());
 
-    // --- Server identity, and the user's key pair, certificate and mnemonic (what `keys init` will do).
+    let runtime = runtime()?;
+    let options = ServeOptions {
+        data_dir: data_dir.to_owned(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        lock_ttl_seconds: 86_400,
+    };
+    let state = server::open_state(&options)?;
+    let app_password = {
+        let mut password = [0u8; 24];
+        crate::crypto::secret::random_bytes(&mut password);
+        let password = hex::encode(password);
+        match state.store.add_user(&args.user, &password) {
+            Ok(()) | Err(server::store::StoreError::UserExists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        Zeroizing::new(state.store.create_app_password(&args.user, "demo")?)
+    };
+    let address = runtime.block_on(async {
+        let listener = server::bind(options.listen).await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, server::router(state)).await });
+        anyhow::Ok(address)
+    })?;
+    println!("1. started cloakfs serve on http://{address} with user {:?} (app password)", args.user);
+
+    let client = |user: &str| {
+        NextcloudClient::new(ServerConfig {
+            base_url: url::Url::parse(&format!("http://{address}/")).expect("a valid URL"),
+            user: user.to_owned(),
+            password: app_password.clone(),
+            timeout: Duration::from_secs(30),
+            allow_insecure_http: false,
+        })
+    };
+    let pins = client_state.0.join("pins.json");
     let started = Instant::now();
-    let server = PrivateIdentity::generate()?;
-    let user = PrivateIdentity::generate()?;
-    let request = user.certificate_request_pem(&args.user)?;
-    let certificate = server.issue_certificate(&request, &args.user, Duration::from_secs(7300 * 86_400))?;
-    certificate.verify_for_user(server.public_key(), &args.user)?;
-    let mnemonic = Mnemonic::generate();
-    let stored_private_key = wrap_private_key(&user, &mnemonic);
-    fs::write(server_dir.join("private-key"), &stored_private_key)?;
-    fs::write(server_dir.join("certificate.pem"), certificate.to_pem())?;
-    println!(
-        "1. keys: RSA-2048 for {:?}, certificate signed by the server key {}",
-        args.user,
-        &server.public_key().fingerprint()[..16]
-    );
-    println!("   mnemonic (shown once; never written anywhere): {}", &*mnemonic.phrase());
-
-    // --- Encrypt files under fresh keys, and the folder metadata under the metadata key.
-    let metadata_key = MetadataKey::generate();
-    let mut folder = FolderMetadata { counter: 1, ..Default::default() };
-    for (name, mimetype, content) in SAMPLE_FILES {
-        let (blob, sealed) = encrypt_buffer(content)?;
-        let uid = random_server_name();
-        fs::write(server_dir.join(&uid), &blob)?;
-        folder.files.insert(
-            uid,
-            FileEntry {
-                filename: Zeroizing::new(name.into()),
-                mimetype: mimetype.into(),
-                key: sealed.key,
-                nonce: sealed.nonce,
-                authentication_tag: sealed.tag,
-                unknown: Default::default(),
-            },
+    let mnemonic = {
+        let mut trust = TrustStore::load(&pins)?;
+        let (session, mnemonic) = runtime.block_on(initialize_keys(client(&args.user)?, &mut trust))?;
+        println!(
+            "2. keys: RSA-2048 key pair, certificate {} signed by the server key {} (both pinned)",
+            &session.certificate.fingerprint()[..16],
+            &session.server_key.fingerprint()[..16]
         );
-    }
-    let subfolder_uid = random_server_name();
-    fs::create_dir(server_dir.join(&subfolder_uid))?;
-    folder.folders.insert(subfolder_uid, Zeroizing::new("Tax 2026".into()));
-    let users = [TrustedUser { user_id: args.user.clone(), certificate: certificate.clone() }];
-    let encoded =
-        encode_top_folder(&folder, &metadata_key, &users, None, Signer { identity: &user, certificate: &certificate })?;
-    fs::write(server_dir.join("metadata.json"), &encoded.json)?;
-    fs::write(server_dir.join("metadata.signature"), &encoded.signature_base64)?;
-    drop((user, folder, metadata_key));
-    println!("2. encrypted {} files and 1 folder; metadata signed (CMS) and written", SAMPLE_FILES.len());
+        println!("   mnemonic (shown once; never written anywhere): {}", &*mnemonic.phrase());
+        mnemonic
+    };
 
-    // --- A second device: only the mnemonic, the server key and what the server stores.
-    let typed = Mnemonic::parse(&mnemonic.phrase())?;
-    let stored = fs::read_to_string(server_dir.join("private-key"))?;
-    let (device_key, kdf) = unwrap_private_key(&stored, &typed)?;
-    let device_certificate = UserCertificate::from_pem(&fs::read_to_string(server_dir.join("certificate.pem"))?)?;
-    if !device_key.matches_certificate(&device_certificate) {
-        bail!("the unwrapped private key does not match the certificate");
-    }
-    let trust = ServerKeyTrust { server_key: server.public_key() };
-    let top = decode_top_folder(
-        &fs::read_to_string(server_dir.join("metadata.json"))?,
-        &fs::read_to_string(server_dir.join("metadata.signature"))?,
-        Reader { user_id: &args.user, identity: &device_key },
-        &trust,
-        Some(1),
-    )?;
-    println!("3. second device: private key unwrapped with the mnemonic ({kdf:?}), metadata verified (signed by {:?}, counter {})",
-        top.decoded.signed_by, top.decoded.folder.counter);
+    // A "second device": unlock with the mnemonic alone, then work in a new encrypted folder.
+    let mut trust = TrustStore::load(&pins)?;
+    let session = runtime.block_on(unlock(client(&args.user)?, &mut trust, &mnemonic))?;
+    println!("3. second device: private key unwrapped with the mnemonic ({:?})", session.kdf);
+    let (remote, parts) = session.into_parts();
+    let mut vault = Vault::new(remote.clone(), format!("http://{address}"), parts, trust);
+    runtime.block_on(async {
+        vault.create_encrypted_folder("/Vault").await?;
+        vault.make_folder("/Vault/Tax 2026").await?;
+        for (path, content) in SAMPLE_FILES {
+            vault.write_file(path, content).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    println!(
+        "4. created /Vault (end-to-end encrypted), /Vault/Tax 2026 and {} files, each under the folder lock",
+        SAMPLE_FILES.len()
+    );
+
     println!();
     println!("   {:<34} {:>6}   you see", "server sees", "bytes");
-    for (uid, entry) in &top.decoded.folder.files {
-        let blob = fs::read(server_dir.join(uid))?;
-        let plaintext = decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), blob.as_slice())?;
-        let expected = SAMPLE_FILES.iter().find(|(name, _, _)| *name == entry.filename.as_str()).map(|(_, _, c)| *c);
-        if expected != Some(plaintext.as_slice()) {
-            bail!("file {uid} did not decrypt to what was written");
+    let mut tamper_target = None;
+    for folder in ["/Vault", "/Vault/Tax 2026"] {
+        let listing = runtime.block_on(vault.list(folder))?;
+        for entry in listing {
+            let clear_path = format!("{folder}/{}", entry.name.as_str());
+            if entry.is_dir {
+                println!("   {:<34} {:>6}   {clear_path}/", "(random id)/", "-");
+                continue;
+            }
+            let plaintext = runtime.block_on(vault.read_file(&clear_path, None))?;
+            println!(
+                "   {:<34} {:>6}   {} ({} bytes, verified)",
+                "(random id)",
+                plaintext.len() + 16,
+                entry.name.as_str(),
+                plaintext.len()
+            );
+            if clear_path.ends_with("passport-scan.txt") {
+                tamper_target = Some(clear_path);
+            }
         }
-        println!("   {:<34} {:>6}   {} ({} bytes, verified)", uid, blob.len(), &*entry.filename, plaintext.len());
     }
-    for (uid, name) in &top.decoded.folder.folders {
-        println!("   {:<34} {:>6}   {}/", format!("{uid}/"), "-", &**name);
+    let server_names = runtime.block_on(remote.propfind(&["Vault".to_owned()], 1))?;
+    println!();
+    println!("   the server's listing of /Vault (names are random ids; sizes are ciphertext):");
+    for entry in server_names.iter().skip(1) {
+        println!("     {}{}  {} bytes", entry.name, if entry.is_dir { "/" } else { "" }, entry.size);
     }
 
-    // --- The server flips one bit of one blob: the read fails, no plaintext comes out.
-    let (uid, entry) = top
-        .decoded
-        .folder
-        .files
-        .iter()
-        .find(|(uid, _)| fs::metadata(server_dir.join(uid)).map(|meta| meta.len() > 16).unwrap_or(false))
-        .context("no non-empty file")?;
-    let mut tampered = fs::read(server_dir.join(uid))?;
-    tampered[0] ^= 1;
-    match decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), tampered.as_slice()) {
-        Err(error) => println!("\n4. a server that flips one bit of {uid} is caught: {error}"),
-        Ok(_) => bail!("tampering was not detected"),
+    // The server flips one bit in every blob it stores: reading must fail, showing nothing.
+    for blob in files_below(&data_dir.join("blobs")) {
+        let mut bytes = fs::read(&blob)?;
+        if let Some(first) = bytes.first_mut() {
+            *first ^= 1;
+            fs::write(&blob, &bytes)?;
+        }
+    }
+    if let Some(path) = tamper_target {
+        match runtime.block_on(vault.read_file(&path, None)) {
+            Ok(_) => anyhow::bail!("a tampered blob was accepted"),
+            Err(error) => println!("\n5. a server that flips one bit of passport-scan.txt's blob is caught: {error}"),
+        }
     }
     println!(
-        "\ndone in {:.1?}; the server directory holds {} entries, none of them a clear name or key",
-        started.elapsed(),
-        fs::read_dir(server_dir)?.count()
+        "\ndone in {:.1} s; the server stored only ciphertext, random ids and signed, encrypted metadata",
+        started.elapsed().as_secs_f64()
     );
+    drop(runtime);
     Ok(())
 }
 
-/// A private temporary directory removed on drop.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files_below(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("cloakfs-demo-{}", random_server_name()));
-        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+    fn new(label: &str) -> anyhow::Result<Self> {
+        let mut random = [0u8; 8];
+        crate::crypto::secret::random_bytes(&mut random);
+        let path = std::env::temp_dir().join(format!("cloakfs-demo-{label}-{}", hex::encode(random)));
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
 }

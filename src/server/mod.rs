@@ -82,8 +82,8 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Runs the server until Ctrl-C / SIGTERM. Prints `listening on http://ADDRESS` on stdout once ready.
-pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+/// Opens the data directory (database, blobs; sweeping orphaned blobs) and builds the server state.
+pub fn open_state(options: &ServeOptions) -> Result<Shared, ServeError> {
     let store = Store::open(&options.data_dir)?;
     let server_identity = store.server_identity()?;
     let blobs = tree::BlobDir::open(&options.data_dir)
@@ -93,16 +93,24 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     if swept > 0 {
         tracing::info!(swept, "removed blob files left by an interrupted upload");
     }
-    let state = Arc::new(ServerState {
+    Ok(Arc::new(ServerState {
         store,
         server_identity,
         blobs,
         lock_ttl_seconds: options.lock_ttl_seconds,
         logins: login::LoginFlows::default(),
-    });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Listen { address: options.listen, source })?;
+    }))
+}
+
+/// Binds the listening socket.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { address: listen, source })
+}
+
+/// Runs the server until Ctrl-C / SIGTERM. Prints `listening on http://ADDRESS` on stdout once ready.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let state = open_state(&options)?;
+    let listener = bind(options.listen).await?;
     let address = listener.local_addr().map_err(|source| ServeError::Listen { address: options.listen, source })?;
     if !address.ip().is_loopback() {
         tracing::warn!(%address, "listening on a non-loopback address: put TLS in front of cloakfs serve");
