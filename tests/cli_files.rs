@@ -162,6 +162,7 @@ fn tampering_and_rollback_are_detected() {
     );
     let error = failed(alice.run(&["ls", "/Vault"]));
     assert!(error.contains("counter") || error.contains("rolled back"), "{error}");
+    assert_no_marker_below(&data.0, &[b"a.txt", b"first version", b"second version"]);
 }
 
 #[test]
@@ -196,6 +197,12 @@ fn two_writers_do_not_lose_updates() {
     for index in 0..8 {
         assert!(listing.contains(&format!("f{index}.txt")), "f{index}.txt lost:\n{listing}");
     }
+    // Each change advanced the folder's counter by one: creation (1) + eight uploads.
+    let pins: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.0.join("cloakfs/pins.json")).unwrap()).unwrap();
+    let counters = pins.pointer(&format!("/servers/{}/counters", server.url.replace('/', "~1"))).unwrap();
+    assert_eq!(counters.as_object().unwrap().values().filter_map(|value| value.as_u64()).max(), Some(9), "{counters}");
+    assert_no_marker_below(&data.0, &[b"f0.txt", b"f7.txt", b"content 3"]);
 }
 
 /// Runs one SQL statement with the sqlite3 shell of the bundled library's format, through rusqlite.

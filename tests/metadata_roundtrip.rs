@@ -501,8 +501,27 @@ proptest! {
         prop_assert_eq!(&to_canonical_string(&reparsed), &canonical);
         let back: Value = serde_json::from_str(&canonical).unwrap();
         prop_assert_eq!(back, value);
-        prop_assert!(!canonical.contains("\\/"), "'/' is not escaped");
+        prop_assert!(!has_escaped_slash(&canonical), "'/' must not be escaped: {}", canonical);
     }
+}
+
+/// Whether JSON text contains the escape sequence `\/` (a backslash that starts an escape, followed by
+/// `/`), as opposed to an escaped backslash followed by a plain `/`.
+fn has_escaped_slash(json: &str) -> bool {
+    let mut characters = json.chars();
+    while let Some(character) = characters.next() {
+        if character == '\\' && characters.next() == Some('/') {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn the_escaped_slash_check_tells_escapes_apart() {
+    assert!(has_escaped_slash(r#""a\/b""#));
+    assert!(!has_escaped_slash(r#""a\\/b""#));
+    assert!(!has_escaped_slash(r#""a/b""#));
 }
 
 proptest! {

@@ -219,6 +219,31 @@ async fn bad_requests_are_refused_without_changes() {
     // Reserved names.
     assert_eq!(status(alice.put(&path(&["x.e2e-to-save"]), Bytes::from_static(b"x"), None, None).await), 403);
 
+    // Oversized bodies.
+    let response = http
+        .request(propfind.clone(), &base)
+        .basic_auth("alice", Some(PASSWORD))
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = http
+        .post(format!("{}/ocs/v2.php/apps/end_to_end_encryption/api/v2/private-key", server.url))
+        .basic_auth("alice", Some(PASSWORD))
+        .header("OCS-APIRequest", "true")
+        .header("X-E2EE-Supported", "true")
+        .body(vec![b'a'; 65 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // The flag can be removed again (with its metadata), and then the folder can be locked no more.
+    alice.unset_encrypted(vault).await.unwrap();
+    assert_eq!(status(alice.lock_folder(vault, 5, None).await), 403);
+    assert!(!alice.propfind(&path(&["Vault"]), 0).await.unwrap()[0].is_encrypted);
+
     // Byte ranges.
     alice.put(&path(&["plain.bin"]), Bytes::from_static(b"0123456789"), None, None).await.unwrap();
     assert_eq!(alice.get(&path(&["plain.bin"]), Some(2..5), None).await.unwrap(), b"234");

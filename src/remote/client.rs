@@ -230,6 +230,12 @@ impl NextcloudClient {
         self.ocs(Method::PUT, &format!("encrypted/{file_id}"), &[], &[]).await.map(|_| ())
     }
 
+    /// `DELETE /encrypted/{id}`: removes the flag and the metadata (Nextcloud's RFC: clients should never
+    /// need this; it exists for cleaning up a half-created folder).
+    pub async fn unset_encrypted(&self, file_id: u64) -> Result<(), RemoteError> {
+        self.ocs(Method::DELETE, &format!("encrypted/{file_id}"), &[], &[]).await.map(|_| ())
+    }
+
     /// `POST /lock/{id}` with `X-NC-E2EE-COUNTER`. 423: locked by someone else; 412: stale counter.
     pub async fn lock_folder(
         &self,
