@@ -378,6 +378,18 @@ fn storage_error(error: std::io::Error) -> ApiError {
     }
 }
 
+/// The existing folder at `parents` (409 Conflict otherwise, as WebDAV prescribes for a missing parent).
+fn parent_folder(
+    connection: &rusqlite::Connection,
+    user: &str,
+    parents: &[String],
+    token: Option<&str>,
+) -> ApiResult<Node> {
+    tree::resolve(connection, user, parents, token)?
+        .filter(|node| node.is_dir)
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))
+}
+
 /// Checks that a write into `folder` may proceed; encrypted trees need the client's consent header too.
 fn writable_folder(
     state: &Shared,
@@ -387,9 +399,7 @@ fn writable_folder(
     headers: &HeaderMap,
 ) -> ApiResult<Node> {
     let connection = state.store.lock();
-    let folder = tree::resolve(&connection, user, parents, token)?
-        .filter(|node| node.is_dir)
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+    let folder = parent_folder(&connection, user, parents, token)?;
     if tree::check_write_token(&connection, &folder, token)?.is_some() && !e2ee_supported(headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -439,9 +449,7 @@ async fn put(
         let mut connection = state.store.lock();
         (|| {
             let transaction = connection.transaction()?;
-            let folder = tree::resolve(&transaction, user, parents, token)?
-                .filter(|node| node.is_dir)
-                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+            let folder = parent_folder(&transaction, user, parents, token)?;
             let token = tree::check_write_token(&transaction, &folder, token)?;
             let outcome = tree::put_file(&transaction, &folder, name, &blob, size, token.as_deref())?;
             transaction.commit()?;
@@ -479,9 +487,7 @@ async fn mkcol(
     }
     let mut connection = state.store.lock();
     let transaction = connection.transaction()?;
-    let folder = tree::resolve(&transaction, user, parents, token)?
-        .filter(|node| node.is_dir)
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))?;
+    let folder = parent_folder(&transaction, user, parents, token)?;
     let token = tree::check_write_token(&transaction, &folder, token)?;
     let created = tree::make_folder(&transaction, &folder, name, token.as_deref())?;
     transaction.commit()?;
