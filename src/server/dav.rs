@@ -106,6 +106,11 @@ fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(|(_, value)| value)
 }
 
+/// Nextcloud's refusal for clients that did not say `X-E2EE-Supported: true`.
+fn client_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Client is not allowed to access end-to-end encrypted content")
+}
+
 fn e2ee_supported(headers: &HeaderMap) -> bool {
     headers
         .get("x-e2ee-supported")
@@ -180,10 +185,7 @@ async fn propfind(state: &Shared, user: &str, segments: &[String], request: Requ
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
     let target_encrypted = tree::in_encrypted_tree(&connection, &target)?;
     if target_encrypted && target.is_dir && !e2ee {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Client is not allowed to access end-to-end encrypted content",
-        ));
+        return Err(client_not_allowed());
     }
     let mut entries = vec![(segments.to_vec(), target.clone(), target_encrypted)];
     if depth == 1 && target.is_dir {
@@ -401,10 +403,7 @@ fn writable_folder(
     let connection = state.store.lock();
     let folder = parent_folder(&connection, user, parents, token)?;
     if tree::check_write_token(&connection, &folder, token)?.is_some() && !e2ee_supported(headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Client is not allowed to access end-to-end encrypted content",
-        ));
+        return Err(client_not_allowed());
     }
     Ok(folder)
 }
@@ -509,10 +508,7 @@ fn delete(
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
         let token = tree::check_write_token(&transaction, &target, token)?;
         if token.is_some() && !e2ee_supported(headers) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Client is not allowed to access end-to-end encrypted content",
-            ));
+            return Err(client_not_allowed());
         }
         let freed = tree::delete(&transaction, &target, token.as_deref())?;
         transaction.commit()?;
@@ -574,10 +570,7 @@ fn move_request(
         let source_token = tree::check_write_token(&transaction, &source, token)?;
         let destination_token = tree::check_write_token(&transaction, &target_folder, token)?;
         if (source_token.is_some() || destination_token.is_some()) && !e2ee_supported(headers) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Client is not allowed to access end-to-end encrypted content",
-            ));
+            return Err(client_not_allowed());
         }
         let freed = tree::move_node(
             &transaction,
