@@ -144,7 +144,7 @@ async fn locks_counters_tokens_and_staged_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_locks_expire_and_roll_back() {
     let data = TempDir::new("protocol-ttl");
-    let server = TestServer::start_with(&data.0, &["alice"], &["--lock-ttl", "1"]);
+    let server = TestServer::start_with(&data.0, &["alice"], &["--lock-ttl", "2"]);
     let alice = client_for(&server, "alice");
     let vault = encrypted_folder(&alice, "Vault").await;
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
@@ -153,7 +153,7 @@ async fn stale_locks_expire_and_roll_back() {
         .await
         .unwrap();
     assert_eq!(status(alice.lock_folder(vault, 1, None).await), 423);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     // The abandoned lock was rolled back: a new lock works and the staged blob is gone.
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice.unlock_folder(vault, &token, true).await.unwrap();

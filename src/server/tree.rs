@@ -749,7 +749,8 @@ fn commit(transaction: &Transaction<'_>, lock: &Lock) -> ApiResult<Vec<String>> 
 /// Rolls back locks older than `ttl_seconds` (Nextcloud does so after 24 hours).
 pub fn expire_stale_locks(transaction: &Transaction<'_>, ttl_seconds: i64) -> ApiResult<Vec<String>> {
     let stale: Vec<Lock> = {
-        let mut statement = transaction.prepare("SELECT node, token, counter FROM locks WHERE created <= ?1")?;
+        // Strictly older: `created` has whole-second resolution, so a lock is never expired early.
+        let mut statement = transaction.prepare("SELECT node, token, counter FROM locks WHERE created < ?1")?;
         let rows = statement.query_map(params![now() - ttl_seconds], |row| {
             Ok(Lock { node: row.get(0)?, token: row.get(1)?, counter: row.get::<_, i64>(2)? as u64 })
         })?;
