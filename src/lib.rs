@@ -6,6 +6,7 @@
 //! - [`remote`]: the HTTP client for Nextcloud's APIs, trust on first use, PROPFIND parsing;
 //! - [`session`]: creating and unlocking a user's keys against a server;
 //! - [`vault`]: an encrypted folder tree by clear names: resolve, read, and locked, counter-checked changes;
+//! - [`mount`]: the FUSE mount: file-system core, fuser adapter, control socket;
 //! - [`server`]: `cloakfs serve`, the embedded server;
 //! - [`cli`]: the command line.
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod crypto;
 pub mod metadata;
+pub mod mount;
 pub mod remote;
 pub mod server;
 pub mod session;

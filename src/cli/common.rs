@@ -31,12 +31,10 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    /// A client for the server; the password comes from CLOAKFS_PASSWORD or a prompt without echo.
-    pub fn client(&self) -> anyhow::Result<NextcloudClient> {
-        let base_url =
-            url::Url::parse(&self.server).with_context(|| format!("invalid server URL {:?}", self.server))?;
-        // CLOAKFS_PASSWORD (scripts), else the OS keyring (after `cloakfs login`), else a prompt.
-        let password = match std::env::var("CLOAKFS_PASSWORD") {
+    /// The app password: CLOAKFS_PASSWORD (scripts), else the OS keyring (after `cloakfs login`), else a
+    /// prompt without echo.
+    pub fn password(&self) -> anyhow::Result<Zeroizing<String>> {
+        Ok(match std::env::var("CLOAKFS_PASSWORD") {
             Ok(password) => Zeroizing::new(password),
             Err(_) => match super::credentials::load(&self.server, &self.user) {
                 Some(password) => password,
@@ -45,7 +43,18 @@ impl ConnectionArgs {
                         .context("reading the password")?,
                 ),
             },
-        };
+        })
+    }
+
+    /// A client for the server, with the password from [`Self::password`].
+    pub fn client(&self) -> anyhow::Result<NextcloudClient> {
+        self.client_with(self.password()?)
+    }
+
+    /// A client for the server with `password`.
+    pub fn client_with(&self, password: Zeroizing<String>) -> anyhow::Result<NextcloudClient> {
+        let base_url =
+            url::Url::parse(&self.server).with_context(|| format!("invalid server URL {:?}", self.server))?;
         let config = ServerConfig {
             base_url,
             user: self.user.clone(),
@@ -78,7 +87,12 @@ pub struct MnemonicArgs {
 impl MnemonicArgs {
     /// Reads and parses the mnemonic.
     pub fn read(&self) -> anyhow::Result<Mnemonic> {
-        let text = if let Some(path) = &self.mnemonic_file {
+        parse_mnemonic(&self.read_text()?)
+    }
+
+    /// Reads the mnemonic's text (file, CLOAKFS_MNEMONIC, or a prompt), unparsed.
+    pub fn read_text(&self) -> anyhow::Result<Zeroizing<String>> {
+        Ok(if let Some(path) = &self.mnemonic_file {
             Zeroizing::new(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the mnemonic file {}", path.display()))?,
@@ -87,13 +101,16 @@ impl MnemonicArgs {
             Zeroizing::new(text)
         } else {
             Zeroizing::new(rpassword::prompt_password("mnemonic (12 words): ").context("reading the mnemonic")?)
-        };
-        if text.trim().is_empty() {
-            bail!("the mnemonic is empty");
-        }
-        let mnemonic = Mnemonic::parse(&text)?;
-        Ok(mnemonic)
+        })
     }
+}
+
+/// Parses a mnemonic's text.
+pub fn parse_mnemonic(text: &str) -> anyhow::Result<Mnemonic> {
+    if text.trim().is_empty() {
+        bail!("the mnemonic is empty");
+    }
+    Ok(Mnemonic::parse(text)?)
 }
 
 /// A runtime for the asynchronous parts of a command.

@@ -107,7 +107,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let session = runtime.block_on(unlock(client(&args.user)?, &mut trust, &mnemonic))?;
     println!("3. second device: private key unwrapped with the mnemonic ({:?})", session.kdf);
     let (remote, parts) = session.into_parts();
-    let mut vault = Vault::new(remote.clone(), format!("http://{address}"), parts, trust);
+    let vault = Vault::new(remote.clone(), format!("http://{address}"), parts, trust);
     runtime.block_on(async {
         vault.create_encrypted_folder("/Vault").await?;
         vault.make_folder("/Vault/Tax 2026").await?;

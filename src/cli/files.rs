@@ -123,7 +123,7 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match command {
         FileCommand::Ls { path, vault } => {
-            let mut vault = open(&vault, &runtime)?;
+            let vault = open(&vault, &runtime)?;
             let entries = runtime.block_on(vault.list(&path)).with_context(|| format!("ls {path}"))?;
             let mut stdout = std::io::stdout().lock();
             for entry in entries {
@@ -136,7 +136,7 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
             }
         }
         FileCommand::Get { path, local, force, vault } => {
-            let mut vault = open(&vault, &runtime)?;
+            let vault = open(&vault, &runtime)?;
             let progress = ProgressLine::new("get", None);
             let plaintext = runtime
                 .block_on(vault.read_file(&path, progress.as_ref().map(ProgressLine::callback)))
@@ -193,15 +193,15 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
             eprintln!("{} bytes encrypted and stored as {written}", plaintext.len());
         }
         FileCommand::Rm { path, recursive, vault } => {
-            let mut vault = open(&vault, &runtime)?;
+            let vault = open(&vault, &runtime)?;
             runtime.block_on(vault.remove(&path, recursive)).with_context(|| format!("rm {path}"))?;
         }
         FileCommand::Mv { from, to, vault } => {
-            let mut vault = open(&vault, &runtime)?;
+            let vault = open(&vault, &runtime)?;
             runtime.block_on(vault.rename(&from, &to)).with_context(|| format!("mv {from} {to}"))?;
         }
         FileCommand::Mkdir { path, encrypted, vault } => {
-            let mut vault = open(&vault, &runtime)?;
+            let vault = open(&vault, &runtime)?;
             if encrypted {
                 let file_id = runtime
                     .block_on(vault.create_encrypted_folder(&path))

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod files;
 pub mod keys;
 pub mod login;
+pub mod mount;
 pub mod progress;
 pub mod serve;
 
@@ -34,6 +35,13 @@ pub enum Command {
     /// Create or check this account's end-to-end encryption keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Mount an end-to-end encrypted folder as a local folder (FUSE): decrypted names, files fetched and
+    /// decrypted on open into RAM, changes encrypted and uploaded on close.
+    Mount(mount::MountArgs),
+    /// Upload pending changes and unmount a cloakfs mount.
+    Unmount(mount::UnmountArgs),
+    /// Show running mounts: cache use, files waiting for upload, upload errors.
+    Status,
     /// File commands inside end-to-end encrypted folders.
     #[command(flatten)]
     Files(files::FileCommand),
@@ -46,6 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Login(args) => login::run(args),
         Command::Keys(command) => keys::run(command),
+        Command::Mount(args) => mount::run(args),
+        Command::Unmount(args) => mount::unmount(args),
+        Command::Status => mount::status(),
         Command::Files(command) => files::run(command),
     }
 }

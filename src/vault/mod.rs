@@ -7,6 +7,7 @@
 //! the metadata, then the blobs; unlock. Any failure after the lock unlocks with `abort`, so the server
 //! rolls the change back and nothing half-done becomes visible.
 
+mod folder;
 mod write;
 
 use std::time::{Duration, SystemTime};
@@ -24,7 +25,8 @@ use crate::remote::trust::{PinnedCertificates, TrustError, TrustStore};
 use crate::remote::{Progress, Remote, RemoteEntry, RemoteError};
 use crate::session::Session;
 
-pub use write::WriteOptions;
+pub use folder::{LockedFolder, NewSubFolder};
+pub use write::{mime_type, WriteOptions};
 
 /// Errors of vault operations. Messages name server-side ids, never clear names (the CLI adds the path
 /// the user typed).
@@ -173,10 +175,11 @@ pub struct ListEntry {
 
 /// The tree a path belongs to: its top folder and keys.
 #[derive(Debug, Clone)]
-struct TreeRoot {
+pub struct TreeRoot {
     /// The top folder's remote path (plain names: outside encryption).
-    path: Vec<String>,
-    keys: TreeKeys,
+    pub(crate) path: Vec<String>,
+    /// The tree's metadata key and users.
+    pub(crate) keys: TreeKeys,
 }
 
 /// A user's view of the encrypted folders on one server.
@@ -187,7 +190,7 @@ pub struct Vault<R: Remote> {
     server_key: PublicKey,
     identity: PrivateIdentity,
     certificate: UserCertificate,
-    trust: TrustStore,
+    trust: std::sync::Mutex<TrustStore>,
     options: WriteOptions,
     progress: Option<Progress>,
 }
@@ -219,7 +222,7 @@ impl<R: Remote> Vault<R> {
             server_key: session_parts.server_key,
             identity: session_parts.identity,
             certificate: session_parts.certificate,
-            trust,
+            trust: std::sync::Mutex::new(trust),
             options: WriteOptions::default(),
             progress: None,
         }
@@ -253,35 +256,42 @@ impl<R: Remote> Vault<R> {
         self.remote.metadata(entry.file_id).await?.ok_or(VaultError::NoMetadata(entry.file_id))
     }
 
+    /// The pin store (poisoning is ignored: the store stays consistent between calls).
+    pub(crate) fn trust(&self) -> std::sync::MutexGuard<'_, TrustStore> {
+        self.trust.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn decode_top(
-        &mut self,
+        &self,
         entry: &RemoteEntry,
         json: &str,
         signature: &str,
     ) -> Result<(DecodedFolder, TreeKeys), VaultError> {
-        let min_counter = self.trust.counter(&self.server, entry.file_id);
+        let mut store = self.trust();
+        let min_counter = store.counter(&self.server, entry.file_id);
         let trust = PinnedCertificates {
             server: &self.server,
             server_key: &self.server_key,
-            store: std::sync::Mutex::new(&mut self.trust),
+            store: std::sync::Mutex::new(&mut store),
         };
         let reader = Reader { user_id: &self.user, identity: &self.identity };
         let decoded =
             decode_top_folder(json, signature, reader, &trust, min_counter).map_err(metadata_error(entry.file_id))?;
-        self.trust.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
+        store.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
         Ok((decoded.decoded, decoded.tree))
     }
 
     fn decode_sub(
-        &mut self,
+        &self,
         entry: &RemoteEntry,
         json: &str,
         signature: &str,
         keys: &TreeKeys,
     ) -> Result<DecodedFolder, VaultError> {
-        let min_counter = self.trust.counter(&self.server, entry.file_id);
+        let mut store = self.trust();
+        let min_counter = store.counter(&self.server, entry.file_id);
         let decoded = decode_sub_folder(json, signature, keys, min_counter).map_err(metadata_error(entry.file_id))?;
-        self.trust.record_counter(&self.server, entry.file_id, decoded.folder.counter)?;
+        store.record_counter(&self.server, entry.file_id, decoded.folder.counter)?;
         Ok(decoded)
     }
 
@@ -289,7 +299,7 @@ impl<R: Remote> Vault<R> {
     /// index of the first path segment below the top folder. `Ok(None)` when no folder on the path is
     /// encrypted (with the deepest plain entry found).
     async fn open_tree(
-        &mut self,
+        &self,
         clear: &[String],
     ) -> Result<Result<(TreeRoot, FolderView, usize), Option<RemoteEntry>>, VaultError> {
         let mut last_plain = None;
@@ -319,7 +329,7 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Reads and verifies the folder at `remote_path` of `tree` (fresh from the server).
-    async fn load_folder(&mut self, tree: &TreeRoot, remote_path: &[String]) -> Result<FolderView, VaultError> {
+    async fn load_folder(&self, tree: &TreeRoot, remote_path: &[String]) -> Result<FolderView, VaultError> {
         let entry = self.stat(remote_path).await?.ok_or(VaultError::NotFound)?;
         if !entry.is_dir {
             return Err(VaultError::NotAFolder);
@@ -335,7 +345,7 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Resolves a clear path inside an encrypted tree.
-    async fn resolve_in_tree(&mut self, clear: &[String]) -> Result<(TreeRoot, Target), VaultError> {
+    async fn resolve_in_tree(&self, clear: &[String]) -> Result<(TreeRoot, Target), VaultError> {
         let (tree, top, start) = match self.open_tree(clear).await? {
             Ok(found) => found,
             Err(_) => return Err(VaultError::NotEncrypted),
@@ -369,7 +379,7 @@ impl<R: Remote> Vault<R> {
 
     /// Lists a folder: decrypted names inside encrypted trees; plain entries (marking encrypted folders)
     /// outside.
-    pub async fn list(&mut self, clear_path: &str) -> Result<Vec<ListEntry>, VaultError> {
+    pub async fn list(&self, clear_path: &str) -> Result<Vec<ListEntry>, VaultError> {
         let clear = split_clear_path(clear_path)?;
         let plain = self.open_tree(&clear).await?.err();
         if let Some(entry) = plain {
@@ -424,7 +434,7 @@ impl<R: Remote> Vault<R> {
 
     /// Downloads, verifies and decrypts a file. The plaintext is wiped when dropped.
     pub async fn read_file(
-        &mut self,
+        &self,
         clear_path: &str,
         progress: Option<Progress>,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
@@ -471,6 +481,6 @@ impl Session {
 }
 
 /// Delay before lock attempt `attempt` after a 423 (1-based): 250 ms doubling, at most 4 s.
-fn lock_backoff(attempt: u32) -> Duration {
+pub(crate) fn lock_backoff(attempt: u32) -> Duration {
     Duration::from_millis((250u64 << attempt.min(4)).min(4000))
 }

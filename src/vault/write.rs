@@ -38,7 +38,7 @@ enum BlobOp {
 }
 
 /// Guesses a MIME type from the extension (recorded in the metadata; cosmetic).
-fn mime_type(name: &str) -> &'static str {
+pub fn mime_type(name: &str) -> &'static str {
     let extension = name.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase()).unwrap_or_default();
     match extension.as_str() {
         "txt" | "md" => "text/plain",
@@ -59,12 +59,12 @@ fn join(path: &[String], name: &str) -> Vec<String> {
 }
 
 impl<R: Remote> Vault<R> {
-    fn signer(&self) -> Signer<'_> {
+    pub(crate) fn signer(&self) -> Signer<'_> {
         Signer { identity: &self.identity, certificate: &self.certificate }
     }
 
     /// Encodes a new version of `view` with `folder` as its content.
-    fn encode(
+    pub(crate) fn encode(
         &self,
         tree: &TreeRoot,
         view: &FolderView,
@@ -90,7 +90,7 @@ impl<R: Remote> Vault<R> {
     /// counter + 1; the locked folder's equals the lock counter), run the steps, unlock. On failure the
     /// lock is released with `abort`.
     async fn transact<F>(
-        &mut self,
+        &self,
         tree: &TreeRoot,
         lock_path: &[String],
         paths: &[Vec<String>],
@@ -123,7 +123,7 @@ impl<R: Remote> Vault<R> {
                 Ok(Some(new_counters)) => {
                     self.remote.unlock(lock_view.file_id, &token, false).await?;
                     for (file_id, counter) in new_counters {
-                        self.trust.record_counter(&self.server, file_id, counter)?;
+                        self.trust().record_counter(&self.server, file_id, counter)?;
                     }
                     return Ok(());
                 }
@@ -141,7 +141,7 @@ impl<R: Remote> Vault<R> {
         Err(VaultError::Busy(self.stat(lock_path).await?.map(|entry| entry.file_id).unwrap_or_default()))
     }
 
-    async fn abort(&self, file_id: u64, token: &LockToken) {
+    pub(crate) async fn abort(&self, file_id: u64, token: &LockToken) {
         if let Err(error) = self.remote.unlock(file_id, token, true).await {
             tracing::warn!(file_id, %error, "could not release the lock; the server rolls it back when it expires");
         }
@@ -149,7 +149,7 @@ impl<R: Remote> Vault<R> {
 
     /// The part of [`Self::transact`] under the lock: `Ok(None)` asks for a retry.
     async fn under_lock<F>(
-        &mut self,
+        &self,
         tree: &TreeRoot,
         lock_path: &[String],
         paths: &[Vec<String>],
@@ -202,7 +202,7 @@ impl<R: Remote> Vault<R> {
 
     /// Encrypts `plaintext` with a fresh key and nonce and stores it at `clear_path` (replacing a file
     /// of that name).
-    pub async fn write_file(&mut self, clear_path: &str, plaintext: &[u8]) -> Result<(), VaultError> {
+    pub async fn write_file(&self, clear_path: &str, plaintext: &[u8]) -> Result<(), VaultError> {
         let clear = split_clear_path(clear_path)?;
         let (tree, target) = self.resolve_in_tree(&clear).await?;
         let (parent, name) = match target {
@@ -242,7 +242,7 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Creates an encrypted sub-folder at `clear_path` (inside an encrypted tree).
-    pub async fn make_folder(&mut self, clear_path: &str) -> Result<(), VaultError> {
+    pub async fn make_folder(&self, clear_path: &str) -> Result<(), VaultError> {
         let clear = split_clear_path(clear_path)?;
         let (tree, target) = self.resolve_in_tree(&clear).await?;
         let (parent, name) = match target {
@@ -265,7 +265,7 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Removes a file, or a folder (empty unless `recursive`).
-    pub async fn remove(&mut self, clear_path: &str, recursive: bool) -> Result<(), VaultError> {
+    pub async fn remove(&self, clear_path: &str, recursive: bool) -> Result<(), VaultError> {
         let clear = split_clear_path(clear_path)?;
         let (tree, target) = self.resolve_in_tree(&clear).await?;
         let (parent_path, uid, is_dir) = match target {
@@ -298,7 +298,7 @@ impl<R: Remote> Vault<R> {
 
     /// Renames or moves a file or folder within its encrypted tree, like `mv`: into `to` if that is a
     /// folder, else to that name (replacing a file there).
-    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), VaultError> {
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), VaultError> {
         let from_clear = split_clear_path(from)?;
         let to_clear = split_clear_path(to)?;
         let (tree, source) = self.resolve_in_tree(&from_clear).await?;
@@ -381,7 +381,7 @@ impl<R: Remote> Vault<R> {
 
     /// Creates a new end-to-end encrypted top folder at `clear_path` (outside any encrypted folder): MKCOL,
     /// the encrypted flag, then the first metadata (counter 1, this user only) under a lock.
-    pub async fn create_encrypted_folder(&mut self, clear_path: &str) -> Result<u64, VaultError> {
+    pub async fn create_encrypted_folder(&self, clear_path: &str) -> Result<u64, VaultError> {
         let clear = split_clear_path(clear_path)?;
         if clear.is_empty() {
             return Err(VaultError::Exists);
@@ -407,7 +407,7 @@ impl<R: Remote> Vault<R> {
             return Err(error.into());
         }
         self.remote.unlock(file_id, &token, false).await?;
-        self.trust.record_counter(&self.server, file_id, 1)?;
+        self.trust().record_counter(&self.server, file_id, 1)?;
         Ok(file_id)
     }
 

@@ -1,0 +1,142 @@
+//! The plaintext cache: decrypted file contents in RAM only, bounded by an exact byte budget, least recently
+//! used first out. Entries are keyed by the blob's server name, which changes with every upload, so a cached
+//! plaintext can never stand for newer content. Contents are `Arc<Zeroizing<Vec<u8>>>`: the bytes are wiped
+//! when the last holder (the cache or an open file) lets go.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+/// A decrypted file content, wiped when the last reference drops.
+pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
+
+/// A byte-bounded LRU cache of plaintexts.
+#[derive(Debug)]
+pub struct PlaintextCache {
+    capacity_bytes: u64,
+    used_bytes: u64,
+    tick: u64,
+    entries: HashMap<String, (Plaintext, u64)>,
+    by_age: BTreeMap<u64, String>,
+}
+
+impl PlaintextCache {
+    /// An empty cache holding at most `capacity_bytes` of plaintext.
+    pub fn new(capacity_bytes: u64) -> Self {
+        Self { capacity_bytes, used_bytes: 0, tick: 0, entries: HashMap::new(), by_age: BTreeMap::new() }
+    }
+
+    /// The plaintext of blob `server_name`, marking it recently used.
+    pub fn get(&mut self, server_name: &str) -> Option<Plaintext> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (plaintext, age) = self.entries.get_mut(server_name)?;
+        let old_age = std::mem::replace(age, tick);
+        let plaintext = plaintext.clone();
+        if let Some(name) = self.by_age.remove(&old_age) {
+            self.by_age.insert(tick, name);
+        }
+        Some(plaintext)
+    }
+
+    /// Inserts the plaintext of blob `server_name`, evicting the least recently used entries to stay within
+    /// the budget. A plaintext larger than the whole budget is not cached.
+    pub fn insert(&mut self, server_name: &str, plaintext: Plaintext) {
+        self.remove(server_name);
+        let size = plaintext.len() as u64;
+        if size > self.capacity_bytes {
+            return;
+        }
+        while self.used_bytes + size > self.capacity_bytes {
+            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            if let Some((evicted, _)) = self.entries.remove(&oldest) {
+                self.used_bytes -= evicted.len() as u64;
+            }
+        }
+        self.tick += 1;
+        self.by_age.insert(self.tick, server_name.to_owned());
+        self.entries.insert(server_name.to_owned(), (plaintext, self.tick));
+        self.used_bytes += size;
+    }
+
+    /// Drops the entry of blob `server_name` (its bytes are wiped once no open file holds them).
+    pub fn remove(&mut self, server_name: &str) {
+        if let Some((plaintext, age)) = self.entries.remove(server_name) {
+            self.by_age.remove(&age);
+            self.used_bytes -= plaintext.len() as u64;
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.by_age.clear();
+        self.used_bytes = 0;
+    }
+
+    /// Bytes of plaintext held.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The byte budget.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plaintext(len: usize, byte: u8) -> Plaintext {
+        Arc::new(Zeroizing::new(vec![byte; len]))
+    }
+
+    #[test]
+    fn evicts_least_recently_used_to_stay_within_the_byte_budget() {
+        let mut cache = PlaintextCache::new(100);
+        cache.insert("a", plaintext(40, 1));
+        cache.insert("b", plaintext(40, 2));
+        assert!(cache.get("a").is_some()); // a is now newer than b
+        cache.insert("c", plaintext(40, 3));
+        assert_eq!(cache.used_bytes(), 80);
+        assert!(cache.get("b").is_none(), "b was the least recently used");
+        assert_eq!(cache.get("a").unwrap()[0], 1);
+        assert_eq!(cache.get("c").unwrap()[0], 3);
+    }
+
+    #[test]
+    fn too_large_entries_are_not_cached_and_replacing_keeps_accounting_exact() {
+        let mut cache = PlaintextCache::new(100);
+        cache.insert("big", plaintext(101, 1));
+        assert!(cache.is_empty());
+        cache.insert("a", plaintext(60, 1));
+        cache.insert("a", plaintext(30, 2));
+        assert_eq!(cache.used_bytes(), 30);
+        assert_eq!(cache.len(), 1);
+        cache.remove("a");
+        assert_eq!(cache.used_bytes(), 0);
+    }
+
+    #[test]
+    fn eviction_releases_the_cache_reference() {
+        let mut cache = PlaintextCache::new(10);
+        let held = plaintext(10, 7);
+        cache.insert("a", held.clone());
+        assert_eq!(Arc::strong_count(&held), 2);
+        cache.insert("b", plaintext(10, 8));
+        assert_eq!(Arc::strong_count(&held), 1, "evicted entry still referenced by the cache");
+    }
+}

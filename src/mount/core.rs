@@ -1,0 +1,1713 @@
+//! The file-system core of the mount, independent of FUSE: inodes over decrypted folder metadata, lazy
+//! download and decryption on open, the plaintext cache, dirty buffers, and write-back in commit batches.
+//!
+//! **Commit batches.** Every change runs inside one open transaction: the mount root folder is locked once
+//! (counter + 1), blobs are uploaded, moved and deleted under that lock as operations come in, and the
+//! metadata of every folder touched is written once when the batch commits: `--commit-delay` after the
+//! last change, at the latest `--max-batch-age` after the first, on fsync, and at unmount. A `cp -r` or
+//! `tar x` therefore costs one lock and one metadata write per folder, not one per file.
+//!
+//! **Close semantics.** `close()` (FUSE flush) encrypts the file with a fresh key and nonce and uploads the
+//! blob under the batch's lock; it returns the upload's error (EIO, ENOSPC, EACCES) to the program. The
+//! metadata naming the new blob is committed with the batch, within `--commit-delay`. `fsync()` commits the
+//! batch and returns only when the server has it. Until then the plaintext stays in RAM, and a failed
+//! upload or commit is retried in the background and shown by `cloakfs status`.
+//!
+//! Locks: `state` (a std mutex) is never held across an `.await`. `gate` lets operations run in parallel
+//! inside a batch (read) while a commit waits for them to finish (write).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::cache::{Plaintext, PlaintextCache};
+use super::errno::{errno_of, FsError};
+use crate::crypto::file_cipher::encrypt_buffer;
+use crate::crypto::server_name::random_server_name;
+use crate::metadata::codec::is_valid_clear_name;
+use crate::metadata::{FileEntry, FolderMetadata};
+use crate::remote::{LockToken, Remote, RemoteEntry};
+use crate::vault::{mime_type, plaintext_len, FolderView, TreeRoot, Vault, VaultError};
+
+/// The root inode.
+pub const ROOT_INO: u64 = 1;
+
+/// Tunables of a mount.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// How long a folder listing is trusted before its ETag is checked again.
+    pub dir_cache_time: Duration,
+    /// Plaintext cache budget in bytes.
+    pub cache_size: u64,
+    /// Quiet time after the last change before a batch commits.
+    pub commit_delay: Duration,
+    /// Longest a batch stays open.
+    pub max_batch_age: Duration,
+    /// Pause between retries of failed uploads and commits.
+    pub retry_interval: Duration,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        Self {
+            dir_cache_time: Duration::from_secs(3),
+            cache_size: 512 << 20,
+            commit_delay: Duration::from_millis(500),
+            max_batch_age: Duration::from_secs(10),
+            retry_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeType {
+    /// A folder.
+    Directory,
+    /// A regular file.
+    File,
+}
+
+/// Attributes of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Attributes {
+    /// Inode number.
+    pub ino: u64,
+    /// Folder or file.
+    pub kind: NodeType,
+    /// Plaintext size.
+    pub size: u64,
+    /// Last modification.
+    pub mtime: SystemTime,
+}
+
+/// A directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// The clear name (wiped when dropped).
+    pub name: Zeroizing<String>,
+    /// Its attributes.
+    pub attributes: Attributes,
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    /// Opened for writing.
+    pub write: bool,
+    /// O_TRUNC.
+    pub truncate: bool,
+}
+
+/// An opened file: its handle and whether the kernel may keep its cached pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    /// The file handle.
+    pub fh: u64,
+    /// The content is unchanged since the kernel last cached it (FOPEN_KEEP_CACHE).
+    pub keep_cache: bool,
+}
+
+/// One dirty file or upload error, for `cloakfs status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyFile {
+    /// The file's path inside the mount (shown to the local user only).
+    pub path: String,
+    /// Bytes waiting to be uploaded.
+    pub size: u64,
+    /// The last upload error, if any.
+    pub error: Option<String>,
+}
+
+/// A snapshot for `cloakfs status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CoreStatus {
+    /// Plaintext bytes in the cache.
+    pub cache_bytes: u64,
+    /// Cache budget.
+    pub cache_capacity: u64,
+    /// Cached files.
+    pub cache_entries: usize,
+    /// Files whose content is not yet committed on the server.
+    pub dirty: Vec<DirtyFile>,
+    /// Whether a batch is open (the folder is locked on the server).
+    pub batch_open: bool,
+    /// The last commit error, if the batch is waiting for a retry.
+    pub commit_error: Option<String>,
+    /// Batches committed since the mount started.
+    pub commits: u64,
+    /// Blobs uploaded since the mount started.
+    pub uploads: u64,
+}
+
+/// A clear name that is wiped when dropped and can key maps.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Name(String);
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Name(..)")
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    /// The folder as last read from (or committed to) the server.
+    view: FolderView,
+    /// What the mount shows: `view`'s metadata plus the open batch's changes.
+    folder: FolderMetadata,
+    /// Blob sizes and times by server name, from the listing or our uploads.
+    blobs: HashMap<String, (u64, SystemTime)>,
+    /// When the listing was last confirmed current.
+    checked: Instant,
+}
+
+#[derive(Debug)]
+struct Dir {
+    /// Server name of the folder (the last segment of its remote path; unused for the root).
+    uid: String,
+    loaded: Option<Loaded>,
+    /// Children by clear name (valid once loaded).
+    children: BTreeMap<Name, u64>,
+    /// Changed in the open batch: its metadata is written at commit.
+    touched: bool,
+    /// Created or moved in the open batch: the server shows it only after commit, so work inside it
+    /// commits the batch first (as a real Nextcloud server stages such folders).
+    staged: bool,
+}
+
+#[derive(Debug)]
+struct File {
+    /// Current server name (`None`: created here and never uploaded).
+    uid: Option<String>,
+    /// Keys of the current blob.
+    entry: Option<FileEntry>,
+    /// Plaintext size when the content is not loaded.
+    size: u64,
+    mtime: SystemTime,
+    /// The plaintext while open or dirty.
+    content: Option<Plaintext>,
+    /// Content differs from what the server has (or will have at commit).
+    dirty: bool,
+    /// Increases with every local change (an upload clears `dirty` only if nothing changed meanwhile).
+    version: u64,
+    /// Uploaded in the open batch, not committed yet.
+    pending: bool,
+    /// `uid` was created in the open batch (re-uploads reuse it).
+    uid_in_batch: bool,
+    open_handles: u32,
+    /// Last upload error.
+    error: Option<String>,
+    /// Server name whose content the kernel page cache holds.
+    kernel_cached: Option<String>,
+    /// Removed from the tree while open.
+    unlinked: bool,
+}
+
+// Nodes live in one map; the size difference between folders and files does not matter there.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Kind {
+    Dir(Box<Dir>),
+    File(File),
+}
+
+#[derive(Debug)]
+struct Node {
+    parent: u64,
+    name: Name,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+struct Batch {
+    token: LockToken,
+    counter: u64,
+    started: Instant,
+    last_change: Instant,
+    /// Folders confirmed current under this lock.
+    fresh: HashSet<u64>,
+    /// Files uploaded in this batch.
+    pending_files: Vec<u64>,
+    /// A commit failed: when to try again.
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct State {
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+    handles: HashMap<u64, u64>,
+    next_fh: u64,
+    batch: Option<Batch>,
+    commit_error: Option<String>,
+    commits: u64,
+    uploads: u64,
+    retry_files_at: Option<Instant>,
+    /// Shown as the time of folders without files.
+    mounted_at: SystemTime,
+}
+
+/// The file system. Operations are `async` and never block on the network while holding a lock.
+pub struct Core<R: Remote> {
+    vault: Vault<R>,
+    tree: TreeRoot,
+    root_path: Vec<String>,
+    root_file_id: u64,
+    options: CoreOptions,
+    state: Mutex<State>,
+    cache: Mutex<PlaintextCache>,
+    gate: tokio::sync::RwLock<()>,
+    begin: tokio::sync::Mutex<()>,
+    downloads: KeyedLocks<String>,
+    uploads: KeyedLocks<u64>,
+    owner: (u32, u32),
+}
+
+/// Per-key async mutexes (one download per blob, one upload per file at a time).
+struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
+        let mutex = lock(&self.0).entry(key.clone()).or_default().clone();
+        let guard = mutex.clone().lock_owned().await;
+        KeyedGuard { locks: self, key: key.clone(), _guard: guard, mutex }
+    }
+}
+
+struct KeyedGuard<'a, K: std::hash::Hash + Eq + Clone> {
+    locks: &'a KeyedLocks<K>,
+    key: K,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for KeyedGuard<'_, K> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.locks.0);
+        // The map, this guard and our `mutex` field hold it: nobody else waits, so forget the key.
+        if Arc::strong_count(&self.mutex) <= 3 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Grows `buffer` to `len` bytes (zero-filled) without leaving a copy of its old contents in freed memory.
+fn resize_zeroizing(buffer: &mut Zeroizing<Vec<u8>>, len: usize) {
+    if len > buffer.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(len.max(buffer.capacity() * 2)));
+        grown.extend_from_slice(buffer);
+        *buffer = grown;
+    }
+    if len < buffer.len() {
+        buffer[len..].zeroize();
+    }
+    buffer.resize(len, 0);
+}
+
+fn validate_name(name: &str) -> Result<(), FsError> {
+    if name.len() > 255 {
+        return Err(FsError::NAME_TOO_LONG);
+    }
+    if !is_valid_clear_name(name) {
+        return Err(FsError::INVALID);
+    }
+    Ok(())
+}
+
+impl State {
+    fn node(&self, ino: u64) -> Result<&Node, FsError> {
+        self.nodes.get(&ino).ok_or(FsError::NOT_FOUND)
+    }
+
+    fn node_mut(&mut self, ino: u64) -> Result<&mut Node, FsError> {
+        self.nodes.get_mut(&ino).ok_or(FsError::NOT_FOUND)
+    }
+
+    fn dir(&self, ino: u64) -> Result<&Dir, FsError> {
+        match &self.node(ino)?.kind {
+            Kind::Dir(dir) => Ok(dir),
+            Kind::File(_) => Err(FsError::NOT_A_DIRECTORY),
+        }
+    }
+
+    fn dir_mut(&mut self, ino: u64) -> Result<&mut Dir, FsError> {
+        match &mut self.node_mut(ino)?.kind {
+            Kind::Dir(dir) => Ok(dir),
+            Kind::File(_) => Err(FsError::NOT_A_DIRECTORY),
+        }
+    }
+
+    fn file(&self, ino: u64) -> Result<&File, FsError> {
+        match &self.node(ino)?.kind {
+            Kind::File(file) => Ok(file),
+            Kind::Dir(_) => Err(FsError::IS_A_DIRECTORY),
+        }
+    }
+
+    fn file_mut(&mut self, ino: u64) -> Result<&mut File, FsError> {
+        match &mut self.node_mut(ino)?.kind {
+            Kind::File(file) => Ok(file),
+            Kind::Dir(_) => Err(FsError::IS_A_DIRECTORY),
+        }
+    }
+
+    fn loaded_mut(&mut self, ino: u64) -> Result<&mut Loaded, FsError> {
+        self.dir_mut(ino)?.loaded.as_mut().ok_or(FsError::IO)
+    }
+
+    fn child(&self, parent: u64, name: &str) -> Result<Option<u64>, FsError> {
+        Ok(self.dir(parent)?.children.get(&Name(name.to_owned())).copied())
+    }
+
+    fn allocate(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.nodes.insert(ino, Node { parent, name: Name(name.to_owned()), kind });
+        if let Ok(dir) = self.dir_mut(parent) {
+            dir.children.insert(Name(name.to_owned()), ino);
+        }
+        ino
+    }
+
+    /// Detaches `ino` from its parent's index; the node itself stays while files are open.
+    fn detach(&mut self, ino: u64) {
+        let Some(node) = self.nodes.get(&ino) else { return };
+        let (parent, name) = (node.parent, node.name.clone());
+        if let Ok(dir) = self.dir_mut(parent) {
+            if dir.children.get(&name) == Some(&ino) {
+                dir.children.remove(&name);
+            }
+        }
+        let drop_node = match &mut self.nodes.get_mut(&ino).map(|node| &mut node.kind) {
+            Some(Kind::File(file)) => {
+                file.unlinked = true;
+                file.open_handles == 0
+            }
+            Some(Kind::Dir(_)) => true,
+            None => false,
+        };
+        if drop_node {
+            self.forget_subtree(ino);
+        }
+    }
+
+    fn forget_subtree(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.remove(&ino) {
+            if let Kind::Dir(dir) = node.kind {
+                for child in dir.children.values() {
+                    self.forget_subtree(*child);
+                }
+            }
+        }
+    }
+
+    /// The server path of folder `ino`.
+    fn remote_path(&self, root_path: &[String], ino: u64) -> Result<Vec<String>, FsError> {
+        let mut uids = Vec::new();
+        let mut current = ino;
+        while current != ROOT_INO {
+            let node = self.node(current)?;
+            match &node.kind {
+                Kind::Dir(dir) => uids.push(dir.uid.clone()),
+                Kind::File(_) => return Err(FsError::NOT_A_DIRECTORY),
+            }
+            current = node.parent;
+        }
+        let mut path = root_path.to_vec();
+        path.extend(uids.into_iter().rev());
+        Ok(path)
+    }
+
+    /// The clear path of `ino` inside the mount (for `cloakfs status` only).
+    fn clear_path(&self, ino: u64) -> String {
+        let mut names = Vec::new();
+        let mut current = ino;
+        while current != ROOT_INO {
+            let Some(node) = self.nodes.get(&current) else { break };
+            names.push(node.name.0.clone());
+            current = node.parent;
+        }
+        names.reverse();
+        format!("/{}", names.join("/"))
+    }
+
+    /// Whether `ino` or a folder above it is staged in the open batch.
+    fn staged_above(&self, ino: u64) -> bool {
+        let mut current = ino;
+        loop {
+            if let Ok(dir) = self.dir(current) {
+                if dir.staged {
+                    return true;
+                }
+            }
+            if current == ROOT_INO {
+                return false;
+            }
+            match self.nodes.get(&current) {
+                Some(node) => current = node.parent,
+                None => return false,
+            }
+        }
+    }
+
+    fn attributes(&self, ino: u64) -> Result<Attributes, FsError> {
+        let node = self.node(ino)?;
+        Ok(match &node.kind {
+            Kind::Dir(dir) => {
+                let mtime = dir
+                    .loaded
+                    .as_ref()
+                    .and_then(|loaded| loaded.blobs.values().map(|(_, time)| *time).max())
+                    .unwrap_or(self.mounted_at);
+                Attributes { ino, kind: NodeType::Directory, size: 0, mtime }
+            }
+            Kind::File(file) => {
+                let size = file.content.as_ref().map(|content| content.len() as u64).unwrap_or(file.size);
+                Attributes { ino, kind: NodeType::File, size, mtime: file.mtime }
+            }
+        })
+    }
+}
+
+impl<R: Remote> Core<R> {
+    /// A file system over the folder `root` (already verified) of `tree`.
+    pub fn new(vault: Vault<R>, tree: TreeRoot, root: FolderView, options: CoreOptions) -> Self {
+        let mut state = State {
+            nodes: HashMap::new(),
+            next_ino: ROOT_INO,
+            handles: HashMap::new(),
+            next_fh: 0,
+            batch: None,
+            commit_error: None,
+            commits: 0,
+            uploads: 0,
+            retry_files_at: None,
+            mounted_at: SystemTime::now(),
+        };
+        let root_path = root.remote_path.clone();
+        let root_file_id = root.file_id;
+        state.nodes.insert(
+            ROOT_INO,
+            Node {
+                parent: ROOT_INO,
+                name: Name(String::new()),
+                kind: Kind::Dir(Box::new(Dir {
+                    uid: root_path.last().cloned().unwrap_or_default(),
+                    loaded: None,
+                    children: BTreeMap::new(),
+                    touched: false,
+                    staged: false,
+                })),
+            },
+        );
+        // SAFETY of unwraps: none; getuid/getgid cannot fail.
+        let owner = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            vault,
+            tree,
+            root_path,
+            root_file_id,
+            cache: Mutex::new(PlaintextCache::new(options.cache_size)),
+            options,
+            state: Mutex::new(state),
+            gate: tokio::sync::RwLock::new(()),
+            begin: tokio::sync::Mutex::new(()),
+            downloads: KeyedLocks::new(),
+            uploads: KeyedLocks::new(),
+            owner,
+        }
+    }
+
+    /// The uid and gid that own every node (the mounting user).
+    pub fn owner(&self) -> (u32, u32) {
+        self.owner
+    }
+
+    /// The server file id of the mount root (for logs).
+    pub fn root_file_id(&self) -> u64 {
+        self.root_file_id
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    // ----- folders: loading and revalidation -----
+
+    /// Reads folder `ino` from the server and merges it into the inode table.
+    async fn reload(&self, ino: u64) -> Result<(), FsError> {
+        let path = self.state().remote_path(&self.root_path, ino)?;
+        let (view, entries) = self.vault.list_folder(&self.tree, &path).await.map_err(|error| self.fail(error))?;
+        self.merge(ino, view, entries);
+        Ok(())
+    }
+
+    fn merge(&self, ino: u64, view: FolderView, entries: Vec<RemoteEntry>) {
+        let mut state = self.state();
+        let blobs: HashMap<String, (u64, SystemTime)> = entries
+            .into_iter()
+            .filter(|entry| !entry.is_dir)
+            .map(|entry| (entry.name, (entry.size, entry.modified.unwrap_or(SystemTime::UNIX_EPOCH))))
+            .collect();
+        let Ok(dir) = state.dir_mut(ino) else { return };
+        let old_children = std::mem::take(&mut dir.children);
+        let folder = view.folder().clone();
+        let mut keep: BTreeMap<Name, u64> = BTreeMap::new();
+        let mut create: Vec<(Name, Kind)> = Vec::new();
+        for (uid, name) in &folder.folders {
+            let name = Name(name.to_string());
+            match old_children.get(&name).and_then(|child| state.nodes.get(child).map(|node| (*child, node))) {
+                Some((child, Node { kind: Kind::Dir(existing), .. })) if existing.uid == *uid => {
+                    keep.insert(name, child);
+                }
+                _ => create.push((
+                    name,
+                    Kind::Dir(Box::new(Dir {
+                        uid: uid.clone(),
+                        loaded: None,
+                        children: BTreeMap::new(),
+                        touched: false,
+                        staged: false,
+                    })),
+                )),
+            }
+        }
+        for (uid, entry) in &folder.files {
+            let name = Name(entry.filename.to_string());
+            let (size, mtime) =
+                blobs.get(uid).map(|(size, time)| (plaintext_len(*size), *time)).unwrap_or((0, SystemTime::UNIX_EPOCH));
+            let existing = old_children.get(&name).copied();
+            if let Some(child) = existing {
+                if let Some(Node { kind: Kind::File(file), .. }) = state.nodes.get_mut(&child) {
+                    if !(file.dirty || file.pending || file.uid.is_none()) && file.uid.as_deref() != Some(uid) {
+                        file.uid = Some(uid.clone());
+                        file.entry = Some(entry.clone());
+                        file.size = size;
+                        file.mtime = mtime;
+                        file.content = None;
+                    } else if file.uid.as_deref() == Some(uid) && !file.dirty {
+                        file.size = size;
+                    }
+                    keep.insert(name, child);
+                    continue;
+                }
+            }
+            create.push((
+                name,
+                Kind::File(File {
+                    uid: Some(uid.clone()),
+                    entry: Some(entry.clone()),
+                    size,
+                    mtime,
+                    content: None,
+                    dirty: false,
+                    version: 0,
+                    pending: false,
+                    uid_in_batch: false,
+                    open_handles: 0,
+                    error: None,
+                    kernel_cached: None,
+                    unlinked: false,
+                }),
+            ));
+        }
+        // Local files not on the server yet stay; everything else that vanished is detached.
+        let mut vanished = Vec::new();
+        for (name, child) in &old_children {
+            if keep.contains_key(name) || create.iter().any(|(new, _)| new == name) {
+                continue;
+            }
+            match state.nodes.get(child).map(|node| &node.kind) {
+                Some(Kind::File(file)) if file.dirty || file.pending || file.uid.is_none() => {
+                    keep.insert(name.clone(), *child);
+                }
+                _ => vanished.push(*child),
+            }
+        }
+        if let Ok(dir) = state.dir_mut(ino) {
+            dir.children = keep;
+            dir.loaded = Some(Loaded { view, folder, blobs, checked: Instant::now() });
+        }
+        for (name, kind) in create {
+            state.allocate(ino, &name.0, kind);
+        }
+        for child in vanished {
+            if let Some(node) = state.nodes.get_mut(&child) {
+                node.parent = u64::MAX;
+            }
+            match state.nodes.get_mut(&child).map(|node| &mut node.kind) {
+                Some(Kind::File(file)) if file.open_handles > 0 => file.unlinked = true,
+                _ => state.forget_subtree(child),
+            }
+        }
+    }
+
+    /// Makes sure folder `ino` is loaded and not older than the dir cache time (outside a batch: inside,
+    /// our lock keeps it current).
+    async fn ensure_current(&self, ino: u64) -> Result<(), FsError> {
+        if self.state().staged_above(ino) {
+            self.commit_now().await?;
+        }
+        let (loaded, stale, path) = {
+            let state = self.state();
+            let dir = state.dir(ino)?;
+            let batch_open = state.batch.is_some();
+            match &dir.loaded {
+                None => (false, true, Vec::new()),
+                Some(loaded) => {
+                    let stale = !batch_open && !dir.touched && loaded.checked.elapsed() >= self.options.dir_cache_time;
+                    (true, stale, state.remote_path(&self.root_path, ino)?)
+                }
+            }
+        };
+        if !loaded {
+            return self.reload(ino).await;
+        }
+        if !stale {
+            return Ok(());
+        }
+        self.check_folder(ino, &path).await
+    }
+
+    /// Reads folder `ino` alone (depth 0) and reloads its listing only if its metadata counter moved (any
+    /// change to the folder by any client rewrites its metadata with a higher counter).
+    async fn check_folder(&self, ino: u64, path: &[String]) -> Result<(), FsError> {
+        let fresh = match self.vault.folder_view(&self.tree, path).await {
+            Ok(view) => view,
+            Err(VaultError::NotFound) => return Err(FsError::NOT_FOUND),
+            Err(error) => return Err(self.fail(error)),
+        };
+        let unchanged = {
+            let mut state = self.state();
+            match state.dir_mut(ino).map(|dir| dir.loaded.as_mut()) {
+                Ok(Some(loaded)) if loaded.view.folder().counter == fresh.folder().counter => {
+                    loaded.view.etag = fresh.etag;
+                    loaded.checked = Instant::now();
+                    true
+                }
+                _ => false,
+            }
+        };
+        if unchanged {
+            Ok(())
+        } else {
+            self.reload(ino).await
+        }
+    }
+
+    /// Logs a vault error (with server ids only) and maps it to an errno.
+    fn fail(&self, error: VaultError) -> FsError {
+        let errno = errno_of(&error);
+        match &error {
+            VaultError::Content { .. } | VaultError::Metadata { .. } | VaultError::MissingBlob(_) => {
+                tracing::error!(%error, "verification failed; refusing the data")
+            }
+            _ => tracing::warn!(%error, errno = errno.0, "remote operation failed"),
+        }
+        errno
+    }
+
+    // ----- lookups and listings -----
+
+    /// Looks `name` up in folder `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        let state = self.state();
+        let child = state.child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        state.attributes(child)
+    }
+
+    /// The attributes of `ino`.
+    pub async fn getattr(&self, ino: u64) -> Result<Attributes, FsError> {
+        let is_dir = matches!(self.state().node(ino)?.kind, Kind::Dir(_));
+        if is_dir {
+            self.ensure_current(ino).await?;
+        }
+        self.state().attributes(ino)
+    }
+
+    /// The entries of folder `ino` (without `.` and `..`).
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        self.ensure_current(ino).await?;
+        let state = self.state();
+        let dir = state.dir(ino)?;
+        dir.children
+            .iter()
+            .map(|(name, child)| {
+                Ok(DirEntry { name: Zeroizing::new(name.0.clone()), attributes: state.attributes(*child)? })
+            })
+            .collect()
+    }
+
+    /// The parent of folder `ino`.
+    pub fn parent_of(&self, ino: u64) -> u64 {
+        self.state().nodes.get(&ino).map(|node| node.parent).unwrap_or(ROOT_INO)
+    }
+
+    // ----- opening and reading -----
+
+    /// Downloads (once, however many open it at the same time), verifies and decrypts the current blob of
+    /// file `ino`, unless its content is already loaded or cached.
+    async fn load_content(&self, ino: u64) -> Result<(), FsError> {
+        let (parent, uid, entry) = {
+            let state = self.state();
+            let file = state.file(ino)?;
+            if file.content.is_some() {
+                return Ok(());
+            }
+            match (&file.uid, &file.entry) {
+                (Some(uid), Some(entry)) => (state.node(ino)?.parent, uid.clone(), entry.clone()),
+                _ => {
+                    drop(state);
+                    self.state().file_mut(ino)?.content = Some(Arc::new(Zeroizing::new(Vec::new())));
+                    return Ok(());
+                }
+            }
+        };
+        let _one_download = self.downloads.lock(&uid).await;
+        let cached = lock(&self.cache).get(&uid);
+        let plaintext = match cached {
+            Some(plaintext) => plaintext,
+            None => {
+                let path = self.state().remote_path(&self.root_path, parent)?;
+                let span = tracing::info_span!("download", server_name = %uid);
+                let plaintext = {
+                    let _entered = span.enter();
+                    tracing::debug!("fetching blob");
+                    drop(_entered);
+                    self.vault.read_blob(&path, &uid, &entry).await.map_err(|error| self.fail(error))?
+                };
+                let plaintext: Plaintext = Arc::new(plaintext);
+                lock(&self.cache).insert(&uid, plaintext.clone());
+                plaintext
+            }
+        };
+        let mut state = self.state();
+        let file = state.file_mut(ino)?;
+        if file.content.is_none() && file.uid.as_deref() == Some(uid.as_str()) {
+            file.size = plaintext.len() as u64;
+            file.content = Some(plaintext);
+        }
+        Ok(())
+    }
+
+    /// Opens file `ino`: loads its content (download, verify, decrypt on a cache miss).
+    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<Opened, FsError> {
+        let parent = self.state().node(ino)?.parent;
+        self.state().file(ino)?;
+        if parent != u64::MAX {
+            self.ensure_current(parent).await?;
+        }
+        if mode.truncate && mode.write {
+            self.truncate_local(ino, 0)?;
+        } else {
+            self.load_content(ino).await?;
+        }
+        let mut state = self.state();
+        state.next_fh += 1;
+        let fh = state.next_fh;
+        state.handles.insert(fh, ino);
+        let file = state.file_mut(ino)?;
+        file.open_handles += 1;
+        let keep_cache = !file.dirty && file.uid.is_some() && file.kernel_cached == file.uid;
+        file.kernel_cached = if file.dirty { None } else { file.uid.clone() };
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Zeroizing<Vec<u8>>, FsError> {
+        self.load_content(ino).await?;
+        let state = self.state();
+        let content = state.file(ino)?.content.clone().ok_or(FsError::IO)?;
+        drop(state);
+        let start = (offset as usize).min(content.len());
+        let end = start.saturating_add(size as usize).min(content.len());
+        Ok(Zeroizing::new(content[start..end].to_vec()))
+    }
+
+    // ----- writing -----
+
+    fn mark_changed(file: &mut File) {
+        file.dirty = true;
+        file.version += 1;
+        file.mtime = SystemTime::now();
+        file.kernel_cached = None;
+    }
+
+    fn truncate_local(&self, ino: u64, len: u64) -> Result<(), FsError> {
+        let mut state = self.state();
+        let file = state.file_mut(ino)?;
+        let content = file.content.get_or_insert_with(|| Arc::new(Zeroizing::new(Vec::new())));
+        let buffer = Arc::make_mut(content);
+        resize_zeroizing(buffer, usize::try_from(len).map_err(|_| FsError::FILE_TOO_BIG)?);
+        file.size = len;
+        Self::mark_changed(file);
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` into the file's RAM buffer.
+    pub async fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        self.load_content(ino).await?;
+        let mut state = self.state();
+        let file = state.file_mut(ino)?;
+        let content = file.content.as_mut().ok_or(FsError::IO)?;
+        let buffer = Arc::make_mut(content);
+        let start = usize::try_from(offset).map_err(|_| FsError::FILE_TOO_BIG)?;
+        let end = start.checked_add(data.len()).ok_or(FsError::FILE_TOO_BIG)?;
+        if end > buffer.len() {
+            resize_zeroizing(buffer, end);
+        }
+        buffer[start..end].copy_from_slice(data);
+        file.size = buffer.len() as u64;
+        Self::mark_changed(file);
+        Ok(data.len() as u32)
+    }
+
+    /// Sets the size and/or modification time.
+    pub async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> Result<Attributes, FsError> {
+        if let Some(len) = size {
+            if matches!(self.state().node(ino)?.kind, Kind::Dir(_)) {
+                return Err(FsError::IS_A_DIRECTORY);
+            }
+            if len != 0 {
+                self.load_content(ino).await?;
+            }
+            self.truncate_local(ino, len)?;
+            // truncate(2) on a closed file has no close to upload it: do it now.
+            if self.state().file(ino)?.open_handles == 0 {
+                self.write_back(ino).await?;
+            }
+        }
+        if let Some(mtime) = mtime {
+            if let Ok(file) = self.state().file_mut(ino) {
+                file.mtime = mtime;
+            }
+        }
+        self.state().attributes(ino)
+    }
+
+    /// Close: uploads the file if it changed; the error reaches the program.
+    pub async fn flush(&self, ino: u64) -> Result<(), FsError> {
+        let dirty = self.state().file(ino).map(|file| file.dirty).unwrap_or(false);
+        if dirty {
+            self.write_back(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// fsync: uploads the file if it changed and commits the batch; returns when the server has it.
+    pub async fn fsync(&self, ino: u64) -> Result<(), FsError> {
+        self.flush(ino).await?;
+        let pending = self.state().file(ino).map(|file| file.pending).unwrap_or(false);
+        if pending {
+            self.commit_now().await?;
+        }
+        Ok(())
+    }
+
+    /// Releases handle `fh`. The content of a clean file leaves RAM (the cache may keep a copy).
+    pub fn release(&self, fh: u64) {
+        let mut state = self.state();
+        let Some(ino) = state.handles.remove(&fh) else { return };
+        let Ok(file) = state.file_mut(ino) else { return };
+        file.open_handles = file.open_handles.saturating_sub(1);
+        if file.open_handles == 0 && !file.dirty && !file.pending {
+            file.content = None;
+        }
+        let unlinked = file.unlinked && file.open_handles == 0;
+        if unlinked {
+            state.forget_subtree(ino);
+        }
+    }
+
+    /// Waits while a folder above `ino` is staged (commits first), then enters the batch: returns the gate
+    /// guard and the lock token.
+    async fn enter_batch(&self, folders: &[u64]) -> Result<(tokio::sync::RwLockReadGuard<'_, ()>, LockToken), FsError> {
+        loop {
+            let staged = {
+                let state = self.state();
+                folders.iter().any(|ino| state.staged_above(*ino))
+            };
+            if staged {
+                self.commit_now().await?;
+            }
+            let gate = self.gate.read().await;
+            let staged = {
+                let state = self.state();
+                folders.iter().any(|ino| state.staged_above(*ino))
+            };
+            if staged {
+                continue;
+            }
+            let token = self.ensure_batch().await?;
+            for ino in folders {
+                self.ensure_fresh_in_batch(*ino).await?;
+            }
+            return Ok((gate, token));
+        }
+    }
+
+    /// Opens a batch if none is open: locks the mount root.
+    async fn ensure_batch(&self) -> Result<LockToken, FsError> {
+        if let Some(batch) = &self.state().batch {
+            return Ok(batch.token.clone());
+        }
+        let _begin = self.begin.lock().await;
+        if let Some(batch) = &self.state().batch {
+            return Ok(batch.token.clone());
+        }
+        let known = {
+            let state = self.state();
+            state.dir(ROOT_INO)?.loaded.as_ref().map(|loaded| (self.root_file_id, loaded.view.folder().counter))
+        };
+        let locked =
+            self.vault.lock_folder(&self.tree, &self.root_path, known).await.map_err(|error| self.fail(error))?;
+        tracing::debug!(file_id = self.root_file_id, counter = locked.counter, "batch opened");
+        let token = locked.token.clone();
+        let root_current = {
+            let state = self.state();
+            let root = state.dir(ROOT_INO)?;
+            root.loaded.as_ref().is_some_and(|loaded| loaded.view.folder().counter == locked.view.folder().counter)
+        };
+        {
+            let mut state = self.state();
+            state.batch = Some(Batch {
+                token: locked.token,
+                counter: locked.counter,
+                started: Instant::now(),
+                last_change: Instant::now(),
+                fresh: HashSet::new(),
+                pending_files: Vec::new(),
+                retry_at: None,
+            });
+        }
+        if !root_current {
+            if let Err(error) = self.reload(ROOT_INO).await {
+                self.abandon_batch().await;
+                return Err(error);
+            }
+        } else if let Ok(loaded) = self.state().loaded_mut(ROOT_INO) {
+            loaded.view = locked.view;
+            loaded.folder = loaded.view.folder().clone();
+        }
+        let mut state = self.state();
+        if let Some(batch) = state.batch.as_mut() {
+            batch.fresh.insert(ROOT_INO);
+        }
+        state.dir_mut(ROOT_INO)?.touched = true;
+        Ok(token)
+    }
+
+    /// Under the batch's lock, makes sure folder `ino` is the server's current version.
+    async fn ensure_fresh_in_batch(&self, ino: u64) -> Result<(), FsError> {
+        let (fresh, loaded, path) = {
+            let state = self.state();
+            let fresh = state.batch.as_ref().is_some_and(|batch| batch.fresh.contains(&ino));
+            let dir = state.dir(ino)?;
+            (fresh || dir.touched, dir.loaded.is_some(), state.remote_path(&self.root_path, ino)?)
+        };
+        if fresh {
+            return Ok(());
+        }
+        if loaded {
+            self.check_folder(ino, &path).await?;
+        } else {
+            self.reload(ino).await?;
+        }
+        if let Some(batch) = self.state().batch.as_mut() {
+            batch.fresh.insert(ino);
+        }
+        Ok(())
+    }
+
+    fn touch_batch(state: &mut State) {
+        if let Some(batch) = state.batch.as_mut() {
+            batch.last_change = Instant::now();
+        }
+    }
+
+    /// Encrypts file `ino` with a fresh key and nonce and uploads it into the open batch.
+    async fn write_back(&self, ino: u64) -> Result<(), FsError> {
+        let _one_upload = self.uploads.lock(&ino).await;
+        let parent = {
+            let state = self.state();
+            let file = state.file(ino)?;
+            if !file.dirty {
+                return Ok(());
+            }
+            if file.unlinked {
+                drop(state);
+                let mut state = self.state();
+                let file = state.file_mut(ino)?;
+                file.dirty = false;
+                return Ok(());
+            }
+            state.node(ino)?.parent
+        };
+        let result = self.upload(ino, parent).await;
+        if let Err(error) = &result {
+            let mut state = self.state();
+            if let Ok(file) = state.file_mut(ino) {
+                file.error = Some(format!("upload failed: {}", error.describe()));
+            }
+            state.retry_files_at = Some(Instant::now() + self.options.retry_interval);
+        }
+        result
+    }
+
+    async fn upload(&self, ino: u64, parent: u64) -> Result<(), FsError> {
+        let (_gate, token) = self.enter_batch(&[parent]).await?;
+        let (name, content, version, reuse_uid, path) = {
+            let state = self.state();
+            let node = state.node(ino)?;
+            let Kind::File(file) = &node.kind else { return Err(FsError::IS_A_DIRECTORY) };
+            let content = file.content.clone().unwrap_or_default();
+            let reuse = if file.uid_in_batch { file.uid.clone() } else { None };
+            (node.name.clone(), content, file.version, reuse, state.remote_path(&self.root_path, parent)?)
+        };
+        let (blob, sealed) = tokio::task::spawn_blocking(move || encrypt_buffer(&content))
+            .await
+            .map_err(|_| FsError::IO)?
+            .map_err(|error| {
+                tracing::error!(%error, "encryption failed");
+                FsError::IO
+            })?;
+        let blob_len = blob.len() as u64;
+        let uid = reuse_uid.unwrap_or_else(random_server_name);
+        let span = tracing::info_span!("upload", server_name = %uid, len = blob_len);
+        let mut blob_path = path.clone();
+        blob_path.push(uid.clone());
+        {
+            let _entered = span.enter();
+            tracing::debug!("uploading blob");
+        }
+        self.vault.put_blob(&blob_path, Bytes::from(blob), &token).await.map_err(|error| self.fail(error))?;
+        // The blob the name pointed to before (committed earlier or by another client) goes.
+        let replaced: Option<String> = {
+            let state = self.state();
+            let loaded = state.dir(parent)?.loaded.as_ref().ok_or(FsError::IO)?;
+            loaded
+                .folder
+                .files
+                .iter()
+                .find(|(existing, entry)| entry.filename.as_str() == name.0 && **existing != uid)
+                .map(|(existing, _)| existing.clone())
+        };
+        if let Some(old) = &replaced {
+            let mut old_path = path.clone();
+            old_path.push(old.clone());
+            if let Err(error) = self.vault.delete_blob(&old_path, &token).await {
+                tracing::warn!(%error, server_name = %old, "could not delete the replaced blob; it stays as an orphan");
+            }
+            lock(&self.cache).remove(old);
+        }
+        let mut state = self.state();
+        state.uploads += 1;
+        Self::touch_batch(&mut state);
+        let entry = FileEntry {
+            filename: Zeroizing::new(name.0.clone()),
+            mimetype: mime_type(&name.0).to_owned(),
+            key: sealed.key.clone(),
+            nonce: sealed.nonce.clone(),
+            authentication_tag: sealed.tag,
+            unknown: Default::default(),
+        };
+        {
+            let dir = state.dir_mut(parent)?;
+            dir.touched = true;
+            let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+            if let Some(old) = &replaced {
+                loaded.folder.files.remove(old);
+                loaded.blobs.remove(old);
+            }
+            loaded.folder.files.insert(uid.clone(), entry.clone());
+            loaded.blobs.insert(uid.clone(), (blob_len, SystemTime::now()));
+        }
+        let file = state.file_mut(ino)?;
+        file.uid = Some(uid);
+        file.entry = Some(entry);
+        file.pending = true;
+        file.uid_in_batch = true;
+        file.error = None;
+        if file.version == version {
+            file.dirty = false;
+        }
+        if let Some(batch) = state.batch.as_mut() {
+            batch.pending_files.push(ino);
+        }
+        Ok(())
+    }
+
+    // ----- namespace changes -----
+
+    fn new_file() -> File {
+        File {
+            uid: None,
+            entry: None,
+            size: 0,
+            mtime: SystemTime::now(),
+            content: Some(Arc::new(Zeroizing::new(Vec::new()))),
+            dirty: true,
+            version: 1,
+            pending: false,
+            uid_in_batch: false,
+            open_handles: 0,
+            error: None,
+            kernel_cached: None,
+            unlinked: false,
+        }
+    }
+
+    /// Creates an empty file and opens it (O_EXCL is honoured; without it an existing file is opened).
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: OpenMode,
+        exclusive: bool,
+    ) -> Result<(Attributes, Opened), FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        let existing = self.state().child(parent, name)?;
+        if let Some(ino) = existing {
+            if exclusive {
+                return Err(FsError::EXISTS);
+            }
+            let opened = self.open(ino, OpenMode { write: true, truncate: mode.truncate }).await?;
+            return Ok((self.state().attributes(ino)?, opened));
+        }
+        let ino = self.state().allocate(parent, name, Kind::File(Self::new_file()));
+        let opened = self.open(ino, mode).await?;
+        Ok((self.state().attributes(ino)?, opened))
+    }
+
+    /// Creates an empty regular file (mknod) and uploads it.
+    pub async fn mknod(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        if self.state().child(parent, name)?.is_some() {
+            return Err(FsError::EXISTS);
+        }
+        let ino = self.state().allocate(parent, name, Kind::File(Self::new_file()));
+        self.write_back(ino).await?;
+        self.state().attributes(ino)
+    }
+
+    /// Creates an encrypted sub-folder.
+    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        let (_gate, token) = self.enter_batch(&[parent]).await?;
+        if self.state().child(parent, name)?.is_some() {
+            return Err(FsError::EXISTS);
+        }
+        let uid = random_server_name();
+        let mut path = self.state().remote_path(&self.root_path, parent)?;
+        path.push(uid.clone());
+        self.vault.create_sub_folder(&self.tree, &path, &token).await.map_err(|error| self.fail(error))?;
+        let mut state = self.state();
+        Self::touch_batch(&mut state);
+        {
+            let dir = state.dir_mut(parent)?;
+            dir.touched = true;
+            dir.loaded.as_mut().ok_or(FsError::IO)?.folder.folders.insert(uid.clone(), Zeroizing::new(name.to_owned()));
+        }
+        let ino = state.allocate(
+            parent,
+            name,
+            Kind::Dir(Box::new(Dir { uid, loaded: None, children: BTreeMap::new(), touched: false, staged: true })),
+        );
+        Ok(Attributes { ino, kind: NodeType::Directory, size: 0, mtime: SystemTime::now() })
+    }
+
+    /// Removes a file.
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let on_server = {
+            let state = self.state();
+            let file = state.file(ino)?;
+            file.uid.is_some()
+        };
+        if !on_server {
+            self.state().detach(ino);
+            return Ok(());
+        }
+        let (_gate, token) = self.enter_batch(&[parent]).await?;
+        self.remove_entry(parent, ino, &token).await
+    }
+
+    /// Deletes `ino`'s blob or folder under the batch lock and drops it from `parent`'s metadata.
+    async fn remove_entry(&self, parent: u64, ino: u64, token: &LockToken) -> Result<(), FsError> {
+        let (uid, is_dir, path) = {
+            let state = self.state();
+            let node = state.node(ino)?;
+            let (uid, is_dir) = match &node.kind {
+                Kind::Dir(dir) => (Some(dir.uid.clone()), true),
+                Kind::File(file) => (file.uid.clone(), false),
+            };
+            (uid, is_dir, state.remote_path(&self.root_path, parent)?)
+        };
+        if let Some(uid) = &uid {
+            let mut blob_path = path;
+            blob_path.push(uid.clone());
+            match self.vault.delete_blob(&blob_path, token).await {
+                Ok(()) => {}
+                Err(VaultError::Remote(error)) if error.status() == Some(404) => {
+                    tracing::warn!(server_name = %uid, "already gone on the server");
+                }
+                Err(error) => return Err(self.fail(error)),
+            }
+            lock(&self.cache).remove(uid);
+        }
+        let mut state = self.state();
+        Self::touch_batch(&mut state);
+        {
+            let dir = state.dir_mut(parent)?;
+            dir.touched = true;
+            if let (Some(uid), Some(loaded)) = (&uid, dir.loaded.as_mut()) {
+                if is_dir {
+                    loaded.folder.folders.remove(uid);
+                } else {
+                    loaded.folder.files.remove(uid);
+                    loaded.blobs.remove(uid);
+                }
+            }
+        }
+        if let Ok(file) = state.file_mut(ino) {
+            file.dirty = false;
+            file.pending = false;
+        }
+        state.detach(ino);
+        Ok(())
+    }
+
+    /// Removes an empty folder.
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        validate_name(name)?;
+        self.ensure_current(parent).await?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        self.state().dir(ino)?;
+        self.ensure_current(ino).await?;
+        if !self.state().dir(ino)?.children.is_empty() {
+            return Err(FsError::NOT_EMPTY);
+        }
+        let (_gate, token) = self.enter_batch(&[parent, ino]).await?;
+        if !self.state().dir(ino)?.children.is_empty() {
+            return Err(FsError::NOT_EMPTY);
+        }
+        self.remove_entry(parent, ino, &token).await
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`. `no_replace` is RENAME_NOREPLACE.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<(), FsError> {
+        validate_name(name)?;
+        validate_name(new_name)?;
+        self.ensure_current(parent).await?;
+        self.ensure_current(new_parent).await?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let is_dir = matches!(self.state().node(ino)?.kind, Kind::Dir(_));
+        if is_dir {
+            // Not into itself or below.
+            let mut current = new_parent;
+            loop {
+                if current == ino {
+                    return Err(FsError::INVALID);
+                }
+                if current == ROOT_INO {
+                    break;
+                }
+                current = self.parent_of(current);
+            }
+        }
+        let (_gate, token) = self.enter_batch(&[parent, new_parent]).await?;
+        let source = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        if source != ino {
+            return Err(FsError::NOT_FOUND);
+        }
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        // The target, if any, is replaced (POSIX rules), unless RENAME_NOREPLACE.
+        let target = self.state().child(new_parent, new_name)?;
+        if let Some(target) = target {
+            if no_replace {
+                return Err(FsError::EXISTS);
+            }
+            let target_is_dir = matches!(self.state().node(target)?.kind, Kind::Dir(_));
+            match (is_dir, target_is_dir) {
+                (false, true) => return Err(FsError::IS_A_DIRECTORY),
+                (true, false) => return Err(FsError::NOT_A_DIRECTORY),
+                (true, true) => {
+                    drop(_gate);
+                    self.ensure_current(target).await?;
+                    if !self.state().dir(target)?.children.is_empty() {
+                        return Err(FsError::NOT_EMPTY);
+                    }
+                    return Box::pin(self.rename_after_removing(parent, name, new_parent, new_name, target)).await;
+                }
+                (false, false) => {}
+            }
+            self.remove_entry(new_parent, target, &token).await?;
+        }
+        self.move_entry(ino, parent, new_parent, new_name, &token).await
+    }
+
+    async fn rename_after_removing(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        target: u64,
+    ) -> Result<(), FsError> {
+        let (_gate, token) = self.enter_batch(&[parent, new_parent, target]).await?;
+        self.remove_entry(new_parent, target, &token).await?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        self.move_entry(ino, parent, new_parent, new_name, &token).await
+    }
+
+    async fn move_entry(
+        &self,
+        ino: u64,
+        parent: u64,
+        new_parent: u64,
+        new_name: &str,
+        token: &LockToken,
+    ) -> Result<(), FsError> {
+        let (uid, is_dir, from_path, to_path) = {
+            let state = self.state();
+            let (uid, is_dir) = match &state.node(ino)?.kind {
+                Kind::Dir(dir) => (Some(dir.uid.clone()), true),
+                Kind::File(file) => (file.uid.clone(), false),
+            };
+            (uid, is_dir, state.remote_path(&self.root_path, parent)?, state.remote_path(&self.root_path, new_parent)?)
+        };
+        if let Some(uid) = &uid {
+            if parent != new_parent {
+                let mut from = from_path;
+                from.push(uid.clone());
+                let mut to = to_path;
+                to.push(uid.clone());
+                self.vault.move_blob(&from, &to, token).await.map_err(|error| self.fail(error))?;
+            }
+        }
+        let mut state = self.state();
+        Self::touch_batch(&mut state);
+        if let Some(uid) = &uid {
+            let (folder_name, entry, blob) = {
+                let dir = state.dir_mut(parent)?;
+                dir.touched = true;
+                let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+                if is_dir {
+                    (loaded.folder.folders.remove(uid), None, None)
+                } else {
+                    (None, loaded.folder.files.remove(uid), loaded.blobs.remove(uid))
+                }
+            };
+            let dir = state.dir_mut(new_parent)?;
+            dir.touched = true;
+            let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+            if is_dir {
+                if folder_name.is_some() {
+                    loaded.folder.folders.insert(uid.clone(), Zeroizing::new(new_name.to_owned()));
+                }
+            } else if let Some(mut entry) = entry {
+                entry.filename = Zeroizing::new(new_name.to_owned());
+                loaded.folder.files.insert(uid.clone(), entry);
+                if let Some(blob) = blob {
+                    loaded.blobs.insert(uid.clone(), blob);
+                }
+            }
+        }
+        let old_name = state.node(ino)?.name.clone();
+        if let Ok(dir) = state.dir_mut(parent) {
+            dir.children.remove(&old_name);
+        }
+        state.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
+        let node = state.node_mut(ino)?;
+        node.parent = new_parent;
+        node.name = Name(new_name.to_owned());
+        match &mut node.kind {
+            Kind::Dir(dir) if parent != new_parent => dir.staged = true,
+            Kind::File(file) if file.entry.is_some() => {
+                if let Some(entry) = file.entry.as_mut() {
+                    entry.filename = Zeroizing::new(new_name.to_owned());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ----- commits -----
+
+    /// Commits the open batch: writes the metadata of every folder it touched (the root with the lock's
+    /// counter, the others with their counter + 1) and unlocks. Returns when the server has it.
+    pub async fn commit_now(&self) -> Result<(), FsError> {
+        let _gate = self.gate.write().await;
+        let Some(batch) = self.state().batch.take() else { return Ok(()) };
+        let mut writes: Vec<(u64, FolderView, FolderMetadata)> = Vec::new();
+        {
+            let state = self.state();
+            for (ino, node) in &state.nodes {
+                if let Kind::Dir(dir) = &node.kind {
+                    if let (true, Some(loaded)) = (dir.touched, &dir.loaded) {
+                        let mut folder = loaded.folder.clone();
+                        folder.counter =
+                            if *ino == ROOT_INO { batch.counter } else { loaded.view.folder().counter + 1 };
+                        writes.push((*ino, loaded.view.clone(), folder));
+                    }
+                }
+            }
+        }
+        let span =
+            tracing::info_span!("commit", file_id = self.root_file_id, counter = batch.counter, folders = writes.len());
+        let result = async {
+            for (_, view, folder) in &writes {
+                self.vault.store_folder(&self.tree, view, folder, &batch.token).await?;
+            }
+            self.vault.unlock(self.root_file_id, &batch.token, false).await
+        };
+        let result = {
+            let _entered = span.enter();
+            tracing::debug!("committing");
+            drop(_entered);
+            result.await
+        };
+        match result {
+            Ok(()) => {
+                self.committed(batch, writes);
+                Ok(())
+            }
+            Err(error) => {
+                // 403 wrong token, 404 not locked, 412 folder not locked: the server dropped our lock.
+                let lock_lost =
+                    matches!(&error, VaultError::Remote(remote) if matches!(remote.status(), Some(403 | 404 | 412)));
+                let errno = self.fail(error);
+                self.commit_failed(batch, errno, lock_lost).await;
+                Err(errno)
+            }
+        }
+    }
+
+    fn committed(&self, batch: Batch, writes: Vec<(u64, FolderView, FolderMetadata)>) {
+        let mut state = self.state();
+        state.commits += 1;
+        state.commit_error = None;
+        for (ino, mut view, folder) in writes {
+            if let Err(error) = self.vault.record_counter(view.file_id, folder.counter) {
+                tracing::warn!(%error, "could not record the folder counter");
+            }
+            view.decoded.folder = folder;
+            if let Ok(dir) = state.dir_mut(ino) {
+                dir.touched = false;
+                if let Some(loaded) = dir.loaded.as_mut() {
+                    loaded.view = view;
+                }
+            }
+        }
+        for node in state.nodes.values_mut() {
+            if let Kind::Dir(dir) = &mut node.kind {
+                dir.staged = false;
+                dir.touched = false;
+            }
+        }
+        let mut cache = lock(&self.cache);
+        for ino in batch.pending_files {
+            let Ok(file) = state.file_mut(ino) else { continue };
+            file.pending = false;
+            file.uid_in_batch = false;
+            if !file.dirty {
+                if let (Some(uid), Some(content)) = (&file.uid, &file.content) {
+                    cache.insert(uid, content.clone());
+                }
+                if file.open_handles == 0 {
+                    file.content = None;
+                }
+            }
+        }
+        tracing::debug!(file_id = self.root_file_id, counter = batch.counter, "batch committed");
+    }
+
+    async fn commit_failed(&self, mut batch: Batch, errno: FsError, lock_lost: bool) {
+        if !lock_lost {
+            // The lock is still ours (a network or server error): keep the batch and try again later.
+            batch.retry_at = Some(Instant::now() + self.options.retry_interval);
+            let mut state = self.state();
+            state.commit_error = Some(format!("commit failed ({}); retrying", errno.describe()));
+            state.batch = Some(batch);
+            return;
+        }
+        // The server no longer honours our lock: it rolled the batch back. Files go back to dirty (their
+        // plaintext is still here) and the touched folders are read again.
+        if let Err(error) = self.vault.unlock(self.root_file_id, &batch.token, true).await {
+            tracing::debug!(%error, "abort after a lost lock");
+        }
+        let mut state = self.state();
+        state.commit_error = Some(format!(
+            "the server dropped our lock ({}); file contents will be uploaded again, \
+             renames and deletions of that batch were lost",
+            errno.describe()
+        ));
+        for ino in batch.pending_files {
+            if let Ok(file) = state.file_mut(ino) {
+                if file.pending {
+                    file.pending = false;
+                    file.uid_in_batch = false;
+                    file.dirty = true;
+                    file.uid = None;
+                    file.entry = None;
+                }
+            }
+        }
+        for node in state.nodes.values_mut() {
+            if let Kind::Dir(dir) = &mut node.kind {
+                if dir.touched || dir.staged {
+                    dir.loaded = None;
+                }
+                dir.touched = false;
+                dir.staged = false;
+            }
+        }
+        state.retry_files_at = Some(Instant::now());
+    }
+
+    /// Abandons a batch that could not be set up (unlock with abort).
+    async fn abandon_batch(&self) {
+        let batch = self.state().batch.take();
+        if let Some(batch) = batch {
+            if let Err(error) = self.vault.unlock(self.root_file_id, &batch.token, true).await {
+                tracing::warn!(%error, "could not abort the lock");
+            }
+        }
+    }
+
+    /// One round of background work: commit a quiet or old batch, retry failed uploads.
+    pub async fn tick(&self) {
+        let due = {
+            let state = self.state();
+            state.batch.as_ref().is_some_and(|batch| {
+                let waited = batch.retry_at.is_none_or(|at| Instant::now() >= at);
+                waited
+                    && (batch.last_change.elapsed() >= self.options.commit_delay
+                        || batch.started.elapsed() >= self.options.max_batch_age)
+            })
+        };
+        if due {
+            if let Err(error) = self.commit_now().await {
+                tracing::warn!(errno = error.0, "background commit failed; will retry");
+            }
+        }
+        let retry = {
+            let mut state = self.state();
+            match state.retry_files_at {
+                Some(at) if Instant::now() >= at => {
+                    state.retry_files_at = None;
+                    state
+                        .nodes
+                        .iter()
+                        .filter_map(|(ino, node)| match &node.kind {
+                            Kind::File(file) if file.dirty && file.open_handles == 0 => Some(*ino),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                }
+                _ => Vec::new(),
+            }
+        };
+        for ino in retry {
+            if let Err(error) = self.write_back(ino).await {
+                tracing::warn!(errno = error.0, "retrying a failed upload failed; will retry");
+            }
+        }
+    }
+
+    /// Uploads every dirty file and commits: used at unmount. Returns whether everything is on the server.
+    pub async fn flush_all(&self) -> bool {
+        let dirty: Vec<u64> = self
+            .state()
+            .nodes
+            .iter()
+            .filter_map(|(ino, node)| match &node.kind {
+                Kind::File(file) if file.dirty && !file.unlinked => Some(*ino),
+                _ => None,
+            })
+            .collect();
+        let mut clean = true;
+        for ino in dirty {
+            if let Err(error) = self.write_back(ino).await {
+                tracing::warn!(errno = error.0, "upload at unmount failed");
+                clean = false;
+            }
+        }
+        if let Err(error) = self.commit_now().await {
+            tracing::warn!(errno = error.0, "commit at unmount failed");
+            clean = false;
+        }
+        clean && self.status().dirty.is_empty()
+    }
+
+    /// Counters and dirty files for `cloakfs status`.
+    pub fn status(&self) -> CoreStatus {
+        let state = self.state();
+        let cache = lock(&self.cache);
+        let dirty = state
+            .nodes
+            .iter()
+            .filter_map(|(ino, node)| match &node.kind {
+                Kind::File(file) if (file.dirty || file.pending) && !file.unlinked => Some(DirtyFile {
+                    path: state.clear_path(*ino),
+                    size: file.content.as_ref().map(|content| content.len() as u64).unwrap_or(file.size),
+                    error: file.error.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        CoreStatus {
+            cache_bytes: cache.used_bytes(),
+            cache_capacity: cache.capacity_bytes(),
+            cache_entries: cache.len(),
+            dirty,
+            batch_open: state.batch.is_some(),
+            commit_error: state.commit_error.clone(),
+            commits: state.commits,
+            uploads: state.uploads,
+        }
+    }
+
+    /// Drops every plaintext and name held in memory (after the final flush).
+    pub fn wipe(&self) {
+        lock(&self.cache).clear();
+        let mut state = self.state();
+        state.nodes.clear();
+        state.handles.clear();
+    }
+}

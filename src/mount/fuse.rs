@@ -1,0 +1,513 @@
+//! The fuser adapter: translates kernel requests into calls on [`Core`] and replies from tokio tasks, so a
+//! slow download never holds up the FUSE session (other files and `ls` keep working). Only this file knows
+//! fuser; the core does not.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::core::{Attributes, Core, NodeType, OpenMode};
+use super::errno::FsError;
+use crate::remote::Remote;
+
+/// How long the kernel may cache names and attributes. Short, so changes by other clients show up soon
+/// after the core's own dir cache time.
+const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// The fuser file system over a [`Core`].
+pub struct FuseAdapter<R: Remote + 'static> {
+    core: Arc<Core<R>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<R: Remote + 'static> FuseAdapter<R> {
+    /// An adapter that runs `core`'s operations on `runtime`.
+    pub fn new(core: Arc<Core<R>>, runtime: tokio::runtime::Handle) -> Self {
+        Self { core, runtime }
+    }
+
+    /// Runs `work` on the runtime.
+    fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work);
+    }
+}
+
+fn errno(error: FsError) -> Errno {
+    Errno::from_i32(error.0)
+}
+
+/// A name from the kernel: must be UTF-8 (metadata stores names as JSON strings).
+fn name_of(name: &OsStr) -> Result<String, FsError> {
+    name.to_str().map(str::to_owned).ok_or(FsError::INVALID)
+}
+
+fn to_system_time(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let core = self.core.clone();
+        let name = name_of(name);
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.lookup(parent.0, &name).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        let this = self.attr_maker();
+        self.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(attributes) => reply.attr(&ATTR_TTL, &this(&attributes)),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // chmod and chown are accepted without effect: the format stores no owners or modes (DESIGN.md).
+        let core = self.core.clone();
+        let this = self.attr_maker();
+        self.spawn(async move {
+            match core.setattr(ino.0, size, mtime.map(to_system_time)).await {
+                Ok(attributes) => reply.attr(&ATTR_TTL, &this(&attributes)),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(Errno::EINVAL);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        let core = self.core.clone();
+        let name = name_of(name);
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.mknod(parent.0, &name).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let core = self.core.clone();
+        let name = name_of(name);
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.mkdir(parent.0, &name).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name_of(name);
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.unlink(parent.0, &name).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name_of(name);
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.rmdir(parent.0, &name).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        // The metadata format has no symbolic links.
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let core = self.core.clone();
+        let names = name_of(name).and_then(|name| Ok((name, name_of(newname)?)));
+        self.spawn(async move {
+            let result = match names {
+                Ok((name, new_name)) => core.rename(parent.0, &name, newparent.0, &new_name, no_replace).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        // Each name has its own blob and key: no hard links.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode =
+            OpenMode { write: flags.acc_mode() != OpenAccMode::O_RDONLY, truncate: flags.0 & libc::O_TRUNC != 0 };
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.open(ino.0, mode).await {
+                Ok(opened) => {
+                    let flags = if opened.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    reply.opened(FileHandle(opened.fh), flags)
+                }
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.read(ino.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let core = self.core.clone();
+        let data = zeroize::Zeroizing::new(data.to_vec());
+        self.spawn(async move {
+            match core.write(ino.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.flush(ino.0).await {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.fsync(ino.0).await {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            let entries = match core.readdir(ino.0).await {
+                Ok(entries) => entries,
+                Err(error) => return reply.error(errno(error)),
+            };
+            let parent = core.parent_of(ino.0);
+            let mut all: Vec<(u64, FileType, String)> =
+                vec![(ino.0, FileType::Directory, ".".into()), (parent, FileType::Directory, "..".into())];
+            for entry in &entries {
+                let kind = match entry.attributes.kind {
+                    NodeType::Directory => FileType::Directory,
+                    NodeType::File => FileType::RegularFile,
+                };
+                all.push((entry.attributes.ino, kind, entry.name.to_string()));
+            }
+            for (index, (child, kind, name)) in all.iter_mut().enumerate().skip(offset as usize) {
+                let full = reply.add(INodeNo(*child), index as u64 + 1, *kind, name.as_str());
+                zeroize::Zeroize::zeroize(name);
+                if full {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let core = self.core.clone();
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let entries = match core.readdir(ino.0).await {
+                Ok(entries) => entries,
+                Err(error) => return reply.error(errno(error)),
+            };
+            let own = match core.getattr(ino.0).await {
+                Ok(attributes) => attributes,
+                Err(error) => return reply.error(errno(error)),
+            };
+            let parent = core.getattr(core.parent_of(ino.0)).await.unwrap_or(own);
+            let mut all: Vec<(Attributes, String)> = vec![(own, ".".into()), (parent, "..".into())];
+            for entry in &entries {
+                all.push((entry.attributes, entry.name.to_string()));
+            }
+            for (index, (attributes, name)) in all.iter_mut().enumerate().skip(offset as usize) {
+                let full = reply.add(
+                    INodeNo(attributes.ino),
+                    index as u64 + 1,
+                    name.as_str(),
+                    &ATTR_TTL,
+                    &this(attributes),
+                    Generation(0),
+                );
+                zeroize::Zeroize::zeroize(name);
+                if full {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.commit_now().await {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // The server's quota is not queried: report a large, constant free space.
+        let blocks = 1u64 << 32;
+        reply.statfs(blocks, blocks, blocks, 1 << 20, 1 << 20, 4096, 255, 4096);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mode = OpenMode { write: true, truncate: flags & libc::O_TRUNC != 0 };
+        let exclusive = flags & libc::O_EXCL != 0;
+        let core = self.core.clone();
+        let name = name_of(name);
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let result = match name {
+                Ok(name) => core.create(parent.0, &name, mode, exclusive).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok((attributes, opened)) => reply.created(
+                    &ATTR_TTL,
+                    &this(&attributes),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    FopenFlags::empty(),
+                ),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
+    }
+}
+
+impl<R: Remote + 'static> FuseAdapter<R> {
+    /// A `Send` closure building kernel attributes (tasks cannot borrow `self`).
+    fn attr_maker(&self) -> impl Fn(&Attributes) -> FileAttr + Send + 'static {
+        let attr = FuseAttr { owner: self.core.owner() };
+        move |attributes: &Attributes| attr.attr(attributes)
+    }
+}
+
+/// Attribute building without the adapter (for tasks).
+struct FuseAttr {
+    owner: (u32, u32),
+}
+
+impl FuseAttr {
+    fn attr(&self, attributes: &Attributes) -> FileAttr {
+        let (uid, gid) = self.owner;
+        let (kind, perm, nlink) = match attributes.kind {
+            NodeType::Directory => (FileType::Directory, 0o700, 2),
+            NodeType::File => (FileType::RegularFile, 0o600, 1),
+        };
+        FileAttr {
+            ino: INodeNo(attributes.ino),
+            size: attributes.size,
+            blocks: attributes.size.div_ceil(512),
+            atime: attributes.mtime,
+            mtime: attributes.mtime,
+            ctime: attributes.mtime,
+            crtime: attributes.mtime,
+            kind,
+            perm,
+            nlink,
+            uid,
+            gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The mount: a FUSE file system over an encrypted folder. [`core`] holds the file-system logic (no FUSE),
+//! [`fuse`] adapts it to fuser, [`control`] answers `cloakfs status` and `cloakfs unmount`, and [`run`]
+//! ties them together: mount, serve until Ctrl-C / SIGTERM / `cloakfs unmount` / an external unmount, then
+//! upload everything, unmount and wipe.
+
+pub mod cache;
+pub mod control;
+pub mod core;
+pub mod errno;
+pub mod fuse;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use self::control::{MountStatus, Reply, Request};
+use self::core::Core;
+use crate::remote::Remote;
+
+/// Errors of mounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point cannot be used.
+    #[error("mount point {path}: {reason}")]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel mount failed.
+    #[error("mounting {path} failed: {reason} (is fuse3 installed and /dev/fuse accessible?)")]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The control socket failed.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+}
+
+/// What the mount reports about itself.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// The server.
+    pub server: String,
+    /// The user.
+    pub user: String,
+    /// The mounted folder as given.
+    pub remote: String,
+}
+
+/// The absolute form of `path` without resolving symlinks or touching a (possibly stale) mount.
+fn absolute(path: &Path) -> Result<PathBuf, MountError> {
+    std::path::absolute(path)
+        .map_err(|error| MountError::MountPoint { path: path.to_owned(), reason: error.to_string() })
+}
+
+/// Mount points of cloakfs file systems listed by the kernel.
+fn cloakfs_mounts() -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    table
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut right_fields = right.split(' ');
+            let fstype = right_fields.next()?;
+            let source = right_fields.next()?;
+            if !(fstype.starts_with("fuse") && (source == "cloakfs" || fstype == "fuse.cloakfs")) {
+                return None;
+            }
+            let mountpoint = left.split(' ').nth(4)?;
+            // mountinfo escapes space, tab, newline and backslash as octal.
+            Some(PathBuf::from(unescape_octal(mountpoint)))
+        })
+        .collect()
+}
+
+fn unescape_octal(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'\\'
+            && index + 3 < bytes.len()
+            && bytes[index + 1..index + 4].iter().all(u8::is_ascii_digit)
+        {
+            let value = u8::from_str_radix(&text[index + 1..index + 4], 8).unwrap_or(b'?');
+            out.push(value);
+            index += 4;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a cloakfs file system is mounted at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    absolute(path).map(|path| cloakfs_mounts().contains(&path)).unwrap_or(false)
+}
+
+/// Detaches the mount at `path` (lazily: programs with open files keep them until they close).
+pub fn detach(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    // Not root: the setuid helper does it.
+    let output = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg("--").arg(path).output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(String::from_utf8_lossy(&output.stderr).trim().to_owned()))
+    }
+}
+
+/// Refuses a mount point with a live cloakfs mount; clears a stale one (its process is gone).
+fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
+    let error = |reason: String| MountError::MountPoint { path: path.to_owned(), reason };
+    if cloakfs_mounts().contains(&path.to_path_buf()) {
+        match std::fs::metadata(path) {
+            Err(stat) if stat.raw_os_error() == Some(libc::ENOTCONN) => {
+                tracing::warn!("clearing a stale cloakfs mount left by a process that is gone");
+                detach(path).map_err(|e| error(format!("a stale mount is there and could not be removed: {e}")))?;
+            }
+            _ => return Err(error("a cloakfs file system is already mounted there".into())),
+        }
+    }
+    let metadata = std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+    if !metadata.is_dir() {
+        return Err(error("not a directory".into()));
+    }
+    Ok(())
+}
+
+/// Mounts `core` at `info.mountpoint` and serves until asked to stop; then uploads everything still dirty,
+/// unmounts and wipes the core's memory. `ready` is called once the file system is mounted.
+pub fn run<R: Remote + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    core: Arc<Core<R>>,
+    info: MountInfo,
+    ready: impl FnOnce(&Path),
+) -> Result<(), MountError> {
+    let mountpoint = absolute(&info.mountpoint)?;
+    prepare_mountpoint(&mountpoint)?;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("cloakfs".into()),
+        fuser::MountOption::Subtype("cloakfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoAtime,
+    ];
+    let adapter = fuse::FuseAdapter::new(core.clone(), runtime.handle().clone());
+    let session = fuser::Session::new(adapter, &mountpoint, &config)
+        .map_err(|error| MountError::Mount { path: mountpoint.clone(), reason: error.to_string() })?;
+    let session =
+        session.spawn().map_err(|error| MountError::Mount { path: mountpoint.clone(), reason: error.to_string() })?;
+    tracing::info!(file_id = core.root_file_id(), "mounted");
+
+    let socket_path = control::own_socket()?;
+    let _ = std::fs::remove_file(&socket_path);
+    let result = runtime.block_on(serve(core.clone(), &info, &mountpoint, &socket_path, session, ready));
+    let _ = std::fs::remove_file(&socket_path);
+    core.wipe();
+    result
+}
+
+async fn serve<R: Remote + 'static>(
+    core: Arc<Core<R>>,
+    info: &MountInfo,
+    mountpoint: &Path,
+    socket_path: &Path,
+    session: fuser::BackgroundSession,
+    ready: impl FnOnce(&Path),
+) -> Result<(), MountError> {
+    let listener = tokio::net::UnixListener::bind(socket_path)
+        .map_err(|error| control::ControlError::Socket { path: socket_path.to_owned(), reason: error.to_string() })?;
+    ready(mountpoint);
+
+    let ticker = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                core.tick().await;
+            }
+        })
+    };
+    // An unmount request hands over its connection: the reply is written after the unmount, before exit.
+    let (unmount_sender, mut unmount_requests) = tokio::sync::mpsc::channel::<tokio::net::unix::OwnedWriteHalf>(4);
+    let status_of = {
+        let core = core.clone();
+        let info = info.clone();
+        let mountpoint = mountpoint.to_owned();
+        move || MountStatus {
+            pid: std::process::id(),
+            mountpoint: mountpoint.clone(),
+            server: info.server.clone(),
+            user: info.user.clone(),
+            remote: info.remote.clone(),
+            core: control::report(&core.status()),
+        }
+    };
+    let control_task = {
+        let status_of = status_of.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let status_of = status_of.clone();
+                let unmount_sender = unmount_sender.clone();
+                tokio::spawn(async move {
+                    let (read_half, mut write_half) = stream.into_split();
+                    let mut line = String::new();
+                    if BufReader::new(read_half).read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let reply = match serde_json::from_str::<Request>(&line) {
+                        Ok(Request::Status) => Reply { status: Some(status_of()), error: None },
+                        Ok(Request::Unmount) => {
+                            let _ = unmount_sender.send(write_half).await;
+                            return;
+                        }
+                        Err(error) => Reply { status: None, error: Some(format!("bad request: {error}")) },
+                    };
+                    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+                    text.push('\n');
+                    let _ = write_half.write_all(text.as_bytes()).await;
+                });
+            }
+        })
+    };
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| MountError::Mount { path: mountpoint.to_owned(), reason: error.to_string() })?;
+    let session_done = Arc::new(tokio::sync::Notify::new());
+    let session_thread = {
+        let done = session_done.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = session.join();
+            done.notify_one();
+            result
+        })
+    };
+    let mut requester = None;
+    let externally_unmounted = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); false }
+        _ = terminate.recv() => { eprintln!("cloakfs: terminated: uploading, then unmounting"); false }
+        request = unmount_requests.recv() => { requester = request; false }
+        _ = session_done.notified() => { tracing::info!("unmounted from outside"); true }
+    };
+
+    // Upload everything while still mounted, then detach, wait for the kernel to let go, upload late writes.
+    let flushed = flush_until_clean(&core).await;
+    if !externally_unmounted {
+        if let Err(error) = detach(mountpoint) {
+            tracing::warn!(%error, "unmount failed");
+        }
+    }
+    match session_thread.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "FUSE session ended with an error"),
+        Err(error) => tracing::warn!(%error, "FUSE session thread failed"),
+    }
+    let flushed = flushed && flush_until_clean(&core).await;
+    ticker.abort();
+    let status = status_of();
+    if let Some(mut requester) = requester {
+        let error = (!flushed).then(|| "some files could not be uploaded (see the status)".to_owned());
+        let mut text = serde_json::to_string(&Reply { status: Some(status.clone()), error }).unwrap_or_default();
+        text.push('\n');
+        let _ = requester.write_all(text.as_bytes()).await;
+        let _ = requester.shutdown().await;
+    }
+    control_task.abort();
+    if !flushed {
+        let lost: Vec<String> = core.status().dirty.iter().map(|file| file.path.clone()).collect();
+        eprintln!("cloakfs: {} file(s) were NOT uploaded and are lost: {}", lost.len(), lost.join(", "));
+    }
+    Ok(())
+}
+
+/// Uploads and commits until nothing is dirty. Retries while the server fails; a second Ctrl-C gives up.
+async fn flush_until_clean<R: Remote + 'static>(core: &Core<R>) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        if core.flush_all().await {
+            return true;
+        }
+        attempt += 1;
+        let waiting = core.status().dirty.len();
+        eprintln!(
+            "cloakfs: {waiting} file(s) not yet on the server (attempt {attempt}); retrying. \
+             Press Ctrl-C again to give up and lose them."
+        );
+        let pause = Duration::from_secs(u64::from(attempt.min(6)) * 2);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::signal::ctrl_c() => return false,
+        }
+    }
+}

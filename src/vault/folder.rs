@@ -1,0 +1,209 @@
+//! Folder-level access for a long-lived client (the mount): open a folder of a tree once, then list and
+//! revalidate folders by their server paths, read single blobs, and change several folders under one lock
+//! held across many operations (the mount's commit batches).
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
+use crate::crypto::file_cipher::decrypt_to_vec;
+use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata};
+use crate::remote::{LockToken, Remote, RemoteEntry};
+
+/// A folder locked for a change, freshly read under the lock.
+#[derive(Debug)]
+pub struct LockedFolder {
+    /// The lock token (sent with every write under the lock).
+    pub token: LockToken,
+    /// The counter the lock was taken with; the folder's next metadata must carry it.
+    pub counter: u64,
+    /// The folder as read under the lock.
+    pub view: FolderView,
+}
+
+/// A sub-folder created under a lock.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSubFolder {
+    /// Its file id.
+    pub file_id: u64,
+}
+
+impl<R: Remote> Vault<R> {
+    /// Resolves `clear_path` to a folder of an encrypted tree (the mount root).
+    pub async fn open_folder(&self, clear_path: &str) -> Result<(TreeRoot, FolderView), VaultError> {
+        let clear = split_clear_path(clear_path)?;
+        match self.resolve_in_tree(&clear).await? {
+            (tree, Target::Folder(view)) => Ok((tree, view)),
+            (_, Target::File { .. }) => Err(VaultError::NotAFolder),
+            (_, Target::Missing { .. }) => Err(VaultError::NotFound),
+        }
+    }
+
+    /// Reads and verifies the folder at `remote_path` together with its listing (for blob sizes and times):
+    /// one depth-1 PROPFIND, plus the OCS call when the server does not return metadata as a property.
+    pub async fn list_folder(
+        &self,
+        tree: &TreeRoot,
+        remote_path: &[String],
+    ) -> Result<(FolderView, Vec<RemoteEntry>), VaultError> {
+        let mut entries = match self.remote.list(remote_path, 1).await {
+            Err(error) if error.status() == Some(404) => return Err(VaultError::NotFound),
+            other => other?,
+        };
+        let own = entries.remove(0);
+        if !own.is_dir {
+            return Err(VaultError::NotAFolder);
+        }
+        let (json, signature) = self.metadata_of(&own).await?;
+        let is_top = remote_path == tree.path.as_slice();
+        let decoded = if is_top {
+            self.decode_top(&own, &json, &signature)?.0
+        } else {
+            self.decode_sub(&own, &json, &signature, &tree.keys)?
+        };
+        let view =
+            FolderView { remote_path: remote_path.to_vec(), file_id: own.file_id, etag: own.etag, is_top, decoded };
+        Ok((view, entries))
+    }
+
+    /// Reads and verifies the folder at `remote_path` alone (a depth-0 PROPFIND): a cheap check whether its
+    /// metadata counter moved.
+    pub async fn folder_view(&self, tree: &TreeRoot, remote_path: &[String]) -> Result<FolderView, VaultError> {
+        self.load_folder(tree, remote_path).await
+    }
+
+    /// Downloads the blob `server_name` of the folder at `folder_path`, verifies it against `entry`'s tag
+    /// and decrypts it. The plaintext is wiped when dropped.
+    pub async fn read_blob(
+        &self,
+        folder_path: &[String],
+        server_name: &str,
+        entry: &FileEntry,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let mut path = folder_path.to_vec();
+        path.push(server_name.to_owned());
+        let blob = match self.remote.read(&path, None, None).await {
+            Err(error) if error.status() == Some(404) => return Err(VaultError::MissingBlob(server_name.to_owned())),
+            other => other?,
+        };
+        let _span = tracing::debug_span!("decrypt", server_name, len = blob.len()).entered();
+        decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), &blob[..])
+            .map_err(|source| VaultError::Content { server_name: server_name.to_owned(), source })
+    }
+
+    /// Locks the folder at `remote_path` for a change with the next counter, waiting while another client
+    /// holds it (423) and counting higher when the server knows a higher counter (412). Returns the folder as
+    /// read after the lock was granted.
+    ///
+    /// `known` is the folder's file id and counter as the caller last saw them: the first attempt then
+    /// skips reading the folder before locking.
+    pub async fn lock_folder(
+        &self,
+        tree: &TreeRoot,
+        remote_path: &[String],
+        known: Option<(u64, u64)>,
+    ) -> Result<LockedFolder, VaultError> {
+        let mut minimum_counter = 0u64;
+        let mut file_id = 0;
+        let mut known = known;
+        for attempt in 1..=self.options.lock_attempts {
+            let (id, current) = match known.take() {
+                Some(known) => known,
+                None => {
+                    let before = self.load_folder(tree, remote_path).await?;
+                    (before.file_id, before.folder().counter)
+                }
+            };
+            file_id = id;
+            let counter = (current + 1).max(minimum_counter);
+            match self.remote.lock(file_id, counter, None).await {
+                Ok(token) => {
+                    let view = match self.load_folder(tree, remote_path).await {
+                        Ok(view) => view,
+                        Err(error) => {
+                            self.abort(file_id, &token).await;
+                            return Err(error);
+                        }
+                    };
+                    if view.folder().counter >= counter {
+                        // Changed between our read and the lock: count higher.
+                        self.abort(file_id, &token).await;
+                        minimum_counter = view.folder().counter + 1;
+                        continue;
+                    }
+                    return Ok(LockedFolder { token, counter, view });
+                }
+                Err(error) if error.status() == Some(423) => {
+                    tracing::debug!(file_id, attempt, "folder locked by another client; waiting");
+                    tokio::time::sleep(lock_backoff(attempt)).await;
+                }
+                Err(error) if error.status() == Some(412) => {
+                    tracing::debug!(file_id, counter, "stale counter; retrying higher");
+                    minimum_counter = counter + 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(VaultError::Busy(file_id))
+    }
+
+    /// Writes `folder` as the new metadata of `view` under `token` (the caller sets its counter).
+    pub async fn store_folder(
+        &self,
+        tree: &TreeRoot,
+        view: &FolderView,
+        folder: &FolderMetadata,
+        token: &LockToken,
+    ) -> Result<(), VaultError> {
+        let (json, signature) = self.encode(tree, view, folder)?;
+        self.remote.store_metadata(view.file_id, token, &json, &signature, false).await?;
+        Ok(())
+    }
+
+    /// Creates an end-to-end encrypted sub-folder at `path` under `token`: MKCOL, the encrypted flag, and its
+    /// empty metadata (counter 1). The parent's metadata must name it before the lock is released.
+    pub async fn create_sub_folder(
+        &self,
+        tree: &TreeRoot,
+        path: &[String],
+        token: &LockToken,
+    ) -> Result<NewSubFolder, VaultError> {
+        let file_id = self.remote.make_folder(path, Some(token)).await?;
+        self.remote.set_encrypted(file_id).await?;
+        let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
+        let encoded = encode_sub_folder(&empty, &tree.keys.metadata_key, None, self.signer())
+            .map_err(super::metadata_error(file_id))?;
+        self.remote.store_metadata(file_id, token, &encoded.json, &encoded.signature_base64, true).await?;
+        Ok(NewSubFolder { file_id })
+    }
+
+    /// Uploads a blob under `token`.
+    pub async fn put_blob(&self, path: &[String], blob: Bytes, token: &LockToken) -> Result<(), VaultError> {
+        self.remote.write(path, blob, Some(token), None).await?;
+        Ok(())
+    }
+
+    /// Deletes a blob or folder under `token`.
+    pub async fn delete_blob(&self, path: &[String], token: &LockToken) -> Result<(), VaultError> {
+        self.remote.remove(path, Some(token)).await?;
+        Ok(())
+    }
+
+    /// Moves a blob or folder under `token` (never replacing).
+    pub async fn move_blob(&self, from: &[String], to: &[String], token: &LockToken) -> Result<(), VaultError> {
+        self.remote.rename(from, to, false, Some(token)).await?;
+        Ok(())
+    }
+
+    /// Releases a lock: commits everything written under it, or rolls it back with `abort`.
+    pub async fn unlock(&self, file_id: u64, token: &LockToken, abort: bool) -> Result<(), VaultError> {
+        self.remote.unlock(file_id, token, abort).await?;
+        Ok(())
+    }
+
+    /// Records a folder counter we wrote (replay protection for the next read).
+    pub fn record_counter(&self, file_id: u64, counter: u64) -> Result<(), VaultError> {
+        self.trust().record_counter(&self.server, file_id, counter)?;
+        Ok(())
+    }
+}

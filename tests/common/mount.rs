@@ -1,0 +1,224 @@
+//! Kernel mounts for tests: a user with keys and an encrypted folder on a real `cloakfs serve`, and
+//! `cloakfs mount` processes that are always unmounted (on drop too).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::server::{client, cloakfs, TempDir, TestServer, PASSWORD};
+
+/// A user with keys and an encrypted folder `/Vault` on a running server.
+pub struct Account {
+    /// The server.
+    pub server: TestServer,
+    /// The server's data directory.
+    pub data: TempDir,
+    /// The client's config dir (pins).
+    pub config: TempDir,
+    /// The mnemonic file.
+    pub mnemonic: PathBuf,
+    /// The user.
+    pub user: String,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success and returns the output.
+pub fn ok(output: Output) -> Output {
+    assert!(output.status.success(), "stdout: {}\nstderr: {}", text(&output.stdout), text(&output.stderr));
+    output
+}
+
+impl Account {
+    /// Starts a server with user `alice`, creates her keys and the encrypted folder `/Vault`.
+    pub fn new(label: &str) -> Self {
+        Self::with_server_args(label, &[])
+    }
+
+    /// Like [`Self::new`] with extra `cloakfs serve` arguments.
+    pub fn with_server_args(label: &str, extra: &[&str]) -> Self {
+        let data = TempDir::new(&format!("{label}-data"));
+        let config = TempDir::new(&format!("{label}-config"));
+        let server = TestServer::start_with(&data.0, &["alice"], extra);
+        let init = ok(client(&server.url, "alice", &config.0, &["keys", "init"]));
+        let stdout = text(&init.stdout);
+        let mnemonic =
+            stdout.lines().skip_while(|line| !line.starts_with("Your mnemonic")).nth(2).unwrap().trim().to_owned();
+        let mnemonic_file = config.0.join("alice.words");
+        std::fs::write(&mnemonic_file, mnemonic).unwrap();
+        let account = Self { server, data, config, mnemonic: mnemonic_file, user: "alice".into() };
+        ok(account.run(&["mkdir", "--encrypted", "/Vault"]));
+        account
+    }
+
+    /// Runs a CLI command as the user.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--mnemonic-file", self.mnemonic.to_str().unwrap()]);
+        client(&self.server.url, &self.user, &self.config.0, &all)
+    }
+
+    /// Mounts `/Vault` at a fresh temporary mount point.
+    pub fn mount(&self, label: &str) -> Mounted {
+        self.mount_with(label, &[])
+    }
+
+    /// Mounts `/Vault` with extra `cloakfs mount` arguments.
+    pub fn mount_with(&self, label: &str, extra: &[&str]) -> Mounted {
+        let dir = TempDir::new(&format!("{label}-mnt"));
+        self.mount_at(dir, extra)
+    }
+
+    /// Mounts `/Vault` at `dir`.
+    pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
+        let mut child = cloakfs()
+            .args(["mount", "/Vault"])
+            .arg(&dir.0)
+            .args(["--server", &self.server.url, "--user", &self.user, "--mnemonic-file"])
+            .arg(&self.mnemonic)
+            .args(["--dir-cache-time", "1", "--commit-delay", "200"])
+            .args(extra)
+            .env("XDG_CONFIG_HOME", &self.config.0)
+            .env("CLOAKFS_PASSWORD", PASSWORD)
+            .env("XDG_RUNTIME_DIR", self.config.0.join("run"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(" mounted at ") {
+                        break;
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!("mount exited ({status}) before mounting:\n{seen}");
+                }
+            }
+        }
+        // Keep draining stderr (logs) so the mount never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[mount] {line}");
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Mounted { child: Some(child), dir, log, runtime_dir: self.config.0.join("run") }
+    }
+}
+
+/// A running `cloakfs mount`.
+pub struct Mounted {
+    child: Option<Child>,
+    /// The mount point.
+    pub dir: TempDir,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    runtime_dir: PathBuf,
+}
+
+impl Mounted {
+    /// A path inside the mount.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.0.join(relative)
+    }
+
+    /// What the mount logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `cloakfs status` output.
+    pub fn status(&self) -> String {
+        let output = cloakfs().arg("status").env("XDG_RUNTIME_DIR", &self.runtime_dir).output().unwrap();
+        text(&output.stdout)
+    }
+
+    /// Unmounts with `cloakfs unmount` (uploads everything first) and waits for the process.
+    pub fn unmount(mut self) -> Output {
+        let output =
+            cloakfs().arg("unmount").arg(&self.dir.0).env("XDG_RUNTIME_DIR", &self.runtime_dir).output().unwrap();
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "mount process did not exit after unmount");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!is_mounted(&self.dir.0), "still mounted after unmount");
+        output
+    }
+
+    /// Kills the mount process without any cleanup (a crash), leaving a stale mount.
+    pub fn crash(mut self) -> TempDir {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let dir = TempDir(self.dir.0.clone());
+        // Keep the directory: the caller remounts there. Our own TempDir must not delete it.
+        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
+        dir
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !self.dir.0.as_os_str().is_empty() && is_mounted(&self.dir.0) {
+            let quiet = |command: &mut std::process::Command| {
+                let _ = command.arg(&self.dir.0).stderr(Stdio::null()).status();
+            };
+            quiet(std::process::Command::new("fusermount3").args(["-u", "-z"]));
+            if is_mounted(&self.dir.0) {
+                quiet(std::process::Command::new("umount").arg("-l"));
+            }
+        }
+    }
+}
+
+/// Whether something is mounted at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    table.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// Waits until `check` holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deterministic test content.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|index| ((index as u64 * 31 + u64::from(seed) * 7) % 251) as u8).collect()
+}
+
+/// Runs a shell command, asserting success.
+pub fn sh(command: &str, cwd: &Path) -> String {
+    let output = std::process::Command::new("sh").arg("-c").arg(command).current_dir(cwd).output().unwrap();
+    assert!(output.status.success(), "`{command}` failed: {}\n{}", text(&output.stdout), text(&output.stderr));
+    text(&output.stdout)
+}
