@@ -455,3 +455,40 @@ fn tampering_refusals_and_fsync_surviving_a_crash() {
     assert!(status.contains("dirty files: 0"), "{status}");
     ok(tampered.unmount());
 }
+
+#[test]
+fn daemon_mode_detaches_reports_status_and_unmounts() {
+    let account = Account::new("daemon");
+    let mountpoint = TempDir::new("daemon-mnt");
+    let runtime_dir = account.config.0.join("run");
+    let started = server::cloakfs()
+        .args(["mount", "/Vault"])
+        .arg(&mountpoint.0)
+        .args(["--server", &account.server.url, "--user", "alice", "--mnemonic-file"])
+        .arg(&account.mnemonic)
+        .arg("--daemon")
+        .env("XDG_CONFIG_HOME", &account.config.0)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("CLOAKFS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&started.stdout).into_owned();
+    assert!(started.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&started.stderr));
+    assert!(stdout.contains("mounted in the background"), "{stdout}");
+    // The parent returned; the mount lives on.
+    fs::write(mountpoint.0.join("bg.txt"), b"written to a background mount").unwrap();
+    let status = server::cloakfs().arg("status").env("XDG_RUNTIME_DIR", &runtime_dir).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains(&mountpoint.0.display().to_string()) && status.contains("/Vault"), "{status}");
+    let unmounted =
+        server::cloakfs().arg("unmount").arg(&mountpoint.0).env("XDG_RUNTIME_DIR", &runtime_dir).output().unwrap();
+    assert!(unmounted.status.success(), "{}", String::from_utf8_lossy(&unmounted.stderr));
+    assert!(!mount::is_mounted(&mountpoint.0));
+    let content = ok(account.run(&["get", "/Vault/bg.txt", "-"])).stdout;
+    assert_eq!(content, b"written to a background mount");
+    // Nothing left to unmount: a clear error.
+    let again =
+        server::cloakfs().arg("unmount").arg(&mountpoint.0).env("XDG_RUNTIME_DIR", &runtime_dir).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing of cloakfs is mounted"));
+}

@@ -15,6 +15,8 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use super::common::runtime;
+use crate::mount::core::{Core, CoreOptions};
+use crate::mount::{self, MountInfo};
 use crate::remote::trust::TrustStore;
 use crate::remote::{NextcloudClient, ServerConfig};
 use crate::server::{self, ServeOptions};
@@ -30,6 +32,9 @@ pub struct DemoArgs {
     /// The user id to create.
     #[arg(long, default_value = "alice")]
     pub user: String,
+    /// Mount the demo's encrypted folder here (created if missing) and keep serving until Ctrl-C, instead of
+    /// ending with the tamper demonstration.
+    pub mountpoint: Option<PathBuf>,
 }
 
 const SAMPLE_FILES: [(&str, &[u8]); 3] = [
@@ -152,6 +157,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("     {}{}  {} bytes", entry.name, if entry.is_dir { "/" } else { "" }, entry.size);
     }
 
+    if let Some(mountpoint) = &args.mountpoint {
+        return mount_demo(&runtime, vault, mountpoint, address, &args.user);
+    }
+
     // The server flips one bit in every blob it stores: reading must fail, showing nothing.
     for blob in files_below(&data_dir.join("blobs")) {
         let mut bytes = fs::read(&blob)?;
@@ -171,6 +180,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     drop(runtime);
+    Ok(())
+}
+
+/// Mounts the demo folder at `mountpoint` until Ctrl-C (the server keeps running in this process).
+fn mount_demo(
+    runtime: &tokio::runtime::Runtime,
+    vault: Vault<NextcloudClient>,
+    mountpoint: &Path,
+    address: SocketAddr,
+    user: &str,
+) -> anyhow::Result<()> {
+    fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
+    let (tree, root) = runtime.block_on(vault.open_folder("/Vault"))?;
+    let core = std::sync::Arc::new(Core::new(vault, tree, root, CoreOptions::default()));
+    let info = MountInfo {
+        mountpoint: mountpoint.to_owned(),
+        server: format!("http://{address}"),
+        user: user.to_owned(),
+        remote: "/Vault".into(),
+    };
+    mount::run(runtime, core, info, |mountpoint| {
+        let shown = mountpoint.display();
+        println!();
+        println!("5. mounted /Vault at {shown}: decrypted names here, ciphertext and random ids on the server.");
+        println!("   Try, in another terminal:");
+        println!("     ls -la {shown}  &&  cat '{shown}/Tax 2026/travel plan.md'");
+        println!("     cp -r /usr/share/doc/bash {shown}/  &&  diff -r /usr/share/doc/bash {shown}/bash");
+        println!("     cargo run --release -- status      # cache, files waiting for upload, errors");
+        println!("   Press Ctrl-C here (or `cloakfs unmount {shown}`) to upload, unmount and stop the server.");
+    })?;
+    println!("unmounted; the server's temporary data directory is removed now");
     Ok(())
 }
 
