@@ -397,28 +397,12 @@ fn tampering_refusals_and_fsync_surviving_a_crash() {
     fs::write(&wrong, "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about")
         .unwrap();
     let mountpoint = TempDir::new("failures-refused");
-    let refused = server::cloakfs()
-        .args(["mount", "/Vault"])
-        .arg(&mountpoint.0)
-        .args(["--server", &account.server.url, "--user", "alice", "--mnemonic-file"])
-        .arg(&wrong)
-        .env("XDG_CONFIG_HOME", &account.config.0)
-        .env("CLOAKFS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let refused = account.mount_command("/Vault", &mountpoint.0, &wrong).output().unwrap();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("mnemonic"), "{message}");
     assert!(!mount::is_mounted(&mountpoint.0));
-    let refused = server::cloakfs()
-        .args(["mount", "/"])
-        .arg(&mountpoint.0)
-        .args(["--server", &account.server.url, "--user", "alice", "--mnemonic-file"])
-        .arg(&account.mnemonic)
-        .env("XDG_CONFIG_HOME", &account.config.0)
-        .env("CLOAKFS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let refused = account.mount_command("/", &mountpoint.0, &account.mnemonic).output().unwrap();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("not an end-to-end encrypted folder"), "{message}");
@@ -460,18 +444,8 @@ fn tampering_refusals_and_fsync_surviving_a_crash() {
 fn daemon_mode_detaches_reports_status_and_unmounts() {
     let account = Account::new("daemon");
     let mountpoint = TempDir::new("daemon-mnt");
-    let runtime_dir = account.config.0.join("run");
-    let started = server::cloakfs()
-        .args(["mount", "/Vault"])
-        .arg(&mountpoint.0)
-        .args(["--server", &account.server.url, "--user", "alice", "--mnemonic-file"])
-        .arg(&account.mnemonic)
-        .arg("--daemon")
-        .env("XDG_CONFIG_HOME", &account.config.0)
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
-        .env("CLOAKFS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+    let runtime_dir = account.runtime_dir();
+    let started = account.mount_command("/Vault", &mountpoint.0, &account.mnemonic).arg("--daemon").output().unwrap();
     let stdout = String::from_utf8_lossy(&started.stdout).into_owned();
     assert!(started.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&started.stderr));
     assert!(stdout.contains("mounted in the background"), "{stdout}");

@@ -288,8 +288,8 @@ async fn serve<R: Remote + 'static>(
     }
     control_task.abort();
     if !flushed {
-        let lost: Vec<String> = core.status().dirty.iter().map(|file| file.path.clone()).collect();
-        eprintln!("cloakfs: {} file(s) were NOT uploaded and are lost: {}", lost.len(), lost.join(", "));
+        // A count only: stderr may be a journal on disk, and names must not land there.
+        eprintln!("cloakfs: {} file(s) were NOT uploaded and are lost", core.status().dirty.len());
     }
     Ok(())
 }
@@ -305,7 +305,7 @@ async fn flush_until_clean<R: Remote + 'static>(core: &Core<R>) -> bool {
         let waiting = core.status().dirty.len();
         eprintln!(
             "cloakfs: {waiting} file(s) not yet on the server (attempt {attempt}); retrying. \
-             Press Ctrl-C again to give up and lose them."
+             `cloakfs status` names them; Ctrl-C again gives up and loses them."
         );
         let pause = Duration::from_secs(u64::from(attempt.min(6)) * 2);
         tokio::select! {

@@ -73,18 +73,31 @@ impl Account {
         self.mount_at(dir, extra)
     }
 
-    /// Mounts `/Vault` at `dir`.
-    pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
-        let mut child = cloakfs()
-            .args(["mount", "/Vault"])
-            .arg(&dir.0)
+    /// `cloakfs mount REMOTE MOUNTPOINT` as this user with `mnemonic`, its config and runtime dirs.
+    pub fn mount_command(&self, remote: &str, mountpoint: &Path, mnemonic: &Path) -> std::process::Command {
+        let mut command = cloakfs();
+        command
+            .args(["mount", remote])
+            .arg(mountpoint)
             .args(["--server", &self.server.url, "--user", &self.user, "--mnemonic-file"])
-            .arg(&self.mnemonic)
-            .args(["--dir-cache-time", "1", "--commit-delay", "200"])
-            .args(extra)
+            .arg(mnemonic)
             .env("XDG_CONFIG_HOME", &self.config.0)
             .env("CLOAKFS_PASSWORD", PASSWORD)
-            .env("XDG_RUNTIME_DIR", self.config.0.join("run"))
+            .env("XDG_RUNTIME_DIR", self.runtime_dir());
+        command
+    }
+
+    /// The runtime dir (control sockets) the mounts of this account use.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.config.0.join("run")
+    }
+
+    /// Mounts `/Vault` at `dir`.
+    pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
+        let mut child = self
+            .mount_command("/Vault", &dir.0, &self.mnemonic)
+            .args(["--dir-cache-time", "1", "--commit-delay", "200"])
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -116,7 +129,7 @@ impl Account {
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        Mounted { child: Some(child), dir, log, runtime_dir: self.config.0.join("run") }
+        Mounted { child: Some(child), dir, log, runtime_dir: self.runtime_dir() }
     }
 }
 
