@@ -199,6 +199,7 @@ fn mount_demo(
         server: format!("http://{address}"),
         user: user.to_owned(),
         remote: "/Vault".into(),
+        idle_timeout: None,
     };
     mount::run(runtime, core, info, |mountpoint| {
         let shown = mountpoint.display();

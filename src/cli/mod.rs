@@ -40,6 +40,8 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Upload pending changes and unmount a cloakfs mount.
     Unmount(mount::UnmountArgs),
+    /// Travel lock: upload pending changes, unmount and wipe keys and caches now (one mount or --all).
+    Lock(mount::LockArgs),
     /// Show running mounts: cache use, files waiting for upload, upload errors.
     Status,
     /// File commands inside end-to-end encrypted folders.
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command),
         Command::Mount(args) => mount::run(args),
         Command::Unmount(args) => mount::unmount(args),
+        Command::Lock(args) => mount::lock(args),
         Command::Status => mount::status(),
         Command::Files(command) => files::run(command),
     }

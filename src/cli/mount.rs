@@ -38,6 +38,10 @@ pub struct MountArgs {
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
+    /// Unmount, wipe and exit after this long without file activity (reads, writes, listings, changes; an
+    /// idle open file does not count), e.g. 15m, 90s, 1h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
     /// Detach and run in the background (logs are discarded; see `cloakfs status`).
     #[arg(long)]
     pub daemon: bool,
@@ -53,6 +57,23 @@ pub struct UnmountArgs {
     pub mountpoint: PathBuf,
 }
 
+/// Options of `cloakfs lock`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockArgs {
+    /// The mount point (or --all).
+    #[arg(required_unless_present = "all")]
+    pub mountpoint: Option<PathBuf>,
+    /// Lock every cloakfs mount of this user.
+    #[arg(long, conflicts_with = "mountpoint")]
+    pub all: bool,
+    /// Drop changes that cannot be uploaded instead of refusing to lock.
+    #[arg(long)]
+    pub discard: bool,
+    /// Confirm --discard without asking (for scripts).
+    #[arg(long, requires = "discard")]
+    pub yes: bool,
+}
+
 /// Parses `512M`, `2G`, `64K` or a number of bytes.
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -64,6 +85,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
     };
     let value: u64 = number.trim().parse().map_err(|_| format!("not a size: {text:?} (e.g. 512M, 2G)"))?;
     value.checked_shl(shift).filter(|bytes| bytes >> shift == value).ok_or_else(|| "size too large".to_owned())
+}
+
+/// Parses `90s`, `15m`, `1h` or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.chars().last() {
+        Some('s') => (&text[..text.len() - 1], 1),
+        Some('m') => (&text[..text.len() - 1], 60),
+        Some('h') => (&text[..text.len() - 1], 3600),
+        _ => (text, 1),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?} (e.g. 90s, 15m, 1h)"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("not a positive duration: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * f64::from(unit)))
 }
 
 /// Runs `cloakfs mount`.
@@ -125,6 +162,7 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         server,
         user: args.connection.user.clone(),
         remote: args.remote.clone(),
+        idle_timeout: args.idle_timeout,
     };
     let daemon_child = args.daemon_child;
     mount::run(&runtime, core, info, |mountpoint| {
@@ -217,6 +255,51 @@ pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     bail!("nothing of cloakfs is mounted at {}", target.display())
 }
 
+/// Runs `cloakfs lock`: upload, unmount and wipe now (refusing while changes cannot be uploaded, unless
+/// `--discard`).
+pub fn lock(args: LockArgs) -> anyhow::Result<()> {
+    if args.discard && !args.yes {
+        use std::io::IsTerminal as _;
+        if !std::io::stdin().is_terminal() {
+            bail!("--discard drops changes that are not on the server: confirm with --yes");
+        }
+        eprint!("cloakfs: changes not yet on the server will be LOST. Type 'discard' to confirm: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+        if answer.trim() != "discard" {
+            bail!("not confirmed; nothing was locked");
+        }
+    }
+    let runtime = runtime()?;
+    let mounts = runtime.block_on(control::all_mounts())?;
+    let targets: Vec<_> = match &args.mountpoint {
+        Some(mountpoint) => {
+            let target = std::path::absolute(mountpoint).context("the mount point")?;
+            let found: Vec<_> = mounts.into_iter().filter(|(_, status)| status.mountpoint == target).collect();
+            if found.is_empty() {
+                bail!("nothing of cloakfs is mounted at {}", target.display());
+            }
+            found
+        }
+        None => mounts,
+    };
+    let mut refused = 0;
+    for (socket, status) in targets {
+        let reply = runtime.block_on(control::send(&socket, &Request::Lock { discard: args.discard }))?;
+        match reply.error {
+            Some(error) => {
+                eprintln!("cloakfs: {}: {error}", status.mountpoint.display());
+                refused += 1;
+            }
+            None => println!("locked {} (unmounted, keys and caches wiped)", status.mountpoint.display()),
+        }
+    }
+    if refused > 0 {
+        bail!("{refused} mount(s) not locked");
+    }
+    Ok(())
+}
+
 /// Runs `cloakfs status`.
 pub fn status() -> anyhow::Result<()> {
     let runtime = runtime()?;
@@ -277,5 +360,15 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(super::parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(super::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(super::parse_duration("0").is_err());
+        assert!(super::parse_duration("soon").is_err());
     }
 }

@@ -38,6 +38,11 @@ pub enum Request {
     Status,
     /// Upload everything, unmount and exit.
     Unmount,
+    /// Upload everything (refusing if that fails, unless `discard`), unmount, wipe and exit.
+    Lock {
+        /// Drop changes that are not on the server yet instead of refusing.
+        discard: bool,
+    },
 }
 
 /// What a mount reports.

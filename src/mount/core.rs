@@ -271,6 +271,8 @@ pub struct Core<R: Remote> {
     downloads: KeyedLocks<String>,
     uploads: KeyedLocks<u64>,
     owner: (u32, u32),
+    /// The last user-initiated file-system operation (for the idle timeout).
+    last_activity: Mutex<Instant>,
 }
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
@@ -533,6 +535,7 @@ impl<R: Remote> Core<R> {
             downloads: KeyedLocks::new(),
             uploads: KeyedLocks::new(),
             owner,
+            last_activity: Mutex::new(Instant::now()),
         }
     }
 
@@ -544,6 +547,45 @@ impl<R: Remote> Core<R> {
     /// The server file id of the mount root (for logs).
     pub fn root_file_id(&self) -> u64 {
         self.root_file_id
+    }
+
+    /// Records user activity: reading, writing, opening, listing, creating, renaming, removing. Attribute
+    /// lookups, statfs and idle open handles do not count, so a file manager polling the mount or a
+    /// forgotten open file cannot keep it mounted.
+    pub fn note_activity(&self) {
+        *lock(&self.last_activity) = Instant::now();
+    }
+
+    /// Time since the last activity.
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.last_activity).elapsed()
+    }
+
+    /// Drops every change not yet on the server (`cloakfs lock --discard`): aborts the open batch (the
+    /// server rolls it back) and marks every file clean. Returns how many files were dropped.
+    pub async fn discard_dirty(&self) -> usize {
+        let _gate = self.gate.write().await;
+        let batch = self.state().batch.take();
+        if let Some(batch) = batch {
+            if let Err(error) = self.vault.unlock(self.root_file_id, &batch.token, true).await {
+                tracing::warn!(%error, "could not abort the open batch; the server rolls it back when the lock expires");
+            }
+        }
+        let mut state = self.state();
+        let mut dropped = 0;
+        for node in state.nodes.values_mut() {
+            if let Kind::File(file) = &mut node.kind {
+                if file.dirty || file.pending {
+                    dropped += 1;
+                }
+                file.dirty = false;
+                file.pending = false;
+                file.error = None;
+                file.content = None;
+            }
+        }
+        state.retry_files_at = None;
+        dropped
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -103,6 +103,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.core.note_activity();
         // chmod and chown are accepted without effect: the format stores no owners or modes (DESIGN.md).
         let core = self.core.clone();
         let this = self.attr_maker();
@@ -128,6 +129,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.core.note_activity();
         if mode & libc::S_IFMT != libc::S_IFREG {
             reply.error(Errno::EPERM);
             return;
@@ -148,6 +150,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         let this = self.attr_maker();
@@ -164,6 +167,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         self.spawn(async move {
@@ -179,6 +183,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         self.spawn(async move {
@@ -215,6 +220,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.core.note_activity();
         if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
             reply.error(Errno::EINVAL);
             return;
@@ -240,6 +246,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.core.note_activity();
         let mode =
             OpenMode { write: flags.acc_mode() != OpenAccMode::O_RDONLY, truncate: flags.0 & libc::O_TRUNC != 0 };
         let core = self.core.clone();
@@ -265,6 +272,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
             match core.read(ino.0, offset, size).await {
@@ -286,6 +294,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.core.note_activity();
         let core = self.core.clone();
         let data = zeroize::Zeroizing::new(data.to_vec());
         self.spawn(async move {
@@ -321,6 +330,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
             match core.fsync(ino.0).await {
@@ -331,6 +341,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
             let entries = match core.readdir(ino.0).await {
@@ -359,6 +370,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.core.note_activity();
         let core = self.core.clone();
         let this = self.attr_maker();
         self.spawn(async move {
@@ -448,6 +460,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.core.note_activity();
         let mode = OpenMode { write: true, truncate: flags & libc::O_TRUNC != 0 };
         let exclusive = flags & libc::O_EXCL != 0;
         let core = self.core.clone();

@@ -54,6 +54,8 @@ pub struct MountInfo {
     pub user: String,
     /// The mounted folder as given.
     pub remote: String,
+    /// Unmount after this long without activity (see [`core::Core::note_activity`]).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The absolute form of `path` without resolving symlinks or touching a (possibly stale) mount.
@@ -189,6 +191,7 @@ async fn serve<R: Remote + 'static>(
     session: fuser::BackgroundSession,
     ready: impl FnOnce(&Path),
 ) -> Result<(), MountError> {
+    let idle_timeout = info.idle_timeout;
     let listener = tokio::net::UnixListener::bind(socket_path)
         .map_err(|error| control::ControlError::Socket { path: socket_path.to_owned(), reason: error.to_string() })?;
     ready(mountpoint);
@@ -202,8 +205,8 @@ async fn serve<R: Remote + 'static>(
             }
         })
     };
-    // An unmount request hands over its connection: the reply is written after the unmount, before exit.
-    let (unmount_sender, mut unmount_requests) = tokio::sync::mpsc::channel::<tokio::net::unix::OwnedWriteHalf>(4);
+    // Unmount and lock requests hand over their connection: the reply is written after the unmount.
+    let (stop_sender, mut stop_requests) = tokio::sync::mpsc::channel::<(Request, tokio::net::unix::OwnedWriteHalf)>(4);
     let status_of = {
         let core = core.clone();
         let info = info.clone();
@@ -222,7 +225,7 @@ async fn serve<R: Remote + 'static>(
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let status_of = status_of.clone();
-                let unmount_sender = unmount_sender.clone();
+                let stop_sender = stop_sender.clone();
                 tokio::spawn(async move {
                     let (read_half, mut write_half) = stream.into_split();
                     let mut line = String::new();
@@ -231,8 +234,8 @@ async fn serve<R: Remote + 'static>(
                     }
                     let reply = match serde_json::from_str::<Request>(&line) {
                         Ok(Request::Status) => Reply { status: Some(status_of()), error: None },
-                        Ok(Request::Unmount) => {
-                            let _ = unmount_sender.send(write_half).await;
+                        Ok(request @ (Request::Unmount | Request::Lock { .. })) => {
+                            let _ = stop_sender.send((request, write_half)).await;
                             return;
                         }
                         Err(error) => Reply { status: None, error: Some(format!("bad request: {error}")) },
@@ -248,43 +251,91 @@ async fn serve<R: Remote + 'static>(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| MountError::Mount { path: mountpoint.to_owned(), reason: error.to_string() })?;
     let session_done = Arc::new(tokio::sync::Notify::new());
-    let session_thread = {
+    // A plain thread, not spawn_blocking: if programs keep files open after the detach, we stop waiting for
+    // it, and the runtime must not wait for it either (the process exit closes the FUSE connection).
+    {
         let done = session_done.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = session.join();
-            done.notify_one();
-            result
-        })
-    };
+        std::thread::Builder::new()
+            .name("fuse-session".into())
+            .spawn(move || {
+                if let Err(error) = session.join() {
+                    tracing::warn!(%error, "FUSE session ended with an error");
+                }
+                done.notify_one();
+            })
+            .map_err(|error| MountError::Mount { path: mountpoint.to_owned(), reason: error.to_string() })?;
+    }
     let mut requester = None;
-    let externally_unmounted = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); false }
-        _ = terminate.recv() => { eprintln!("cloakfs: terminated: uploading, then unmounting"); false }
-        request = unmount_requests.recv() => { requester = request; false }
-        _ = session_done.notified() => { tracing::info!("unmounted from outside"); true }
+    let mut discarded = false;
+    let externally_unmounted = loop {
+        let stop = tokio::select! {
+            _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); Stop::Now }
+            _ = terminate.recv() => { eprintln!("cloakfs: terminated: uploading, then unmounting"); Stop::Now }
+            Some((request, writer)) = stop_requests.recv() => match request {
+                Request::Lock { discard } => Stop::Lock(writer, discard),
+                _ => Stop::Unmount(writer),
+            },
+            _ = session_done.notified() => { tracing::info!("unmounted from outside"); Stop::External }
+            _ = idle(&core, idle_timeout) => {
+                eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
+                Stop::Now
+            }
+        };
+        match stop {
+            Stop::Now => break false,
+            Stop::External => break true,
+            Stop::Unmount(writer) => {
+                requester = Some(writer);
+                break false;
+            }
+            Stop::Lock(writer, true) => {
+                let dropped = core.discard_dirty().await;
+                eprintln!("cloakfs: locked: {dropped} file(s) with changes not on the server were discarded");
+                discarded = true;
+                requester = Some(writer);
+                break false;
+            }
+            Stop::Lock(mut writer, false) => {
+                if core.flush_all().await || core.flush_all().await {
+                    requester = Some(writer);
+                    break false;
+                }
+                let waiting = core.status().dirty.len();
+                let reply = Reply {
+                    status: Some(status_of()),
+                    error: Some(format!(
+                        "not locked: {waiting} file(s) could not be uploaded (server unreachable?); \
+                         retry, or `cloakfs lock --discard` to drop them"
+                    )),
+                };
+                write_reply(&mut writer, &reply).await;
+            }
+        }
     };
 
     // Upload everything while still mounted, then detach, wait for the kernel to let go, upload late writes.
-    let flushed = flush_until_clean(&core).await;
+    let flushed = discarded || flush_until_clean(&core).await;
     if !externally_unmounted {
         if let Err(error) = detach(mountpoint) {
             tracing::warn!(%error, "unmount failed");
         }
     }
-    match session_thread.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "FUSE session ended with an error"),
-        Err(error) => tracing::warn!(%error, "FUSE session thread failed"),
+    if !externally_unmounted {
+        // The detach is lazy: programs that still hold files open keep the connection. Give them a moment,
+        // then go on: our exit closes the connection (their next call fails) and the keys are wiped.
+        if tokio::time::timeout(SESSION_GRACE, session_done.notified()).await.is_err() {
+            eprintln!("cloakfs: programs still had files open in the mount; their handles are closed now");
+        }
+    }
+    if discarded {
+        core.discard_dirty().await;
     }
     let flushed = flushed && flush_until_clean(&core).await;
     ticker.abort();
     let status = status_of();
     if let Some(mut requester) = requester {
         let error = (!flushed).then(|| "some files could not be uploaded (see the status)".to_owned());
-        let mut text = serde_json::to_string(&Reply { status: Some(status.clone()), error }).unwrap_or_default();
-        text.push('\n');
-        let _ = requester.write_all(text.as_bytes()).await;
-        let _ = requester.shutdown().await;
+        write_reply(&mut requester, &Reply { status: Some(status), error }).await;
     }
     control_task.abort();
     if !flushed {
@@ -292,6 +343,40 @@ async fn serve<R: Remote + 'static>(
         eprintln!("cloakfs: {} file(s) were NOT uploaded and are lost", core.status().dirty.len());
     }
     Ok(())
+}
+
+/// How long programs may keep files open after the mount was detached.
+const SESSION_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the mount stops.
+enum Stop {
+    /// A signal or the idle timeout: upload, unmount.
+    Now,
+    /// Unmounted from outside.
+    External,
+    /// `cloakfs unmount`.
+    Unmount(tokio::net::unix::OwnedWriteHalf),
+    /// `cloakfs lock [--discard]`.
+    Lock(tokio::net::unix::OwnedWriteHalf, bool),
+}
+
+/// Resolves once the mount has been idle for `timeout` (never without one).
+async fn idle<R: Remote + 'static>(core: &Core<R>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else { return std::future::pending().await };
+    loop {
+        let idle = core.idle_for();
+        if idle >= timeout {
+            return;
+        }
+        tokio::time::sleep((timeout - idle).min(Duration::from_secs(1))).await;
+    }
+}
+
+async fn write_reply(writer: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) {
+    let mut text = serde_json::to_string(reply).unwrap_or_default();
+    text.push('\n');
+    let _ = writer.write_all(text.as_bytes()).await;
+    let _ = writer.shutdown().await;
 }
 
 /// Uploads and commits until nothing is dirty. Retries while the server fails; a second Ctrl-C gives up.

@@ -96,7 +96,8 @@ impl Account {
     pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
         let mut child = self
             .mount_command("/Vault", &dir.0, &self.mnemonic)
-            .args(["--dir-cache-time", "1", "--commit-delay", "200"])
+            .args(if extra.contains(&"--dir-cache-time") { &[][..] } else { &["--dir-cache-time", "1"][..] })
+            .args(if extra.contains(&"--commit-delay") { &[][..] } else { &["--commit-delay", "200"][..] })
             .args(extra)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -171,6 +172,34 @@ impl Mounted {
         }
         assert!(!is_mounted(&self.dir.0), "still mounted after unmount");
         output
+    }
+
+    /// Waits up to `limit` for the mount process to exit by itself (idle timeout, `cloakfs lock`); returns
+    /// whether it did, and then the mount is gone.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "mount exited with {status}");
+                self.child = None;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the mount process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
+    /// Runs a cloakfs command with this mount's runtime dir (control sockets).
+    pub fn control(&self, args: &[&str]) -> Output {
+        cloakfs().args(args).env("XDG_RUNTIME_DIR", &self.runtime_dir).stdin(Stdio::null()).output().unwrap()
     }
 
     /// Kills the mount process without any cleanup (a crash), leaving a stale mount.

@@ -89,6 +89,12 @@ impl TestServer {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// Kills the server process (an outage); the data stays.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server and waits for it.
     pub fn stop(mut self) {
         let _ = self.child.kill();
