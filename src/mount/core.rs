@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use tracing::Instrument as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::cache::{Plaintext, PlaintextCache};
@@ -831,13 +832,12 @@ impl<R: Remote> Core<R> {
             Some(plaintext) => plaintext,
             None => {
                 let path = self.state().remote_path(&self.root_path, parent)?;
-                let span = tracing::info_span!("download", server_name = %uid);
-                let plaintext = {
-                    let _entered = span.enter();
+                let plaintext = async {
                     tracing::debug!("fetching blob");
-                    drop(_entered);
-                    self.vault.read_blob(&path, &uid, &entry).await.map_err(|error| self.fail(error))?
-                };
+                    self.vault.read_blob(&path, &uid, &entry).await.map_err(|error| self.fail(error))
+                }
+                .instrument(tracing::info_span!("download", server_name = %uid))
+                .await?;
                 let plaintext: Plaintext = Arc::new(plaintext);
                 lock(&self.cache).insert(&uid, plaintext.clone());
                 plaintext
@@ -1091,15 +1091,13 @@ impl<R: Remote> Core<R> {
     async fn write_back(&self, ino: u64) -> Result<(), FsError> {
         let _one_upload = self.uploads.lock(&ino).await;
         let parent = {
-            let state = self.state();
-            let file = state.file(ino)?;
+            let mut state = self.state();
+            let file = state.file_mut(ino)?;
             if !file.dirty {
                 return Ok(());
             }
             if file.unlinked {
-                drop(state);
-                let mut state = self.state();
-                let file = state.file_mut(ino)?;
+                // Removed while open: nothing to upload.
                 file.dirty = false;
                 return Ok(());
             }
@@ -1135,14 +1133,14 @@ impl<R: Remote> Core<R> {
             })?;
         let blob_len = blob.len() as u64;
         let uid = reuse_uid.unwrap_or_else(random_server_name);
-        let span = tracing::info_span!("upload", server_name = %uid, len = blob_len);
         let mut blob_path = path.clone();
         blob_path.push(uid.clone());
-        {
-            let _entered = span.enter();
+        async {
             tracing::debug!("uploading blob");
+            self.vault.put_blob(&blob_path, Bytes::from(blob), &token).await.map_err(|error| self.fail(error))
         }
-        self.vault.put_blob(&blob_path, Bytes::from(blob), &token).await.map_err(|error| self.fail(error))?;
+        .instrument(tracing::info_span!("upload", server_name = %uid, len = blob_len))
+        .await?;
         // The blob the name pointed to before (committed earlier or by another client) goes.
         let replaced: Option<String> = {
             let state = self.state();
@@ -1530,20 +1528,20 @@ impl<R: Remote> Core<R> {
                 }
             }
         }
-        let span =
-            tracing::info_span!("commit", file_id = self.root_file_id, counter = batch.counter, folders = writes.len());
         let result = async {
+            tracing::debug!("committing");
             for (_, view, folder) in &writes {
                 self.vault.store_folder(&self.tree, view, folder, &batch.token).await?;
             }
             self.vault.unlock(self.root_file_id, &batch.token, false).await
-        };
-        let result = {
-            let _entered = span.enter();
-            tracing::debug!("committing");
-            drop(_entered);
-            result.await
-        };
+        }
+        .instrument(tracing::info_span!(
+            "commit",
+            file_id = self.root_file_id,
+            counter = batch.counter,
+            folders = writes.len()
+        ))
+        .await;
         match result {
             Ok(()) => {
                 self.committed(batch, writes);

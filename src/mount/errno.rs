@@ -33,8 +33,6 @@ impl FsError {
     pub const BUSY: Self = Self(libc::EBUSY);
     /// EXDEV: a move between different encrypted trees.
     pub const CROSS_DEVICE: Self = Self(libc::EXDEV);
-    /// EPERM.
-    pub const NOT_PERMITTED: Self = Self(libc::EPERM);
     /// ENOTSUP.
     pub const NOT_SUPPORTED: Self = Self(libc::ENOTSUP);
 

@@ -45,6 +45,27 @@ fn errno(error: FsError) -> Errno {
     Errno::from_i32(error.0)
 }
 
+fn answer_entry(reply: ReplyEntry, result: Result<Attributes, FsError>, attr: &impl Fn(&Attributes) -> FileAttr) {
+    match result {
+        Ok(attributes) => reply.entry(&ATTR_TTL, &attr(&attributes), Generation(0)),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
+fn answer_attr(reply: ReplyAttr, result: Result<Attributes, FsError>, attr: &impl Fn(&Attributes) -> FileAttr) {
+    match result {
+        Ok(attributes) => reply.attr(&ATTR_TTL, &attr(&attributes)),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
+fn answer_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(errno(error)),
+    }
+}
+
 /// A name from the kernel: must be UTF-8 (metadata stores names as JSON strings).
 fn name_of(name: &OsStr) -> Result<String, FsError> {
     name.to_str().map(str::to_owned).ok_or(FsError::INVALID)
@@ -67,22 +88,14 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok(name) => core.lookup(parent.0, &name).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_entry(reply, result, &this)
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let this = self.attr_maker();
-        self.spawn(async move {
-            match core.getattr(ino.0).await {
-                Ok(attributes) => reply.attr(&ATTR_TTL, &this(&attributes)),
-                Err(error) => reply.error(errno(error)),
-            }
-        });
+        self.spawn(async move { answer_attr(reply, core.getattr(ino.0).await, &this) });
     }
 
     fn setattr(
@@ -107,12 +120,9 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         // chmod and chown are accepted without effect: the format stores no owners or modes (DESIGN.md).
         let core = self.core.clone();
         let this = self.attr_maker();
-        self.spawn(async move {
-            match core.setattr(ino.0, size, mtime.map(to_system_time)).await {
-                Ok(attributes) => reply.attr(&ATTR_TTL, &this(&attributes)),
-                Err(error) => reply.error(errno(error)),
-            }
-        });
+        self.spawn(
+            async move { answer_attr(reply, core.setattr(ino.0, size, mtime.map(to_system_time)).await, &this) },
+        );
     }
 
     fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
@@ -142,10 +152,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok(name) => core.mknod(parent.0, &name).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_entry(reply, result, &this)
         });
     }
 
@@ -159,10 +166,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok(name) => core.mkdir(parent.0, &name).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(attributes) => reply.entry(&ATTR_TTL, &this(&attributes), Generation(0)),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_entry(reply, result, &this)
         });
     }
 
@@ -175,10 +179,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok(name) => core.unlink(parent.0, &name).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_empty(reply, result)
         });
     }
 
@@ -191,10 +192,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok(name) => core.rmdir(parent.0, &name).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_empty(reply, result)
         });
     }
 
@@ -233,10 +231,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
                 Ok((name, new_name)) => core.rename(parent.0, &name, newparent.0, &new_name, no_replace).await,
                 Err(error) => Err(error),
             };
-            match result {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
+            answer_empty(reply, result)
         });
     }
 
@@ -307,12 +302,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
 
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let core = self.core.clone();
-        self.spawn(async move {
-            match core.flush(ino.0).await {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
-        });
+        self.spawn(async move { answer_empty(reply, core.flush(ino.0).await) });
     }
 
     fn release(
@@ -332,12 +322,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.core.note_activity();
         let core = self.core.clone();
-        self.spawn(async move {
-            match core.fsync(ino.0).await {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
-        });
+        self.spawn(async move { answer_empty(reply, core.fsync(ino.0).await) });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -407,12 +392,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let core = self.core.clone();
-        self.spawn(async move {
-            match core.commit_now().await {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(errno(error)),
-            }
-        });
+        self.spawn(async move { answer_empty(reply, core.commit_now().await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
