@@ -33,8 +33,10 @@ use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, TbsCertificate, Version};
+
 use zeroize::Zeroizing;
 
+use super::locked::LockedBytes;
 use super::secret::MetadataKey;
 
 /// Errors about keys, certificates and certificate requests.
@@ -97,10 +99,11 @@ fn decode_pem(pem: &str, label: &str, what: &'static str) -> Result<Zeroizing<Ve
 }
 
 /// A user's (or the server's) RSA-2048 private key, usable for OAEP unwrapping and PKCS#1 v1.5 signing.
+///
+/// The key is held only as PKCS#8 DER in locked memory ([`LockedBytes`]); the AWS-LC key object each
+/// operation needs is built from it and freed (and wiped by AWS-LC) when the operation ends.
 pub struct PrivateIdentity {
-    pkcs8_der: Zeroizing<Vec<u8>>,
-    signing_key: RsaKeyPair,
-    decrypting_key: OaepPrivateDecryptingKey,
+    pkcs8_der: LockedBytes,
     public_key: PublicKey,
 }
 
@@ -120,8 +123,7 @@ impl PrivateIdentity {
 
     /// Loads a PKCS#8 DER private key.
     pub fn from_pkcs8_der(pkcs8_der: &[u8]) -> Result<Self, IdentityError> {
-        let signing_key =
-            RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
+        RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
         let decrypting =
             PrivateDecryptingKey::from_pkcs8(pkcs8_der).map_err(|error| IdentityError::BadKey(error.to_string()))?;
         if decrypting.key_size_bits() < 2048 {
@@ -130,9 +132,19 @@ impl PrivateIdentity {
         let public_key = PublicKey::from_spki_der(
             decrypting.public_key().as_der().map_err(|_| IdentityError::Backend("SPKI encoding"))?.as_ref(),
         )?;
-        let decrypting_key =
-            OaepPrivateDecryptingKey::new(decrypting).map_err(|_| IdentityError::Backend("OAEP key"))?;
-        Ok(Self { pkcs8_der: Zeroizing::new(pkcs8_der.to_vec()), signing_key, decrypting_key, public_key })
+        Ok(Self { pkcs8_der: LockedBytes::from_slice(pkcs8_der), public_key })
+    }
+
+    /// The key for OAEP decryption, built for one operation.
+    fn decrypting_key(&self) -> Result<OaepPrivateDecryptingKey, IdentityError> {
+        let key = PrivateDecryptingKey::from_pkcs8(self.pkcs8_der.as_slice())
+            .map_err(|error| IdentityError::BadKey(error.to_string()))?;
+        OaepPrivateDecryptingKey::new(key).map_err(|_| IdentityError::Backend("OAEP key"))
+    }
+
+    /// The key for signing, built for one operation.
+    fn signing_key(&self) -> Result<RsaKeyPair, IdentityError> {
+        RsaKeyPair::from_pkcs8(self.pkcs8_der.as_slice()).map_err(|error| IdentityError::BadKey(error.to_string()))
     }
 
     /// Loads a `-----BEGIN PRIVATE KEY-----` (PKCS#8) PEM private key.
@@ -143,7 +155,7 @@ impl PrivateIdentity {
 
     /// The private key as PKCS#8 PEM text (wiped on drop).
     pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &self.pkcs8_der)
+        let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, self.pkcs8_der.as_slice())
             .expect("PEM encoding of a DER buffer cannot fail");
         Zeroizing::new(pem)
     }
@@ -161,9 +173,9 @@ impl PrivateIdentity {
 
     /// RSA-OAEP (SHA-256/MGF1-SHA-256) decryption of arbitrary short data (legacy formats wrap base64 text).
     pub fn oaep_decrypt(&self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
-        let mut plaintext = Zeroizing::new(vec![0u8; self.decrypting_key.min_output_size()]);
-        let len = self
-            .decrypting_key
+        let decrypting_key = self.decrypting_key()?;
+        let mut plaintext = Zeroizing::new(vec![0u8; decrypting_key.min_output_size()]);
+        let len = decrypting_key
             .decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, &mut plaintext, None)
             .map_err(|_| IdentityError::UnwrapFailed)?
             .len();
@@ -173,8 +185,9 @@ impl PrivateIdentity {
 
     /// RSASSA-PKCS1-v1_5 with SHA-256 over `message`.
     pub fn sign_pkcs1_sha256(&self, message: &[u8]) -> Result<Vec<u8>, IdentityError> {
-        let mut signature_bytes = vec![0u8; self.signing_key.public_modulus_len()];
-        self.signing_key
+        let signing_key = self.signing_key()?;
+        let mut signature_bytes = vec![0u8; signing_key.public_modulus_len()];
+        signing_key
             .sign(&signature::RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), message, &mut signature_bytes)
             .map_err(|_| IdentityError::Backend("RSA signing"))?;
         Ok(signature_bytes)

@@ -6,6 +6,7 @@ pub mod cms_signature;
 pub mod file_cipher;
 pub mod gcm;
 pub mod identity;
+pub mod locked;
 pub mod mnemonic;
 pub mod private_key_wrap;
 pub mod secret;

@@ -6,6 +6,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::locked::LockedBytes;
+
 /// Fills `buffer` from the operating system's CSPRNG (through AWS-LC).
 ///
 /// # Panics
@@ -14,22 +16,22 @@ pub fn random_bytes(buffer: &mut [u8]) {
     aws_lc_rs::rand::fill(buffer).expect("the operating system's random number generator failed");
 }
 
-/// A symmetric key of `N` bytes. Wiped from memory when dropped; `Debug` prints only its length.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
-pub struct SymmetricKey<const N: usize>([u8; N]);
+/// A symmetric key of `N` bytes, kept in locked memory ([`LockedBytes`]): wiped when dropped, not swapped
+/// out where the memory-lock limit allows, left out of core dumps; `Debug` prints only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SymmetricKey<const N: usize>(LockedBytes);
 
 impl<const N: usize> SymmetricKey<N> {
     /// A fresh random key.
     pub fn generate() -> Self {
-        let mut key = Self([0u8; N]);
-        random_bytes(&mut key.0);
-        key
+        let mut bytes = LockedBytes::zeroed(N);
+        random_bytes(bytes.as_mut_slice());
+        Self(bytes)
     }
 
     /// Wraps raw key bytes; `None` unless `bytes` is exactly `N` long.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        let array: [u8; N] = bytes.try_into().ok()?;
-        Some(Self(array))
+        (bytes.len() == N).then(|| Self(LockedBytes::from_slice(bytes)))
     }
 
     /// Decodes a standard-base64 key; `None` on bad base64 or a wrong length.
@@ -40,19 +42,28 @@ impl<const N: usize> SymmetricKey<N> {
 
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8; N] {
-        &self.0
+        self.0.as_slice().try_into().expect("a SymmetricKey<N> holds exactly N bytes")
     }
 
     /// Standard base64 of the key, in a buffer that is wiped on drop.
     pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(BASE64.encode(self.0))
+        Zeroizing::new(BASE64.encode(self.0.as_slice()))
     }
 
     /// Lowercase hex SHA-256 of the raw key, as Nextcloud stores in `keyChecksums`.
     pub fn sha256_hex(&self) -> String {
-        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0))
+        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_slice()))
     }
 }
+
+impl<const N: usize> Zeroize for SymmetricKey<N> {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Dropping wipes the bytes ([`LockedBytes`] zeroes its slot).
+impl<const N: usize> ZeroizeOnDrop for SymmetricKey<N> {}
 
 impl<const N: usize> fmt::Debug for SymmetricKey<N> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
