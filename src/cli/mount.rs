@@ -35,6 +35,14 @@ pub struct MountArgs {
     /// RAM for decrypted file contents, e.g. 512M or 2G (open and unsaved files come on top).
     #[arg(long, default_value = "512M", value_parser = parse_size, value_name = "SIZE")]
     pub cache_size: u64,
+    /// Files larger than this are kept, encrypted under a random key that exists only in RAM, in an
+    /// anonymous temporary file instead of RAM (default: the cache size).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub spill_above: Option<u64>,
+    /// Directory for those anonymous files (default: $TMPDIR, else /var/tmp). Only ciphertext is written, and
+    /// the files have no name (O_TMPFILE) and vanish with the process.
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
@@ -154,6 +162,8 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         dir_cache_time: Duration::from_secs_f64(args.dir_cache_time.max(0.0)),
         cache_size: args.cache_size,
         commit_delay: Duration::from_millis(args.commit_delay),
+        spill_above: args.spill_above.unwrap_or(args.cache_size),
+        spill_directory: args.spill_dir.clone().unwrap_or_else(default_spill_dir),
         ..CoreOptions::default()
     };
     let core = Arc::new(Core::new(vault, tree, root, options));
@@ -179,6 +189,11 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         }
     })?;
     Ok(())
+}
+
+/// $TMPDIR if set, else /var/tmp (on disk, unlike a tmpfs /tmp, so files larger than RAM fit).
+fn default_spill_dir() -> PathBuf {
+    std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
 /// Starts this command again as a detached child, hands it the secrets through a pipe, and returns once it

@@ -1,15 +1,15 @@
 //! The plaintext cache: decrypted file contents in RAM only, bounded by an exact byte budget, least recently
 //! used first out. Entries are keyed by the blob's server name, which changes with every upload, so a cached
-//! plaintext can never stand for newer content. Contents are `Arc<Zeroizing<Vec<u8>>>`: the bytes are wiped
-//! when the last holder (the cache or an open file) lets go.
+//! plaintext can never stand for newer content. Contents are `Arc<Content>`: the bytes are wiped when the last
+//! holder (the cache or an open file) lets go. Spilled contents (on disk, encrypted) are never cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
+use super::content::Content;
 
 /// A decrypted file content, wiped when the last reference drops.
-pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
+pub type Plaintext = Arc<Content>;
 
 /// A byte-bounded LRU cache of plaintexts.
 #[derive(Debug)]
@@ -44,14 +44,14 @@ impl PlaintextCache {
     /// the budget. A plaintext larger than the whole budget is not cached.
     pub fn insert(&mut self, server_name: &str, plaintext: Plaintext) {
         self.remove(server_name);
-        let size = plaintext.len() as u64;
-        if size > self.capacity_bytes {
+        let size = plaintext.len();
+        if size > self.capacity_bytes || plaintext.is_spilled() {
             return;
         }
         while self.used_bytes + size > self.capacity_bytes {
             let Some((_, oldest)) = self.by_age.pop_first() else { break };
             if let Some((evicted, _)) = self.entries.remove(&oldest) {
-                self.used_bytes -= evicted.len() as u64;
+                self.used_bytes -= evicted.len();
             }
         }
         self.tick += 1;
@@ -64,7 +64,7 @@ impl PlaintextCache {
     pub fn remove(&mut self, server_name: &str) {
         if let Some((plaintext, age)) = self.entries.remove(server_name) {
             self.by_age.remove(&age);
-            self.used_bytes -= plaintext.len() as u64;
+            self.used_bytes -= plaintext.len();
         }
     }
 
@@ -101,7 +101,7 @@ mod tests {
     use super::*;
 
     fn plaintext(len: usize, byte: u8) -> Plaintext {
-        Arc::new(Zeroizing::new(vec![byte; len]))
+        Arc::new(Content::from_buffer(super::super::content::PlainBuffer::from_slice(&vec![byte; len])))
     }
 
     #[test]
@@ -113,8 +113,8 @@ mod tests {
         cache.insert("c", plaintext(40, 3));
         assert_eq!(cache.used_bytes(), 80);
         assert!(cache.get("b").is_none(), "b was the least recently used");
-        assert_eq!(cache.get("a").unwrap()[0], 1);
-        assert_eq!(cache.get("c").unwrap()[0], 3);
+        assert_eq!(cache.get("a").unwrap().read_at(0, 1).unwrap()[0], 1);
+        assert_eq!(cache.get("c").unwrap().read_at(0, 1).unwrap()[0], 3);
     }
 
     #[test]

@@ -25,8 +25,10 @@ use tracing::Instrument as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::cache::{Plaintext, PlaintextCache};
+use super::content::{Content, ContentSink, Spill};
+use super::errno::errno_of_io;
 use super::errno::{errno_of, FsError};
-use crate::crypto::file_cipher::encrypt_buffer;
+use crate::crypto::file_cipher::encrypt_stream;
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{FileEntry, FolderMetadata};
@@ -49,6 +51,10 @@ pub struct CoreOptions {
     pub max_batch_age: Duration,
     /// Pause between retries of failed uploads and commits.
     pub retry_interval: Duration,
+    /// File contents larger than this many bytes are kept encrypted in an anonymous temporary file.
+    pub spill_above: u64,
+    /// Where spill files are created (they never have a name on Linux: `O_TMPFILE`).
+    pub spill_directory: std::path::PathBuf,
 }
 
 impl Default for CoreOptions {
@@ -59,6 +65,8 @@ impl Default for CoreOptions {
             commit_delay: Duration::from_millis(500),
             max_batch_age: Duration::from_secs(10),
             retry_interval: Duration::from_secs(5),
+            spill_above: 512 << 20,
+            spill_directory: std::env::temp_dir(),
         }
     }
 }
@@ -267,6 +275,8 @@ pub struct Core<R: Remote> {
     options: CoreOptions,
     state: Mutex<State>,
     cache: Mutex<PlaintextCache>,
+    /// Spill files for large contents, and their per-mount key.
+    spill: Arc<Spill>,
     gate: tokio::sync::RwLock<()>,
     begin: tokio::sync::Mutex<()>,
     downloads: KeyedLocks<String>,
@@ -312,17 +322,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Grows `buffer` to `len` bytes (zero-filled) without leaving a copy of its old contents in freed memory.
-fn resize_zeroizing(buffer: &mut Zeroizing<Vec<u8>>, len: usize) {
-    if len > buffer.capacity() {
-        let mut grown = Zeroizing::new(Vec::with_capacity(len.max(buffer.capacity() * 2)));
-        grown.extend_from_slice(buffer);
-        *buffer = grown;
+/// The content behind `content` for writing: shared (cached) content is copied first.
+fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
+    if Arc::get_mut(content).is_none() {
+        *content = Arc::new(content.try_clone().map_err(|error| errno_of_io(&error))?);
     }
-    if len < buffer.len() {
-        buffer[len..].zeroize();
-    }
-    buffer.resize(len, 0);
+    Arc::get_mut(content).ok_or(FsError::IO)
 }
 
 fn validate_name(name: &str) -> Result<(), FsError> {
@@ -483,7 +488,7 @@ impl State {
                 Attributes { ino, kind: NodeType::Directory, size: 0, mtime }
             }
             Kind::File(file) => {
-                let size = file.content.as_ref().map(|content| content.len() as u64).unwrap_or(file.size);
+                let size = file.content.as_ref().map(|content| content.len()).unwrap_or(file.size);
                 Attributes { ino, kind: NodeType::File, size, mtime: file.mtime }
             }
         })
@@ -529,6 +534,7 @@ impl<R: Remote> Core<R> {
             root_path,
             root_file_id,
             cache: Mutex::new(PlaintextCache::new(options.cache_size)),
+            spill: Arc::new(Spill::new(options.spill_directory.clone(), options.spill_above)),
             options,
             state: Mutex::new(state),
             gate: tokio::sync::RwLock::new(()),
@@ -821,7 +827,7 @@ impl<R: Remote> Core<R> {
                 (Some(uid), Some(entry)) => (state.node(ino)?.parent, uid.clone(), entry.clone()),
                 _ => {
                     drop(state);
-                    self.state().file_mut(ino)?.content = Some(Arc::new(Zeroizing::new(Vec::new())));
+                    self.state().file_mut(ino)?.content = Some(Arc::new(Content::empty()));
                     return Ok(());
                 }
             }
@@ -832,13 +838,18 @@ impl<R: Remote> Core<R> {
             Some(plaintext) => plaintext,
             None => {
                 let path = self.state().remote_path(&self.root_path, parent)?;
-                let plaintext = async {
+                let expected_len = self.state().file(ino)?.size;
+                let mut sink = ContentSink::new(expected_len, self.spill.clone()).map_err(|error| {
+                    tracing::warn!(%error, directory = %self.spill.directory().display(), "cannot create a spill file");
+                    errno_of_io(&error)
+                })?;
+                async {
                     tracing::debug!("fetching blob");
-                    self.vault.read_blob(&path, &uid, &entry).await.map_err(|error| self.fail(error))
+                    self.vault.read_blob(&path, &uid, &entry, &mut sink).await.map_err(|error| self.fail(error))
                 }
                 .instrument(tracing::info_span!("download", server_name = %uid))
                 .await?;
-                let plaintext: Plaintext = Arc::new(plaintext);
+                let plaintext: Plaintext = Arc::new(sink.into_verified().ok_or(FsError::IO)?);
                 lock(&self.cache).insert(&uid, plaintext.clone());
                 plaintext
             }
@@ -846,7 +857,7 @@ impl<R: Remote> Core<R> {
         let mut state = self.state();
         let file = state.file_mut(ino)?;
         if file.content.is_none() && file.uid.as_deref() == Some(uid.as_str()) {
-            file.size = plaintext.len() as u64;
+            file.size = plaintext.len();
             file.content = Some(plaintext);
         }
         Ok(())
@@ -881,9 +892,10 @@ impl<R: Remote> Core<R> {
         let state = self.state();
         let content = state.file(ino)?.content.clone().ok_or(FsError::IO)?;
         drop(state);
-        let start = (offset as usize).min(content.len());
-        let end = start.saturating_add(size as usize).min(content.len());
-        Ok(Zeroizing::new(content[start..end].to_vec()))
+        content.read_at(offset, size as usize).map_err(|error| {
+            tracing::error!(%error, ino, "reading local content failed");
+            errno_of_io(&error)
+        })
     }
 
     // ----- writing -----
@@ -898,9 +910,8 @@ impl<R: Remote> Core<R> {
     fn truncate_local(&self, ino: u64, len: u64) -> Result<(), FsError> {
         let mut state = self.state();
         let file = state.file_mut(ino)?;
-        let content = file.content.get_or_insert_with(|| Arc::new(Zeroizing::new(Vec::new())));
-        let buffer = Arc::make_mut(content);
-        resize_zeroizing(buffer, usize::try_from(len).map_err(|_| FsError::FILE_TOO_BIG)?);
+        let content = writable(file.content.get_or_insert_with(Default::default))?;
+        content.set_len(len, &self.spill).map_err(|error| errno_of_io(&error))?;
         file.size = len;
         Self::mark_changed(file);
         Ok(())
@@ -911,15 +922,12 @@ impl<R: Remote> Core<R> {
         self.load_content(ino).await?;
         let mut state = self.state();
         let file = state.file_mut(ino)?;
-        let content = file.content.as_mut().ok_or(FsError::IO)?;
-        let buffer = Arc::make_mut(content);
-        let start = usize::try_from(offset).map_err(|_| FsError::FILE_TOO_BIG)?;
-        let end = start.checked_add(data.len()).ok_or(FsError::FILE_TOO_BIG)?;
-        if end > buffer.len() {
-            resize_zeroizing(buffer, end);
-        }
-        buffer[start..end].copy_from_slice(data);
-        file.size = buffer.len() as u64;
+        let content = writable(file.content.as_mut().ok_or(FsError::IO)?)?;
+        content.write_at(offset, data, &self.spill).map_err(|error| {
+            tracing::warn!(%error, ino, "writing local content failed");
+            errno_of_io(&error)
+        })?;
+        file.size = content.len();
         Self::mark_changed(file);
         Ok(data.len() as u32)
     }
@@ -1124,7 +1132,10 @@ impl<R: Remote> Core<R> {
             let reuse = if file.uid_in_batch { file.uid.clone() } else { None };
             (node.name.clone(), content, file.version, reuse, state.remote_path(&self.root_path, parent)?)
         };
-        let (blob, sealed) = tokio::task::spawn_blocking(move || encrypt_buffer(&content))
+        let (blob, sealed) = tokio::task::spawn_blocking(move || {
+            let mut blob = Vec::with_capacity(usize::try_from(content.len()).unwrap_or(0).saturating_add(16));
+            encrypt_stream(content.reader(), &mut blob).map(|sealed| (blob, sealed))
+        })
             .await
             .map_err(|_| FsError::IO)?
             .map_err(|error| {
@@ -1205,7 +1216,7 @@ impl<R: Remote> Core<R> {
             entry: None,
             size: 0,
             mtime: SystemTime::now(),
-            content: Some(Arc::new(Zeroizing::new(Vec::new()))),
+            content: Some(Arc::new(Content::empty())),
             dirty: true,
             version: 1,
             pending: false,
@@ -1725,7 +1736,7 @@ impl<R: Remote> Core<R> {
             .filter_map(|(ino, node)| match &node.kind {
                 Kind::File(file) if (file.dirty || file.pending) && !file.unlinked => Some(DirtyFile {
                     path: state.clear_path(*ino),
-                    size: file.content.as_ref().map(|content| content.len() as u64).unwrap_or(file.size),
+                    size: file.content.as_ref().map(|content| content.len()).unwrap_or(file.size),
                     error: file.error.clone(),
                 }),
                 _ => None,

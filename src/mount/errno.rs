@@ -1,5 +1,6 @@
 //! Errors of the file-system core as errno values, and how vault errors map to them.
 
+use crate::crypto::file_cipher::FileCipherError;
 use crate::vault::VaultError;
 
 /// An errno returned to the program that made the call.
@@ -53,6 +54,8 @@ pub fn errno_of(error: &VaultError) -> FsError {
             Some(423) => FsError::BUSY,
             _ => FsError::IO,
         },
+        // A local failure while storing decrypted content (e.g. a full disk under the spill file).
+        VaultError::Content { source: FileCipherError::Io(io), .. } => errno_of_io(io),
         VaultError::Metadata { .. } | VaultError::Content { .. } | VaultError::MissingBlob(_) => FsError::IO,
         VaultError::Trust(_) | VaultError::NoMetadata(_) | VaultError::NotEncrypted => FsError::IO,
         VaultError::NotFound => FsError::NOT_FOUND,
@@ -65,5 +68,14 @@ pub fn errno_of(error: &VaultError) -> FsError {
         VaultError::IntoItself => FsError::INVALID,
         VaultError::Unsupported(_) => FsError::NOT_SUPPORTED,
         VaultError::Busy(_) => FsError::BUSY,
+    }
+}
+
+/// The errno for a local I/O error (spill file): its OS error (ENOSPC, EFBIG, ...), else EIO (e.g. a spill
+/// block that failed authentication).
+pub fn errno_of_io(error: &std::io::Error) -> FsError {
+    match error.raw_os_error() {
+        Some(code) if code > 0 => FsError(code),
+        _ => FsError::IO,
     }
 }

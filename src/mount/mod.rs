@@ -4,6 +4,7 @@
 //! upload everything, unmount and wipe.
 
 pub mod cache;
+pub mod content;
 pub mod control;
 pub mod core;
 pub mod errno;

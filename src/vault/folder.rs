@@ -3,10 +3,9 @@
 //! held across many operations (the mount's commit batches).
 
 use bytes::Bytes;
-use zeroize::Zeroizing;
 
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
-use crate::crypto::file_cipher::decrypt_to_vec;
+use crate::crypto::file_cipher::{decrypt_stream, PlaintextSink};
 use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata};
 use crate::remote::{LockToken, Remote, RemoteEntry};
 
@@ -73,13 +72,15 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Downloads the blob `server_name` of the folder at `folder_path`, verifies it against `entry`'s tag
-    /// and decrypts it. The plaintext is wiped when dropped.
-    pub async fn read_blob(
+    /// and decrypts it into `sink` (which releases it only once the tag verified). Returns the plaintext
+    /// length.
+    pub async fn read_blob<S: PlaintextSink>(
         &self,
         folder_path: &[String],
         server_name: &str,
         entry: &FileEntry,
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        sink: &mut S,
+    ) -> Result<u64, VaultError> {
         let mut path = folder_path.to_vec();
         path.push(server_name.to_owned());
         let blob = match self.remote.read(&path, None, None).await {
@@ -87,7 +88,7 @@ impl<R: Remote> Vault<R> {
             other => other?,
         };
         let _span = tracing::debug_span!("decrypt", server_name, len = blob.len()).entered();
-        decrypt_to_vec(&entry.key, &entry.nonce, Some(&entry.authentication_tag), &blob[..])
+        decrypt_stream(&entry.key, &entry.nonce, Some(&entry.authentication_tag), &blob[..], sink)
             .map_err(|source| VaultError::Content { server_name: server_name.to_owned(), source })
     }
 
