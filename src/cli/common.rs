@@ -34,9 +34,15 @@ impl ConnectionArgs {
     /// The app password: CLOAKFS_PASSWORD (scripts), else the OS keyring (after `cloakfs login`), else a
     /// prompt without echo.
     pub fn password(&self) -> anyhow::Result<Zeroizing<String>> {
+        self.password_from(true)
+    }
+
+    /// Like [`Self::password`]; with `use_keyring` false (travel) the OS keyring is not consulted.
+    pub fn password_from(&self, use_keyring: bool) -> anyhow::Result<Zeroizing<String>> {
+        let stored = || if use_keyring { super::credentials::load(&self.server, &self.user) } else { None };
         Ok(match std::env::var("CLOAKFS_PASSWORD") {
             Ok(password) => Zeroizing::new(password),
-            Err(_) => match super::credentials::load(&self.server, &self.user) {
+            Err(_) => match stored() {
                 Some(password) => password,
                 None => Zeroizing::new(
                     rpassword::prompt_password(format!("app password for {} on {}: ", self.user, self.server))
@@ -67,11 +73,15 @@ impl ConnectionArgs {
 
     /// The trust-on-first-use pin store.
     pub fn trust_store(&self) -> anyhow::Result<TrustStore> {
-        let path = match &self.pin_file {
-            Some(path) => path.clone(),
-            None => default_pin_path().context("no home directory: give --pin-file")?,
-        };
-        Ok(TrustStore::load(&path)?)
+        Ok(TrustStore::load(&pin_path(self.pin_file.as_deref())?)?)
+    }
+}
+
+/// The pin file: `explicit`, else `$XDG_CONFIG_HOME/cloakfs/pins.json`.
+pub fn pin_path(explicit: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.to_owned()),
+        None => default_pin_path().context("no home directory: give --pin-file"),
     }
 }
 

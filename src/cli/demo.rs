@@ -200,6 +200,7 @@ fn mount_demo(
         user: user.to_owned(),
         remote: "/Vault".into(),
         idle_timeout: None,
+        lock_on_suspend: false,
     };
     mount::run(runtime, core, info, |mountpoint| {
         let shown = mountpoint.display();

@@ -4,6 +4,7 @@ pub mod common;
 pub mod credentials;
 pub mod demo;
 pub mod files;
+pub mod forget;
 pub mod keys;
 pub mod login;
 pub mod mount;
@@ -42,6 +43,8 @@ pub enum Command {
     Unmount(mount::UnmountArgs),
     /// Travel lock: upload pending changes, unmount and wipe keys and caches now (one mount or --all).
     Lock(mount::LockArgs),
+    /// Delete what cloakfs keeps on this device (pins, counters, keyring app passwords), for one server or all.
+    Forget(forget::ForgetArgs),
     /// Show running mounts: cache use, files waiting for upload, upload errors.
     Status,
     /// File commands inside end-to-end encrypted folders.
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unmount(args) => mount::unmount(args),
         Command::Lock(args) => mount::lock(args),
         Command::Status => mount::status(),
+        Command::Forget(args) => forget::run(args),
         Command::Files(command) => files::run(command),
     }
 }

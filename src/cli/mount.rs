@@ -50,6 +50,14 @@ pub struct MountArgs {
     /// idle open file does not count), e.g. 15m, 90s, 1h.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
+    /// Travel profile: the app password is never taken from the OS keyring (CLOAKFS_PASSWORD or a prompt),
+    /// the mnemonic is asked at each mount (no --mnemonic-file), and --idle-timeout defaults to 15m.
+    #[arg(long)]
+    pub travel: bool,
+    /// Lock (upload, unmount, wipe) when the system is about to sleep or the screen locks (logind and
+    /// screen-saver signals over D-Bus). Refuses to mount if the system D-Bus cannot be watched.
+    #[arg(long)]
+    pub lock_on_suspend: bool,
     /// Detach and run in the background (logs are discarded; see `cloakfs status`).
     #[arg(long)]
     pub daemon: bool,
@@ -57,6 +65,9 @@ pub struct MountArgs {
     #[arg(long, hide = true)]
     pub daemon_child: bool,
 }
+
+/// The idle timeout of `--travel` when none is given.
+pub const TRAVEL_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Options of `cloakfs unmount`.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,6 +124,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs `cloakfs mount`.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    if args.travel && args.mnemonic.mnemonic_file.is_some() {
+        bail!(
+            "--travel does not read the mnemonic from a file (a file on this laptop would outlive the mount); \
+             type it when asked"
+        );
+    }
     if args.daemon && !args.daemon_child {
         return spawn_daemon(&args);
     }
@@ -126,7 +143,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         lines.read_line(&mut mnemonic).context("reading the mnemonic from the parent")?;
         (Zeroizing::new(password.trim_end_matches('\n').to_owned()), mnemonic)
     } else {
-        (args.connection.password()?, args.mnemonic.read_text()?)
+        (args.connection.password_from(!args.travel)?, args.mnemonic.read_text()?)
     };
     let result = mount_with(&args, password, &mnemonic_text);
     if args.daemon_child {
@@ -172,7 +189,8 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         server,
         user: args.connection.user.clone(),
         remote: args.remote.clone(),
-        idle_timeout: args.idle_timeout,
+        idle_timeout: args.idle_timeout.or(args.travel.then_some(TRAVEL_IDLE_TIMEOUT)),
+        lock_on_suspend: args.lock_on_suspend,
     };
     let daemon_child = args.daemon_child;
     mount::run(&runtime, core, info, |mountpoint| {
@@ -200,7 +218,7 @@ fn default_spill_dir() -> PathBuf {
 /// reports the mount ready (or its error).
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
-    let password = args.connection.password()?;
+    let password = args.connection.password_from(!args.travel)?;
     let mnemonic = args.mnemonic.read_text()?;
     parse_mnemonic(&mnemonic)?;
     let executable = std::env::current_exe().context("finding the cloakfs executable")?;
@@ -346,6 +364,22 @@ pub fn status() -> anyhow::Result<()> {
             number("uploads"),
             number("commits"),
             if core.get("batch_open").and_then(serde_json::Value::as_bool) == Some(true) { "; batch open" } else { "" }
+        )?;
+        let idle = match status.idle_timeout_seconds {
+            Some(seconds) => format!("locks after {seconds} s idle"),
+            None => "no idle timeout".to_owned(),
+        };
+        let suspend = if status.lock_on_suspend { "; locks on sleep and screen lock" } else { "" };
+        writeln!(out, "  travel: {idle}{suspend}")?;
+        writeln!(
+            out,
+            "  spill files: {} (encrypted, unnamed); key memory: {}",
+            number("spill_files"),
+            if core.get("keys_locked").and_then(serde_json::Value::as_bool) == Some(false) {
+                "NOT locked (RLIMIT_MEMLOCK too low: keys may reach swap)"
+            } else {
+                "locked"
+            }
         )?;
         if let Some(error) = core.get("commit_error").and_then(serde_json::Value::as_str) {
             writeln!(out, "  commit error: {error}")?;

@@ -171,9 +171,7 @@ impl LockedBytes {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &mut self.storage {
             // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
-            Storage::Pooled { address, .. } => unsafe {
-                std::slice::from_raw_parts_mut(address.as_ptr(), self.len)
-            },
+            Storage::Pooled { address, .. } => unsafe { std::slice::from_raw_parts_mut(address.as_ptr(), self.len) },
             Storage::Heap(bytes) => bytes,
         }
     }

@@ -182,6 +182,11 @@ impl Spill {
         self.threshold
     }
 
+    /// Spill files created so far.
+    pub fn files_created(&self) -> u64 {
+        self.next_file_id.load(Ordering::Relaxed) - 1
+    }
+
     /// The directory spill files are created in.
     pub fn directory(&self) -> &Path {
         &self.directory
@@ -287,7 +292,11 @@ impl SpillFile {
         let tag = self
             .spill
             .cipher()
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(self.aad(index)), &mut block[..SPILL_BLOCK])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad(index)),
+                &mut block[..SPILL_BLOCK],
+            )
             .map_err(|_| io::Error::other("spill encryption failed"))?;
         self.file.write_all_at(&block[..SPILL_BLOCK], (index * SPILL_BLOCK) as u64)?;
         if self.seals.len() <= index {

@@ -58,6 +58,12 @@ pub struct MountStatus {
     pub user: String,
     /// The mounted folder (its path on the server, as given).
     pub remote: String,
+    /// The idle timeout, if any.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Whether it locks on sleep and screen lock.
+    #[serde(default)]
+    pub lock_on_suspend: bool,
     /// Cache use, dirty files and errors.
     pub core: CoreStatusReport,
 }

@@ -150,6 +150,10 @@ pub struct CoreStatus {
     pub commits: u64,
     /// Blobs uploaded since the mount started.
     pub uploads: u64,
+    /// Spill files created since the mount started (contents above the spill threshold).
+    pub spill_files: u64,
+    /// Whether all key material sits in locked memory (false: RLIMIT_MEMLOCK refused; keys may be swapped).
+    pub keys_locked: bool,
 }
 
 /// A clear name that is wiped when dropped and can key maps.
@@ -1136,12 +1140,12 @@ impl<R: Remote> Core<R> {
             let mut blob = Vec::with_capacity(usize::try_from(content.len()).unwrap_or(0).saturating_add(16));
             encrypt_stream(content.reader(), &mut blob).map(|sealed| (blob, sealed))
         })
-            .await
-            .map_err(|_| FsError::IO)?
-            .map_err(|error| {
-                tracing::error!(%error, "encryption failed");
-                FsError::IO
-            })?;
+        .await
+        .map_err(|_| FsError::IO)?
+        .map_err(|error| {
+            tracing::error!(%error, "encryption failed");
+            FsError::IO
+        })?;
         let blob_len = blob.len() as u64;
         let uid = reuse_uid.unwrap_or_else(random_server_name);
         let mut blob_path = path.clone();
@@ -1751,7 +1755,17 @@ impl<R: Remote> Core<R> {
             commit_error: state.commit_error.clone(),
             commits: state.commits,
             uploads: state.uploads,
+            spill_files: self.spill.files_created(),
+            keys_locked: {
+                let stats = crate::crypto::locked::stats();
+                stats.locked_bytes == stats.mapped_bytes
+            },
         }
+    }
+
+    /// Drops the cached plaintexts of clean files (the bytes are wiped once no open file holds them).
+    pub fn clear_cache(&self) {
+        lock(&self.cache).clear();
     }
 
     /// Drops every plaintext and name held in memory (after the final flush).

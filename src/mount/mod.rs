@@ -9,6 +9,7 @@ pub mod control;
 pub mod core;
 pub mod errno;
 pub mod fuse;
+pub mod suspend;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub enum MountError {
     /// The control socket failed.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// `--lock-on-suspend` was asked for but the system bus cannot be watched.
+    #[error(transparent)]
+    Suspend(#[from] suspend::WatchError),
 }
 
 /// What the mount reports about itself.
@@ -57,6 +61,8 @@ pub struct MountInfo {
     pub remote: String,
     /// Unmount after this long without activity (see [`core::Core::note_activity`]).
     pub idle_timeout: Option<Duration>,
+    /// Lock when the system is about to sleep or the screen locks ([`suspend`]).
+    pub lock_on_suspend: bool,
 }
 
 /// The absolute form of `path` without resolving symlinks or touching a (possibly stale) mount.
@@ -160,6 +166,8 @@ pub fn run<R: Remote + 'static>(
 ) -> Result<(), MountError> {
     let mountpoint = absolute(&info.mountpoint)?;
     prepare_mountpoint(&mountpoint)?;
+    // Before mounting: a requested lock that cannot work refuses the mount rather than being silently off.
+    let watch = if info.lock_on_suspend { Some(runtime.block_on(suspend::watch())?) } else { None };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("cloakfs".into()),
@@ -178,7 +186,7 @@ pub fn run<R: Remote + 'static>(
 
     let socket_path = control::own_socket()?;
     let _ = std::fs::remove_file(&socket_path);
-    let result = runtime.block_on(serve(core.clone(), &info, &mountpoint, &socket_path, session, ready));
+    let result = runtime.block_on(serve(core.clone(), &info, &mountpoint, &socket_path, session, watch, ready));
     let _ = std::fs::remove_file(&socket_path);
     core.wipe();
     result
@@ -190,6 +198,7 @@ async fn serve<R: Remote + 'static>(
     mountpoint: &Path,
     socket_path: &Path,
     session: fuser::BackgroundSession,
+    mut watch: Option<suspend::SuspendWatch>,
     ready: impl FnOnce(&Path),
 ) -> Result<(), MountError> {
     let idle_timeout = info.idle_timeout;
@@ -218,6 +227,8 @@ async fn serve<R: Remote + 'static>(
             server: info.server.clone(),
             user: info.user.clone(),
             remote: info.remote.clone(),
+            idle_timeout_seconds: info.idle_timeout.map(|timeout| timeout.as_secs()),
+            lock_on_suspend: info.lock_on_suspend,
             core: control::report(&core.status()),
         }
     };
@@ -268,6 +279,7 @@ async fn serve<R: Remote + 'static>(
     }
     let mut requester = None;
     let mut discarded = false;
+    let mut suspending = false;
     let externally_unmounted = loop {
         let stop = tokio::select! {
             _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); Stop::Now }
@@ -277,6 +289,10 @@ async fn serve<R: Remote + 'static>(
                 _ => Stop::Unmount(writer),
             },
             _ = session_done.notified() => { tracing::info!("unmounted from outside"); Stop::External }
+            reason = next_lock(&mut watch) => {
+                eprintln!("cloakfs: {reason}: uploading, unmounting and wiping");
+                Stop::Suspend
+            }
             _ = idle(&core, idle_timeout) => {
                 eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
                 Stop::Now
@@ -284,6 +300,18 @@ async fn serve<R: Remote + 'static>(
         };
         match stop {
             Stop::Now => break false,
+            Stop::Suspend => {
+                // The system will not wait long: upload what fits in the budget, then unmount anyway; what
+                // is left stays in RAM (never on disk) and is uploaded after resume, then the process exits.
+                if tokio::time::timeout(SUSPEND_FLUSH_BUDGET, core.flush_all()).await != Ok(true) {
+                    eprintln!(
+                        "cloakfs: {} file(s) not uploaded before sleep; unmounting anyway, uploading after resume",
+                        core.status().dirty.len()
+                    );
+                }
+                suspending = true;
+                break false;
+            }
             Stop::External => break true,
             Stop::Unmount(writer) => {
                 requester = Some(writer);
@@ -315,7 +343,7 @@ async fn serve<R: Remote + 'static>(
     };
 
     // Upload everything while still mounted, then detach, wait for the kernel to let go, upload late writes.
-    let flushed = discarded || flush_until_clean(&core).await;
+    let flushed = discarded || suspending || flush_until_clean(&core).await;
     if !externally_unmounted {
         if let Err(error) = detach(mountpoint) {
             tracing::warn!(%error, "unmount failed");
@@ -327,6 +355,11 @@ async fn serve<R: Remote + 'static>(
         if tokio::time::timeout(SESSION_GRACE, session_done.notified()).await.is_err() {
             eprintln!("cloakfs: programs still had files open in the mount; their handles are closed now");
         }
+    }
+    if let Some(watch) = &watch {
+        // The view is gone: drop clean plaintext now, and let the system sleep.
+        core.clear_cache();
+        watch.release_inhibitor();
     }
     if discarded {
         core.discard_dirty().await;
@@ -359,6 +392,19 @@ enum Stop {
     Unmount(tokio::net::unix::OwnedWriteHalf),
     /// `cloakfs lock [--discard]`.
     Lock(tokio::net::unix::OwnedWriteHalf, bool),
+    /// Sleep or a screen lock (`--lock-on-suspend`): upload within a budget, unmount regardless.
+    Suspend,
+}
+
+/// How long a suspend lock waits for uploads before it unmounts anyway (logind's default delay is 5 s).
+const SUSPEND_FLUSH_BUDGET: Duration = Duration::from_secs(4);
+
+/// The next lock request of the suspend watch (never without one).
+async fn next_lock(watch: &mut Option<suspend::SuspendWatch>) -> suspend::LockReason {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once the mount has been idle for `timeout` (never without one).

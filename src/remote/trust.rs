@@ -120,6 +120,25 @@ impl TrustStore {
         Ok(Self { path: path.to_owned(), pins })
     }
 
+    /// The servers with pins, and the users with pinned certificates on each.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &ServerPins)> {
+        self.pins.servers.iter().map(|(server, pins)| (server.as_str(), pins))
+    }
+
+    /// Drops every pin of `server`; `true` if there were any. Saves.
+    pub fn forget_server(&mut self, server: &str) -> Result<bool, TrustError> {
+        let removed = self.pins.servers.remove(server).is_some();
+        if removed {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
+    /// The file the pins live in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The pins of one server.
     pub fn server(&self, server: &str) -> Option<&ServerPins> {
         self.pins.servers.get(server)

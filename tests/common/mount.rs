@@ -94,8 +94,14 @@ impl Account {
 
     /// Mounts `/Vault` at `dir`.
     pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
+        self.mount_at_with_env(dir, extra, &[])
+    }
+
+    /// Mounts `/Vault` at `dir` with extra environment variables.
+    pub fn mount_at_with_env(&self, dir: TempDir, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
         let mut child = self
             .mount_command("/Vault", &dir.0, &self.mnemonic)
+            .envs(env.iter().copied())
             .args(if extra.contains(&"--dir-cache-time") { &[][..] } else { &["--dir-cache-time", "1"][..] })
             .args(if extra.contains(&"--commit-delay") { &[][..] } else { &["--commit-delay", "200"][..] })
             .args(extra)
