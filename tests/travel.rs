@@ -389,3 +389,30 @@ fn walk_count(root: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn a_refused_memory_lock_is_reported_not_silent() {
+    use std::os::unix::process::CommandExt as _;
+    let account = Account::new("memlock");
+    let mounted = account.mount_customized(TempDir::new("memlock-mnt"), &[], |command| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // Root may lock memory regardless of the limit (CAP_IPC_LOCK): drop that capability first.
+                if libc::geteuid() == 0 && libc::prctl(libc::PR_CAPBSET_DROP, 14 /* CAP_IPC_LOCK */, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    fs::write(mounted.path("works.txt"), b"still works without locked memory").unwrap();
+    assert_eq!(fs::read(mounted.path("works.txt")).unwrap(), b"still works without locked memory");
+    assert!(mounted.status().contains("key memory: NOT locked"), "{}", mounted.status());
+    assert!(mounted.log().contains("cannot lock key memory in RAM"), "{}", mounted.log());
+    mounted.unmount();
+}

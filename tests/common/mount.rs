@@ -99,9 +99,21 @@ impl Account {
 
     /// Mounts `/Vault` at `dir` with extra environment variables.
     pub fn mount_at_with_env(&self, dir: TempDir, extra: &[&str], env: &[(&str, &str)]) -> Mounted {
-        let mut child = self
-            .mount_command("/Vault", &dir.0, &self.mnemonic)
-            .envs(env.iter().copied())
+        self.mount_customized(dir, extra, |command| {
+            command.envs(env.iter().copied());
+        })
+    }
+
+    /// Mounts `/Vault` at `dir`; `customize` adjusts the command before it starts.
+    pub fn mount_customized(
+        &self,
+        dir: TempDir,
+        extra: &[&str],
+        customize: impl FnOnce(&mut std::process::Command),
+    ) -> Mounted {
+        let mut command = self.mount_command("/Vault", &dir.0, &self.mnemonic);
+        customize(&mut command);
+        let mut child = command
             .args(if extra.contains(&"--dir-cache-time") { &[][..] } else { &["--dir-cache-time", "1"][..] })
             .args(if extra.contains(&"--commit-delay") { &[][..] } else { &["--commit-delay", "200"][..] })
             .args(extra)
@@ -128,7 +140,7 @@ impl Account {
             }
         }
         // Keep draining stderr (logs) so the mount never blocks on a full pipe.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
