@@ -539,10 +539,9 @@ impl ContentSink {
     /// A sink expecting about `expected_len` bytes.
     pub fn new(expected_len: u64, spill: Arc<Spill>) -> io::Result<Self> {
         let mut content = Content::empty();
-        if expected_len > spill.threshold {
-            content.spill_if_above(expected_len, &spill)?;
-        } else if let Repr::Ram(buffer) = &mut content.0 {
-            buffer.reserve(expected_len as usize);
+        content.spill_if_above(expected_len, &spill)?;
+        if let Repr::Ram(buffer) = &mut content.0 {
+            buffer.reserve(usize::try_from(expected_len).map_err(|_| too_big())?);
         }
         Ok(Self { content, spill, verified: false })
     }

@@ -26,8 +26,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::cache::{Plaintext, PlaintextCache};
 use super::content::{Content, ContentSink, Spill};
-use super::errno::errno_of_io;
-use super::errno::{errno_of, FsError};
+use super::errno::{errno_of, errno_of_io, FsError};
 use crate::crypto::file_cipher::encrypt_stream;
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::is_valid_clear_name;
