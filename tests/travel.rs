@@ -204,6 +204,16 @@ fn travel_profile_asks_for_the_mnemonic_defaults_the_idle_timeout_and_forget_rem
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--travel does not read the mnemonic from a file"));
 
+    // An unusable spill directory is refused before anything is mounted.
+    let bad_spill = account
+        .mount_command("/Vault", &dir.0, &account.mnemonic)
+        .args(["--spill-dir", "/nonexistent/cloakfs-spill"])
+        .output()
+        .unwrap();
+    assert!(!bad_spill.status.success());
+    assert!(String::from_utf8_lossy(&bad_spill.stderr).contains("give another --spill-dir"));
+    assert!(!mount::is_mounted(&dir.0));
+
     // The mnemonic given the way a prompt would (here the environment, never a file): mounts, 15 min idle.
     let dir = TempDir::new("travel-mnt");
     let mut child = server::cloakfs()

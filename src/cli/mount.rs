@@ -157,6 +157,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
 
 fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str) -> anyhow::Result<()> {
     let mnemonic = parse_mnemonic(mnemonic_text)?;
+    let spill_directory = args.spill_dir.clone().unwrap_or_else(default_spill_dir);
+    crate::mount::content::Spill::new(spill_directory.clone(), 0).check().with_context(|| {
+        format!("cannot create temporary files in {} (give another --spill-dir)", spill_directory.display())
+    })?;
     let client = args.connection.client_with(password)?;
     let mut trust = args.connection.trust_store()?;
     let runtime = runtime()?;
@@ -180,7 +184,7 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         cache_size: args.cache_size,
         commit_delay: Duration::from_millis(args.commit_delay),
         spill_above: args.spill_above.unwrap_or(args.cache_size),
-        spill_directory: args.spill_dir.clone().unwrap_or_else(default_spill_dir),
+        spill_directory,
         ..CoreOptions::default()
     };
     let core = Arc::new(Core::new(vault, tree, root, options));

@@ -182,6 +182,11 @@ impl Spill {
         self.threshold
     }
 
+    /// Checks that spill files can be created in the directory (creates one and drops it).
+    pub fn check(&self) -> io::Result<()> {
+        self.create_file().map(drop)
+    }
+
     /// Spill files created so far.
     pub fn files_created(&self) -> u64 {
         self.next_file_id.load(Ordering::Relaxed) - 1
