@@ -80,6 +80,18 @@ pub enum FileCommand {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// Check an encrypted folder: every entry its metadata names exists on the server, and every blob or
+    /// folder on the server is named (orphans are left by clients that crashed before committing).
+    Fsck {
+        /// The encrypted folder, e.g. /Vault.
+        path: String,
+        /// Remove orphans (under the folder's lock, after checking again under it).
+        #[arg(long)]
+        repair: bool,
+        /// Server and credentials.
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
     /// Create a folder: with --encrypted a new end-to-end encrypted top folder, else a sub-folder of one.
     Mkdir {
         /// The folder, e.g. /Vault (with --encrypted) or /Vault/docs.
@@ -199,6 +211,35 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
         FileCommand::Mv { from, to, vault } => {
             let vault = open(&vault, &runtime)?;
             runtime.block_on(vault.rename(&from, &to)).with_context(|| format!("mv {from} {to}"))?;
+        }
+        FileCommand::Fsck { path, repair, vault } => {
+            let vault = open(&vault, &runtime)?;
+            let report = runtime.block_on(vault.fsck(&path, repair)).with_context(|| format!("fsck {path}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{path}: {} folder(s), {} file(s) checked; {} orphan(s){}, {} missing",
+                report.folders,
+                report.files,
+                report.orphans.len(),
+                if repair { format!(" ({} removed)", report.removed) } else { String::new() },
+                report.missing.len()
+            )?;
+            for orphan in &report.orphans {
+                writeln!(out, "  orphan (named by no metadata): {}/{}", path.trim_end_matches('/'), orphan.join("/"))?;
+            }
+            for missing in &report.missing {
+                writeln!(out, "  MISSING on the server: {}/{}", path.trim_end_matches('/'), missing.join("/"))?;
+            }
+            if !report.missing.is_empty() {
+                bail!(
+                    "{} entry(ies) the metadata names are missing on the server (their data is lost)",
+                    report.missing.len()
+                );
+            }
+            if !repair && !report.orphans.is_empty() {
+                bail!("{} orphan(s) found: run `cloakfs fsck --repair {path}` to remove them", report.orphans.len());
+            }
         }
         FileCommand::Mkdir { path, encrypted, vault } => {
             let vault = open(&vault, &runtime)?;

@@ -8,6 +8,8 @@
 //! rolls the change back and nothing half-done becomes visible.
 
 mod folder;
+mod fsck;
+pub use fsck::FsckReport;
 mod write;
 
 use std::time::{Duration, SystemTime};
