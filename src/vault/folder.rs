@@ -50,18 +50,7 @@ impl<R: Remote> Vault<R> {
             other => other?,
         };
         let own = entries.remove(0);
-        if !own.is_dir {
-            return Err(VaultError::NotAFolder);
-        }
-        let (json, signature) = self.metadata_of(&own).await?;
-        let is_top = remote_path == tree.path.as_slice();
-        let decoded = if is_top {
-            self.decode_top(&own, &json, &signature)?.0
-        } else {
-            self.decode_sub(&own, &json, &signature, &tree.keys)?
-        };
-        let view =
-            FolderView { remote_path: remote_path.to_vec(), file_id: own.file_id, etag: own.etag, is_top, decoded };
+        let view = self.view_of(tree, remote_path, own).await?;
         Ok((view, entries))
     }
 

@@ -333,6 +333,17 @@ impl<R: Remote> Vault<R> {
     /// Reads and verifies the folder at `remote_path` of `tree` (fresh from the server).
     async fn load_folder(&self, tree: &TreeRoot, remote_path: &[String]) -> Result<FolderView, VaultError> {
         let entry = self.stat(remote_path).await?.ok_or(VaultError::NotFound)?;
+        self.view_of(tree, remote_path, entry).await
+    }
+
+    /// Fetches (if the listing did not carry it) and verifies the metadata of folder `entry` at
+    /// `remote_path` of `tree`: as the top folder or as a sub-folder.
+    async fn view_of(
+        &self,
+        tree: &TreeRoot,
+        remote_path: &[String],
+        entry: RemoteEntry,
+    ) -> Result<FolderView, VaultError> {
         if !entry.is_dir {
             return Err(VaultError::NotAFolder);
         }
