@@ -43,6 +43,10 @@ pub struct MountArgs {
     /// the files have no name (O_TMPFILE) and vanish with the process.
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
+    /// This device's name in conflicted copies, "NAME (conflicted copy DEVICE DATE)", made when another
+    /// device changed a file this mount also changed (default: the host name). Stored encrypted.
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
@@ -185,6 +189,7 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         commit_delay: Duration::from_millis(args.commit_delay),
         spill_above: args.spill_above.unwrap_or(args.cache_size),
         spill_directory,
+        device: args.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
         ..CoreOptions::default()
     };
     let core = Arc::new(Core::new(vault, tree, root, options));

@@ -54,6 +54,8 @@ pub struct CoreOptions {
     pub spill_above: u64,
     /// Where spill files are created (they never have a name on Linux: `O_TMPFILE`).
     pub spill_directory: std::path::PathBuf,
+    /// This device's name in conflicted copies ("NAME (conflicted copy DEVICE DATE)").
+    pub device: String,
 }
 
 impl Default for CoreOptions {
@@ -66,6 +68,7 @@ impl Default for CoreOptions {
             retry_interval: Duration::from_secs(5),
             spill_above: 512 << 20,
             spill_directory: std::env::temp_dir(),
+            device: default_device_name(),
         }
     }
 }
@@ -333,6 +336,64 @@ fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
     Arc::get_mut(content).ok_or(FsError::IO)
 }
 
+/// This machine's host name, the default device name in conflicted copies.
+pub fn default_device_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or truncates.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    match std::str::from_utf8(&buffer[..end]) {
+        Ok(host) if result == 0 && !host.is_empty() => host.to_owned(),
+        _ => "this device".to_owned(),
+    }
+}
+
+/// "STEM (conflicted copy DEVICE YYYY-MM-DD HHMMSS).EXT" (UTC), with " 2", " 3"... inside the parentheses
+/// while `taken`, the stem shortened so that the name fits in 255 bytes.
+pub fn conflict_name(name: &str, device: &str, when: SystemTime, taken: impl Fn(&str) -> bool) -> String {
+    let (stem, extension) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    let device: String = device.chars().filter(|c| *c != '/' && !c.is_control()).take(64).collect();
+    let seconds = when.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, day_seconds) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let stamp = format!(
+        "{year:04}-{month:02}-{day:02} {:02}{:02}{:02}",
+        day_seconds / 3600,
+        day_seconds / 60 % 60,
+        day_seconds % 60
+    );
+    for attempt in 1u32.. {
+        let number = if attempt == 1 { String::new() } else { format!(" {attempt}") };
+        let suffix = format!(" (conflicted copy {device} {stamp}{number}){extension}");
+        let mut stem_end = stem.len().min(255usize.saturating_sub(suffix.len()));
+        while !stem.is_char_boundary(stem_end) {
+            stem_end -= 1;
+        }
+        let candidate = format!("{}{suffix}", &stem[..stem_end]);
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("some number is free")
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 fn validate_name(name: &str) -> Result<(), FsError> {
     if name.len() > 255 {
         return Err(FsError::NAME_TOO_LONG);
@@ -418,6 +479,48 @@ impl State {
         if drop_node {
             self.forget_subtree(ino);
         }
+    }
+
+    /// A concurrent change: file `ino` in `parent` moves to `conflict` (a new name), and its old name shows
+    /// the other client's version `theirs` (already in the listing).
+    fn keep_both(&mut self, parent: u64, ino: u64, conflict: &str, theirs: &str) -> Result<(), FsError> {
+        let old_name = self.node(ino)?.name.clone();
+        let (their_entry, size, mtime) = {
+            let loaded = self.dir(parent)?.loaded.as_ref().ok_or(FsError::IO)?;
+            let entry = loaded.folder.files.get(theirs).cloned().ok_or(FsError::IO)?;
+            let (size, mtime) = loaded
+                .blobs
+                .get(theirs)
+                .map(|(size, time)| (plaintext_len(*size), *time))
+                .unwrap_or((0, SystemTime::UNIX_EPOCH));
+            (entry, size, mtime)
+        };
+        let dir = self.dir_mut(parent)?;
+        if dir.children.get(&old_name) == Some(&ino) {
+            dir.children.remove(&old_name);
+        }
+        dir.children.insert(Name(conflict.to_owned()), ino);
+        self.node_mut(ino)?.name = Name(conflict.to_owned());
+        self.allocate(
+            parent,
+            &old_name.0,
+            Kind::File(File {
+                uid: Some(theirs.to_owned()),
+                entry: Some(their_entry),
+                size,
+                mtime,
+                content: None,
+                dirty: false,
+                version: 0,
+                pending: false,
+                uid_in_batch: false,
+                open_handles: 0,
+                error: None,
+                kernel_cached: None,
+                unlinked: false,
+            }),
+        );
+        Ok(())
     }
 
     fn forget_subtree(&mut self, ino: u64) {
@@ -1155,16 +1258,37 @@ impl<R: Remote> Core<R> {
         }
         .instrument(tracing::info_span!("upload", server_name = %uid, len = blob_len))
         .await?;
-        // The blob the name pointed to before (committed earlier or by another client) goes.
-        let replaced: Option<String> = {
+        // The server's current blob under this name (our lock made the listing current). If it is the
+        // version this content was based on, it is replaced; if another client wrote it since (or created
+        // the name while we created ours), both stay: ours under a conflicted-copy name.
+        let (replaced, conflict_name) = {
             let state = self.state();
-            let loaded = state.dir(parent)?.loaded.as_ref().ok_or(FsError::IO)?;
-            loaded
+            let base = state.file(ino)?.uid.clone();
+            let dir = state.dir(parent)?;
+            let loaded = dir.loaded.as_ref().ok_or(FsError::IO)?;
+            let current = loaded
                 .folder
                 .files
                 .iter()
                 .find(|(existing, entry)| entry.filename.as_str() == name.0 && **existing != uid)
-                .map(|(existing, _)| existing.clone())
+                .map(|(existing, _)| existing.clone());
+            match current {
+                Some(current) if base.as_deref() != Some(current.as_str()) => {
+                    let taken = |candidate: &str| {
+                        dir.children.contains_key(&Name(candidate.to_owned()))
+                            || loaded.folder.files.values().any(|entry| entry.filename.as_str() == candidate)
+                            || loaded.folder.folders.values().any(|folder| folder.as_str() == candidate)
+                    };
+                    let conflict = conflict_name(&name.0, &self.options.device, SystemTime::now(), taken);
+                    tracing::warn!(
+                        server_name = %uid,
+                        other = %current,
+                        "another client changed this file meanwhile; keeping both versions (ours as a conflicted copy)"
+                    );
+                    (None, Some((conflict, current)))
+                }
+                current => (current, None),
+            }
         };
         if let Some(old) = &replaced {
             let mut old_path = path.clone();
@@ -1177,6 +1301,13 @@ impl<R: Remote> Core<R> {
         let mut state = self.state();
         state.uploads += 1;
         Self::touch_batch(&mut state);
+        let name = match conflict_name {
+            None => name,
+            Some((conflict, theirs)) => {
+                state.keep_both(parent, ino, &conflict, &theirs)?;
+                Name(conflict)
+            }
+        };
         let entry = FileEntry {
             filename: Zeroizing::new(name.0.clone()),
             mimetype: mime_type(&name.0).to_owned(),
@@ -1298,17 +1429,26 @@ impl<R: Remote> Core<R> {
         validate_name(name)?;
         self.ensure_current(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
-        let on_server = {
-            let state = self.state();
-            let file = state.file(ino)?;
-            file.uid.is_some()
-        };
-        if !on_server {
+        let seen_uid = self.state().file(ino)?.uid.clone();
+        if seen_uid.is_none() {
             self.state().detach(ino);
             return Ok(());
         }
         let (_gate, token) = self.enter_batch(&[parent]).await?;
-        self.remove_entry(parent, ino, &token).await
+        // Under the lock the listing is current: if another client replaced the file since we saw it, its
+        // newer version stays (an edit wins over a concurrent delete); if it deleted it, we are done.
+        let current = {
+            let state = self.state();
+            state.child(parent, name)?.filter(|current| *current == ino).and_then(|_| state.file(ino).ok()?.uid.clone())
+        };
+        match current {
+            None => Ok(()),
+            Some(current) if Some(&current) != seen_uid.as_ref() => {
+                tracing::warn!(server_name = %current, "another client changed this file meanwhile; not deleting its version");
+                Ok(())
+            }
+            Some(_) => self.remove_entry(parent, ino, &token).await,
+        }
     }
 
     /// Deletes `ino`'s blob or folder under the batch lock and drops it from `parent`'s metadata.
@@ -1773,5 +1913,30 @@ impl<R: Remote> Core<R> {
         let mut state = self.state();
         state.nodes.clear();
         state.handles.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_keep_the_extension_fit_255_bytes_and_count_up() {
+        // 2026-11-22 13:04:05 UTC.
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_352_645);
+        let name = conflict_name("report.final.odt", "laptop", when, |_| false);
+        assert_eq!(name, "report.final (conflicted copy laptop 2026-11-22 130405).odt");
+        assert_eq!(
+            conflict_name(".bashrc", "pc/1", when, |_| false),
+            ".bashrc (conflicted copy pc1 2026-11-22 130405)"
+        );
+        let second =
+            conflict_name("a.txt", "pc", when, |candidate| candidate == "a (conflicted copy pc 2026-11-22 130405).txt");
+        assert_eq!(second, "a (conflicted copy pc 2026-11-22 130405 2).txt");
+        let long = format!("{}.txt", "é".repeat(127));
+        let fitted = conflict_name(&long, "pc", when, |_| false);
+        assert!(fitted.len() <= 255 && fitted.ends_with("130405).txt") && fitted.starts_with('é'), "{fitted}");
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }

@@ -221,7 +221,7 @@ impl NextcloudClient {
                 continue;
             }
             let (status, response_headers, body) = outcome?;
-            return parse_ocs(&request_name, status, &body).map(|data| (data, response_headers));
+            return parse_ocs(&request_name, status.as_u16(), &body).map(|data| (data, response_headers));
         }
     }
 
@@ -254,11 +254,7 @@ impl NextcloudClient {
                 &[("X-NC-E2EE-COUNTER", &counter_text)],
             )
             .await?;
-        let token = string_field(&data, "e2e-token", "POST lock")?;
-        if token.is_empty() || token.len() > 256 || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
-            return Err(RemoteError::Protocol { request: "POST lock".into(), reason: "unusable lock token".into() });
-        }
-        Ok(LockToken(token))
+        lock_token_of(&data)
     }
 
     /// `DELETE /lock/{id}`: commits what was written under the lock, or with `abort` rolls it back.
@@ -325,17 +321,7 @@ impl NextcloudClient {
     pub async fn public_keys(&self, users: &[&str]) -> Result<Option<BTreeMap<String, String>>, RemoteError> {
         let list = serde_json::to_string(users).expect("a list of strings serialises");
         match self.ocs(Method::GET, "public-key", &[("users", &list)], &[]).await {
-            Ok(data) => {
-                let keys = data.get("public-keys").and_then(Value::as_object).ok_or_else(|| RemoteError::Protocol {
-                    request: "GET public-key".into(),
-                    reason: "no public-keys object".into(),
-                })?;
-                Ok(Some(
-                    keys.iter()
-                        .filter_map(|(user, pem)| pem.as_str().map(|pem| (user.clone(), pem.to_owned())))
-                        .collect(),
-                ))
-            }
+            Ok(data) => public_keys_of(&data).map(Some),
             Err(error) if error.status() == Some(404) => Ok(None),
             Err(error) => Err(error),
         }
@@ -386,7 +372,14 @@ pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
     cause.to_string()
 }
 
-fn parse_ocs(request: &str, status: StatusCode, body: &str) -> Result<Value, RemoteError> {
+/// The `ocs.data` of an OCS answer with HTTP `status` and `body` (any bytes a server may send), or the
+/// error it stands for: 401, a non-2xx status with the server's message (at most 200 characters of a
+/// body that is not OCS JSON), or a 2xx answer that is not OCS JSON.
+pub fn parse_ocs(request: &str, status: u16, body: &str) -> Result<Value, RemoteError> {
+    let status = StatusCode::from_u16(status).map_err(|_| RemoteError::Protocol {
+        request: request.to_owned(),
+        reason: format!("impossible HTTP status {status}"),
+    })?;
     if status == StatusCode::UNAUTHORIZED {
         return Err(RemoteError::Unauthorized { request: request.to_owned() });
     }
@@ -417,4 +410,23 @@ fn string_field(data: &Value, field: &str, request: &str) -> Result<String, Remo
         request: request.to_owned(),
         reason: format!("missing field {field:?}"),
     })
+}
+
+/// The lock token in the `ocs.data` of `POST /lock/{id}`: 1 to 256 printable ASCII characters (it is sent
+/// back in a header).
+pub fn lock_token_of(data: &Value) -> Result<LockToken, RemoteError> {
+    let token = string_field(data, "e2e-token", "POST lock")?;
+    if token.is_empty() || token.len() > 256 || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(RemoteError::Protocol { request: "POST lock".into(), reason: "unusable lock token".into() });
+    }
+    Ok(LockToken(token))
+}
+
+/// The certificates (PEM, not yet parsed or trusted) by user id in the `ocs.data` of `GET /public-key`.
+pub fn public_keys_of(data: &Value) -> Result<BTreeMap<String, String>, RemoteError> {
+    let keys = data.get("public-keys").and_then(Value::as_object).ok_or_else(|| RemoteError::Protocol {
+        request: "GET public-key".into(),
+        reason: "no public-keys object".into(),
+    })?;
+    Ok(keys.iter().filter_map(|(user, pem)| pem.as_str().map(|pem| (user.clone(), pem.to_owned()))).collect())
 }

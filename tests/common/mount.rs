@@ -21,6 +21,8 @@ pub struct Account {
     pub mnemonic: PathBuf,
     /// The user.
     pub user: String,
+    /// The URL clients use (the server's, or a proxy's in front of it).
+    pub url: String,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -50,7 +52,8 @@ impl Account {
             stdout.lines().skip_while(|line| !line.starts_with("Your mnemonic")).nth(2).unwrap().trim().to_owned();
         let mnemonic_file = config.0.join("alice.words");
         std::fs::write(&mnemonic_file, mnemonic).unwrap();
-        let account = Self { server, data, config, mnemonic: mnemonic_file, user: "alice".into() };
+        let url = server.url.clone();
+        let account = Self { server, data, config, mnemonic: mnemonic_file, user: "alice".into(), url };
         ok(account.run(&["mkdir", "--encrypted", "/Vault"]));
         account
     }
@@ -59,7 +62,7 @@ impl Account {
     pub fn run(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--mnemonic-file", self.mnemonic.to_str().unwrap()]);
-        client(&self.server.url, &self.user, &self.config.0, &all)
+        client(&self.url, &self.user, &self.config.0, &all)
     }
 
     /// Mounts `/Vault` at a fresh temporary mount point.
@@ -79,7 +82,7 @@ impl Account {
         command
             .args(["mount", remote])
             .arg(mountpoint)
-            .args(["--server", &self.server.url, "--user", &self.user, "--mnemonic-file"])
+            .args(["--server", &self.url, "--user", &self.user, "--mnemonic-file"])
             .arg(mnemonic)
             .env("XDG_CONFIG_HOME", &self.config.0)
             .env("CLOAKFS_PASSWORD", PASSWORD)
@@ -165,6 +168,11 @@ impl Mounted {
     /// A path inside the mount.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.0.join(relative)
+    }
+
+    /// The mount process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// What the mount logged so far.
