@@ -1571,7 +1571,17 @@ impl<R: Remote> Core<R> {
             }
             self.remove_entry(new_parent, target, &token).await?;
         }
-        self.move_entry(ino, parent, new_parent, new_name, &token).await
+        self.move_entry(ino, parent, new_parent, new_name, &token).await?;
+        drop(_gate);
+        if parent != new_parent && !is_dir {
+            // The server applies a MOVE under a lock only at unlock (a real Nextcloud server stages its
+            // destination): a later write or delete of the blob at its new place in the same batch would
+            // miss it and leave an orphan. Commit now; a failure is retried in the background.
+            if let Err(error) = self.commit_now().await {
+                tracing::debug!(errno = error.0, "commit after a move failed; retrying later");
+            }
+        }
+        Ok(())
     }
 
     async fn rename_after_removing(
