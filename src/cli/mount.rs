@@ -283,6 +283,14 @@ pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
         eprintln!("cloakfs: uploading pending changes, then unmounting {}", target.display());
         let reply = runtime.block_on(control::send(socket, &Request::Unmount))?;
         if let Some(error) = reply.error {
+            // The names go to this terminal only (the mount itself never logs them).
+            let dirty = reply.status.as_ref().and_then(|status| status.core.get("dirty")).and_then(|v| v.as_array());
+            for file in dirty.into_iter().flatten() {
+                let path = file.get("path").and_then(serde_json::Value::as_str).unwrap_or("?");
+                let size = file.get("size").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let reason = file.get("error").and_then(serde_json::Value::as_str).unwrap_or("waiting for upload");
+                eprintln!("  not uploaded: {path} ({size} bytes): {reason}");
+            }
             bail!("{error}");
         }
         println!("unmounted {}", target.display());

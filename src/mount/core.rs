@@ -34,6 +34,12 @@ use crate::metadata::{FileEntry, FolderMetadata};
 use crate::remote::{LockToken, Remote, RemoteEntry};
 use crate::vault::{mime_type, plaintext_len, FolderView, TreeRoot, Vault, VaultError};
 
+/// After the server was found unreachable, cached listings are shown without asking it for this long.
+const OFFLINE_PAUSE: Duration = Duration::from_secs(10);
+
+/// The server could not be reached (see [`crate::remote::RemoteError::is_unreachable`]).
+struct Unreachable;
+
 /// The root inode.
 pub const ROOT_INO: u64 = 1;
 
@@ -290,6 +296,8 @@ pub struct Core<R: Remote> {
     owner: (u32, u32),
     /// The last user-initiated file-system operation (for the idle timeout).
     last_activity: Mutex<Instant>,
+    /// Until when cached listings are shown without revalidation (the server was unreachable).
+    offline_until: Mutex<Option<Instant>>,
 }
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
@@ -649,6 +657,7 @@ impl<R: Remote> Core<R> {
             uploads: KeyedLocks::new(),
             owner,
             last_activity: Mutex::new(Instant::now()),
+            offline_until: Mutex::new(None),
         }
     }
 
@@ -836,10 +845,34 @@ impl<R: Remote> Core<R> {
         if !loaded {
             return self.reload(ino).await;
         }
-        if !stale {
+        if !stale || lock(&self.offline_until).is_some_and(|until| Instant::now() < until) {
             return Ok(());
         }
-        self.check_folder(ino, &path).await
+        match self.check_folder_or_unreachable(ino, &path).await {
+            Err(Unreachable) => {
+                // Offline: keep showing the listings we verified before, and do not ask the server again
+                // for a while (every call would otherwise wait for the timeout).
+                tracing::warn!(file_id = self.folder_file_id(ino), "server unreachable; showing cached listings");
+                *lock(&self.offline_until) = Some(Instant::now() + self.options.dir_cache_time.max(OFFLINE_PAUSE));
+                Ok(())
+            }
+            Ok(result) => result,
+        }
+    }
+
+    /// [`Self::check_folder`], telling an unreachable server apart from every other failure.
+    async fn check_folder_or_unreachable(&self, ino: u64, path: &[String]) -> Result<Result<(), FsError>, Unreachable> {
+        match self.vault.folder_view(&self.tree, path).await {
+            Err(VaultError::Remote(error)) if error.is_unreachable() => Err(Unreachable),
+            Err(VaultError::NotFound) => Ok(Err(FsError::NOT_FOUND)),
+            Err(error) => Ok(Err(self.fail(error))),
+            Ok(fresh) => Ok(self.apply_check(ino, fresh).await),
+        }
+    }
+
+    /// The server's file id of folder `ino` (for logs), 0 if unknown.
+    fn folder_file_id(&self, ino: u64) -> u64 {
+        self.state().dir(ino).ok().and_then(|dir| dir.loaded.as_ref().map(|loaded| loaded.view.file_id)).unwrap_or(0)
     }
 
     /// Reads folder `ino` alone (depth 0) and reloads its listing only if its metadata counter moved (any
@@ -850,6 +883,11 @@ impl<R: Remote> Core<R> {
             Err(VaultError::NotFound) => return Err(FsError::NOT_FOUND),
             Err(error) => return Err(self.fail(error)),
         };
+        self.apply_check(ino, fresh).await
+    }
+
+    /// Keeps folder `ino`'s listing if `fresh` has the same counter, else reloads it.
+    async fn apply_check(&self, ino: u64, fresh: FolderView) -> Result<(), FsError> {
         let unchanged = {
             let mut state = self.state();
             match state.dir_mut(ino).map(|dir| dir.loaded.as_mut()) {
@@ -1868,8 +1906,13 @@ impl<R: Remote> Core<R> {
         let mut clean = true;
         for ino in dirty {
             if let Err(error) = self.write_back(ino).await {
-                tracing::warn!(errno = error.0, "upload at unmount failed");
+                // With the server unreachable (EIO) or the folder locked elsewhere (EBUSY) every further
+                // file would wait for the timeout again: stop here. Other errors concern this file only.
+                tracing::warn!(errno = error.0, "upload failed");
                 clean = false;
+                if error == FsError::IO || error == FsError::BUSY {
+                    break;
+                }
             }
         }
         if let Err(error) = self.commit_now().await {

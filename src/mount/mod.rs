@@ -313,9 +313,21 @@ async fn serve<R: Remote + 'static>(
                 break false;
             }
             Stop::External => break true,
-            Stop::Unmount(writer) => {
-                requester = Some(writer);
-                break false;
+            Stop::Unmount(mut writer) => {
+                // Unmount only with everything on the server: otherwise say what is missing and stay
+                // mounted (the data is only in RAM, and the background retries keep going).
+                if core.flush_all().await || core.flush_all().await {
+                    requester = Some(writer);
+                    break false;
+                }
+                let waiting = core.status().dirty.len();
+                let reply = Reply {
+                    status: Some(status_of()),
+                    error: Some(format!(
+                        "not unmounted: {waiting} file(s) could not be uploaded (server unreachable?) and exist                          only in this mount's memory; they are retried in the background. Run `cloakfs unmount`                          again later, or `cloakfs lock --discard` to drop them"
+                    )),
+                };
+                write_reply(&mut writer, &reply).await;
             }
             Stop::Lock(writer, true) => {
                 let dropped = core.discard_dirty().await;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
@@ -89,6 +89,12 @@ impl RemoteError {
             Self::Unauthorized { .. } => Some(401),
             _ => None,
         }
+    }
+
+    /// The server could not be reached or is down (no connection, timeout, 502/503/504): worth waiting
+    /// for, unlike an answer that refuses or fails verification.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transport { .. }) || matches!(self.status(), Some(502..=504))
     }
 }
 
@@ -181,12 +187,14 @@ impl NextcloudClient {
         let request_name = format!("{method} /{E2EE_API}/{endpoint}");
         let url = self.url(&format!("{E2EE_API}/{endpoint}"))?;
         let idempotent = method == Method::GET;
+        let deadline = Instant::now() + self.config.timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
+                .timeout(remaining(deadline))
                 .basic_auth(&self.config.user, Some(self.config.password.as_str()))
                 .header("OCS-APIRequest", "true")
                 .header("X-E2EE-Supported", "true")
@@ -215,7 +223,7 @@ impl NextcloudClient {
                 Err(_) => true,
                 Ok((status, _, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
             };
-            if idempotent && retryable && attempt < ATTEMPTS {
+            if idempotent && retryable && attempt < ATTEMPTS && may_retry(deadline, attempt) {
                 tracing::debug!(request = %request_name, attempt, "retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;
@@ -346,6 +354,17 @@ impl NextcloudClient {
     pub async fn store_wrapped_private_key(&self, wrapped: &str) -> Result<(), RemoteError> {
         self.ocs(Method::POST, "private-key", &[], &[("privateKey", wrapped)]).await.map(|_| ())
     }
+}
+
+/// Time left until `deadline` (at least 1 ms: reqwest treats zero as no time at all).
+pub(crate) fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+}
+
+/// Whether a retry after `backoff(attempt)` still starts well before `deadline` (a call with retries never
+/// takes longer than one `--timeout` in all).
+pub(crate) fn may_retry(deadline: Instant, attempt: u32) -> bool {
+    Instant::now() + backoff(attempt) + Duration::from_millis(100) < deadline
 }
 
 /// Delay before retry `attempt` (1-based): 200 ms, 400 ms, ...

@@ -12,7 +12,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode, Url};
 
-use super::client::{backoff, transport, LockToken, NextcloudClient, RemoteError};
+use super::client::{backoff, may_retry, remaining, transport, LockToken, NextcloudClient, RemoteError};
 use super::propfind::{parse_multistatus, PropfindEntry, PROPFIND_REQUEST_BODY};
 
 /// Characters kept as they are in a URL path segment (RFC 3986 unreserved).
@@ -134,10 +134,12 @@ impl NextcloudClient {
         idempotent: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
+        let deadline = std::time::Instant::now() + self.config().timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = build().send().await.map_err(|error| transport(request_name, &error));
+            let outcome =
+                build().timeout(remaining(deadline)).send().await.map_err(|error| transport(request_name, &error));
             let retryable = match &outcome {
                 Err(_) => true,
                 Ok(response) => {
@@ -145,7 +147,7 @@ impl NextcloudClient {
                         || response.status() == StatusCode::TOO_MANY_REQUESTS
                 }
             };
-            if idempotent && retryable && attempt < ATTEMPTS {
+            if idempotent && retryable && attempt < ATTEMPTS && may_retry(deadline, attempt) {
                 tracing::debug!(request = %request_name, attempt, "retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;
