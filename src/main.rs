@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
     match cloakfs::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("cloakfs: error: {error:#}");
+            eprintln!("cloakfs: error: {}", cloakfs::cli::describe_error(&error));
             std::process::ExitCode::FAILURE
         }
     }

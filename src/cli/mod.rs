@@ -67,3 +67,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Files(command) => files::run(command),
     }
 }
+
+/// The error and its causes as one line, "context: cause: cause", leaving out a cause whose text the line
+/// already ends with (library errors that show their source in their own message would repeat it).
+pub fn describe_error(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner failure")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("file x: {0}")]
+        struct Outer(#[source] Inner);
+        let error = anyhow::Error::new(Outer(Inner)).context("get /a");
+        assert_eq!(super::describe_error(&error), "get /a: file x: inner failure");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::describe_error(&plain), "outer: inner");
+    }
+}
