@@ -14,7 +14,7 @@ use crate::remote::{NextcloudClient, ServerConfig};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
     /// The server's URL, e.g. https://cloud.example.org (http only to loopback, or with --allow-insecure-http).
-    #[arg(long, env = "CLOAKFS_SERVER")]
+    #[arg(long, env = "CLOAKFS_SERVER", value_parser = parse_server_url)]
     pub server: String,
     /// The user id.
     #[arg(long, env = "CLOAKFS_USER")]
@@ -113,6 +113,19 @@ impl MnemonicArgs {
             Zeroizing::new(rpassword::prompt_password("mnemonic (12 words): ").context("reading the mnemonic")?)
         })
     }
+}
+
+/// Checks `--server` before anything else is asked for: an absolute http(s) URL without credentials.
+fn parse_server_url(text: &str) -> Result<String, String> {
+    let url =
+        url::Url::parse(text).map_err(|error| format!("not a server URL ({error}); e.g. https://cloud.example.org"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err("the server URL must start with https:// (or http:// for a server on this machine)".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("do not put credentials in the server URL: use --user and an app password".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// Parses a mnemonic's text.

@@ -64,6 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: data_dir.to_owned(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         lock_ttl_seconds: 86_400,
+        quota_bytes: None,
     };
     let state = server::open_state(&options)?;
     let app_password = {

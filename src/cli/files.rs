@@ -106,8 +106,9 @@ pub enum FileCommand {
 }
 
 fn open(args: &VaultArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vault<NextcloudClient>> {
-    let mnemonic = args.mnemonic.read()?;
+    // The connection first: a bad URL is reported before anything secret is asked for.
     let client = args.connection.client()?;
+    let mnemonic = args.mnemonic.read()?;
     let mut trust = args.connection.trust_store()?;
     let session = runtime.block_on(unlock(client, &mut trust, &mnemonic))?;
     let (client, parts) = session.into_parts();

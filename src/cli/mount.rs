@@ -98,7 +98,7 @@ pub struct LockArgs {
 }
 
 /// Parses `512M`, `2G`, `64K` or a number of bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, shift) = match text.chars().last().map(|last| last.to_ascii_uppercase()) {
         Some('K') => (&text[..text.len() - 1], 10),

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Roll back locks older than this many seconds (Nextcloud: 86400).
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     pub lock_ttl: i64,
+    /// Bytes of file content each user may store, e.g. 10G (uploads beyond it get 507, as on a Nextcloud
+    /// server over quota).
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli::mount::parse_size)]
+    pub quota: Option<u64>,
     /// User management instead of serving.
     #[command(subcommand)]
     pub action: Option<ServeAction>,
@@ -59,6 +63,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir,
             listen: args.listen,
             lock_ttl_seconds: args.lock_ttl.max(1),
+            quota_bytes: args.quota,
         }))?,
         Some(ServeAction::User(UserCommand::Add { name })) => {
             let password = match std::env::var("CLOAKFS_PASSWORD") {

@@ -450,6 +450,16 @@ async fn put(
             let transaction = connection.transaction()?;
             let folder = parent_folder(&transaction, user, parents, token)?;
             let token = tree::check_write_token(&transaction, &folder, token)?;
+            if let Some(quota) = state.quota_bytes {
+                let used: i64 = transaction.query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM nodes WHERE owner = ?1 AND is_dir = 0",
+                    [user],
+                    |row| row.get(0),
+                )?;
+                if used as u64 + size > quota {
+                    return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Insufficient Storage (quota)"));
+                }
+            }
             let outcome = tree::put_file(&transaction, &folder, name, &blob, size, token.as_deref())?;
             transaction.commit()?;
             Ok::<_, ApiError>(outcome)

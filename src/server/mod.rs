@@ -37,6 +37,8 @@ pub struct ServerState {
     pub blobs: tree::BlobDir,
     /// Locks older than this are rolled back (Nextcloud: 24 hours).
     pub lock_ttl_seconds: i64,
+    /// Bytes of file content each user may store (`None`: no limit); an upload beyond it is 507.
+    pub quota_bytes: Option<u64>,
     /// Login Flow v2 sessions in progress.
     pub logins: login::LoginFlows,
 }
@@ -69,6 +71,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Locks older than this many seconds are rolled back.
     pub lock_ttl_seconds: i64,
+    /// Bytes of file content each user may store (`None`: no limit).
+    pub quota_bytes: Option<u64>,
 }
 
 /// The HTTP routes of the server.
@@ -98,6 +102,7 @@ pub fn open_state(options: &ServeOptions) -> Result<Shared, ServeError> {
         server_identity,
         blobs,
         lock_ttl_seconds: options.lock_ttl_seconds,
+        quota_bytes: options.quota_bytes,
         logins: login::LoginFlows::default(),
     }))
 }
