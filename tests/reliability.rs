@@ -561,6 +561,9 @@ fn outages_fail_within_the_timeout_keep_cached_listings_and_upload_dirty_data_wh
     assert_eq!(get(&account, "/Vault/stopped.txt").unwrap(), b"written while stopped");
 }
 
+/// A hook that rewrites the server's answers.
+type AnswerHook = Box<dyn FnMut(&proxy::Seen, &mut proxy::Answer) + Send>;
+
 /// The committed metadata rows of the server (node, JSON): what a forgery must not get written over.
 fn stored_metadata(account: &Account) -> Vec<(i64, String)> {
     let connection = rusqlite::Connection::open(account.data.0.join("cloakfs-server.sqlite3")).unwrap();
@@ -623,7 +626,7 @@ fn a_malicious_server_is_caught_at_every_forgery_and_nothing_is_written_over_for
     let mut account = Account::new("evil");
     let proxy = Proxy::start(&account.server.url);
     // Every hook below also strips the metadata from listings (see strip_metadata_properties).
-    let evil = |hook: Box<dyn FnMut(&proxy::Seen, &mut proxy::Answer) + Send>| {
+    let evil = |hook: AnswerHook| {
         let mut hook = hook;
         proxy.after(move |seen, answer| {
             if seen.method == "PROPFIND" {
