@@ -234,6 +234,27 @@ struct File {
     unlinked: bool,
 }
 
+impl File {
+    /// A file as the server has it (not loaded, not changed here).
+    fn on_server(uid: &str, entry: &FileEntry, size: u64, mtime: SystemTime) -> Self {
+        Self {
+            uid: Some(uid.to_owned()),
+            entry: Some(entry.clone()),
+            size,
+            mtime,
+            content: None,
+            dirty: false,
+            version: 0,
+            pending: false,
+            uid_in_batch: false,
+            open_handles: 0,
+            error: None,
+            kernel_cached: None,
+            unlinked: false,
+        }
+    }
+}
+
 // Nodes live in one map; the size difference between folders and files does not matter there.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
@@ -509,25 +530,7 @@ impl State {
         }
         dir.children.insert(Name(conflict.to_owned()), ino);
         self.node_mut(ino)?.name = Name(conflict.to_owned());
-        self.allocate(
-            parent,
-            &old_name.0,
-            Kind::File(File {
-                uid: Some(theirs.to_owned()),
-                entry: Some(their_entry),
-                size,
-                mtime,
-                content: None,
-                dirty: false,
-                version: 0,
-                pending: false,
-                uid_in_batch: false,
-                open_handles: 0,
-                error: None,
-                kernel_cached: None,
-                unlinked: false,
-            }),
-        );
+        self.allocate(parent, &old_name.0, Kind::File(File::on_server(theirs, &their_entry, size, mtime)));
         Ok(())
     }
 
@@ -774,24 +777,7 @@ impl<R: Remote> Core<R> {
                     continue;
                 }
             }
-            create.push((
-                name,
-                Kind::File(File {
-                    uid: Some(uid.clone()),
-                    entry: Some(entry.clone()),
-                    size,
-                    mtime,
-                    content: None,
-                    dirty: false,
-                    version: 0,
-                    pending: false,
-                    uid_in_batch: false,
-                    open_handles: 0,
-                    error: None,
-                    kernel_cached: None,
-                    unlinked: false,
-                }),
-            ));
+            create.push((name, Kind::File(File::on_server(uid, entry, size, mtime))));
         }
         // Local files not on the server yet stay; everything else that vanished is detached.
         let mut vanished = Vec::new();

@@ -313,21 +313,16 @@ async fn serve<R: Remote + 'static>(
                 break false;
             }
             Stop::External => break true,
-            Stop::Unmount(mut writer) => {
+            Stop::Unmount(writer) => {
                 // Unmount only with everything on the server: otherwise say what is missing and stay
                 // mounted (the data is only in RAM, and the background retries keep going).
-                if core.flush_all().await || core.flush_all().await {
+                let refusal = "not unmounted: {waiting} file(s) could not be uploaded (server unreachable?) and \
+                               exist only in this mount's memory; they are retried in the background. Run \
+                               `cloakfs unmount` again later, or `cloakfs lock --discard` to drop them";
+                if let Some(writer) = upload_or_refuse(&core, writer, refusal, &status_of).await {
                     requester = Some(writer);
                     break false;
                 }
-                let waiting = core.status().dirty.len();
-                let reply = Reply {
-                    status: Some(status_of()),
-                    error: Some(format!(
-                        "not unmounted: {waiting} file(s) could not be uploaded (server unreachable?) and exist                          only in this mount's memory; they are retried in the background. Run `cloakfs unmount`                          again later, or `cloakfs lock --discard` to drop them"
-                    )),
-                };
-                write_reply(&mut writer, &reply).await;
             }
             Stop::Lock(writer, true) => {
                 let dropped = core.discard_dirty().await;
@@ -336,20 +331,13 @@ async fn serve<R: Remote + 'static>(
                 requester = Some(writer);
                 break false;
             }
-            Stop::Lock(mut writer, false) => {
-                if core.flush_all().await || core.flush_all().await {
+            Stop::Lock(writer, false) => {
+                let refusal = "not locked: {waiting} file(s) could not be uploaded (server unreachable?); retry, \
+                               or `cloakfs lock --discard` to drop them";
+                if let Some(writer) = upload_or_refuse(&core, writer, refusal, &status_of).await {
                     requester = Some(writer);
                     break false;
                 }
-                let waiting = core.status().dirty.len();
-                let reply = Reply {
-                    status: Some(status_of()),
-                    error: Some(format!(
-                        "not locked: {waiting} file(s) could not be uploaded (server unreachable?); \
-                         retry, or `cloakfs lock --discard` to drop them"
-                    )),
-                };
-                write_reply(&mut writer, &reply).await;
             }
         }
     };
@@ -436,6 +424,24 @@ async fn write_reply(writer: &mut tokio::net::unix::OwnedWriteHalf, reply: &Repl
     text.push('\n');
     let _ = writer.write_all(text.as_bytes()).await;
     let _ = writer.shutdown().await;
+}
+
+/// Uploads and commits everything (two tries) and hands `writer` back to go on stopping; otherwise answers
+/// `refusal` (its `{waiting}` replaced by the count of files not uploaded) with the status, and the mount
+/// stays.
+async fn upload_or_refuse<R: Remote + 'static>(
+    core: &Core<R>,
+    mut writer: tokio::net::unix::OwnedWriteHalf,
+    refusal: &str,
+    status_of: &impl Fn() -> MountStatus,
+) -> Option<tokio::net::unix::OwnedWriteHalf> {
+    if core.flush_all().await || core.flush_all().await {
+        return Some(writer);
+    }
+    let waiting = core.status().dirty.len();
+    let reply = Reply { status: Some(status_of()), error: Some(refusal.replace("{waiting}", &waiting.to_string())) };
+    write_reply(&mut writer, &reply).await;
+    None
 }
 
 /// Uploads and commits until nothing is dirty. Retries while the server fails; a second Ctrl-C gives up.
