@@ -864,12 +864,10 @@ impl<R: Remote> Core<R> {
     /// Reads folder `ino` alone (depth 0) and reloads its listing only if its metadata counter moved (any
     /// change to the folder by any client rewrites its metadata with a higher counter).
     async fn check_folder(&self, ino: u64, path: &[String]) -> Result<(), FsError> {
-        let fresh = match self.vault.folder_view(&self.tree, path).await {
-            Ok(view) => view,
-            Err(VaultError::NotFound) => return Err(FsError::NOT_FOUND),
-            Err(error) => return Err(self.fail(error)),
-        };
-        self.apply_check(ino, fresh).await
+        self.check_folder_or_unreachable(ino, path).await.unwrap_or_else(|Unreachable| {
+            tracing::warn!(file_id = self.folder_file_id(ino), errno = FsError::IO.0, "server unreachable");
+            Err(FsError::IO)
+        })
     }
 
     /// Keeps folder `ino`'s listing if `fresh` has the same counter, else reloads it.
