@@ -80,7 +80,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let address = runtime.block_on(async {
         let listener = server::bind(options.listen).await?;
         let address = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, server::router(state)).await });
+        tokio::spawn(async move { axum::serve(server::no_delay(listener), server::router(state)).await });
         anyhow::Ok(address)
     })?;
     println!("1. started cloakfs serve on http://{address} with user {:?} (app password)", args.user);

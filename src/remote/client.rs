@@ -149,6 +149,7 @@ impl NextcloudClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
+            .tcp_nodelay(true)
             .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))?;

@@ -1,0 +1,534 @@
+#!/usr/bin/env bash
+# cloakfs next to the tools people use instead, on identical workloads, in one run, on loopback.
+#
+#   scripts/bench/run.sh [--quick] [--latency MS] [--targets "cloakfs rclone-writes ..."] [--out FILE]
+#                        [--update-docs]
+#
+# Targets: cloakfs (mount over `cloakfs serve`), rclone-writes / rclone-full (rclone crypt remote +
+# `rclone mount --vfs-cache-mode writes|full` over `rclone serve webdav`), davfs2 (plain, over the same
+# `rclone serve webdav`), gocryptfs (local cipher dir) and plain (a local dir, the limit). Peers come from
+# Debian: `apt-get install -y rclone davfs2 gocryptfs fuse3 curl openssl iproute2` (the script offers to do it).
+# Run as root (mounting davfs2, dropping the page cache for cold reads, the netem namespace).
+#
+# Every mount and process the script starts is unmounted and stopped (by PID) on exit, also on Ctrl-C
+# and on failure; each step runs under a time limit. Results: a markdown table on stdout (and --out);
+# --update-docs rewrites docs/BENCHMARKS.md with it. Methods and caveats: docs/BENCHMARKS.md.
+set -euo pipefail
+
+SIZE_MIB=256        # the big file
+SMALL_FILES=1000    # 4 KiB files created, then read
+ENTRIES=2000        # entries of the folder listed with ls -l
+OPS=200             # renames, mkdirs, rmdirs
+LATENCY_MS=0
+TARGETS="cloakfs rclone-writes rclone-full davfs2 gocryptfs plain"
+OUT=""
+UPDATE_DOCS=0
+STEP_TIMEOUT=600    # seconds, per timed step and per wait for durability
+CACHE_SIZE=512M     # cloakfs --cache-size (the RSS budget is this + 64 MiB)
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) SIZE_MIB=32 SMALL_FILES=200 ENTRIES=400 OPS=50; shift ;;
+    --latency) LATENCY_MS="$2"; shift 2 ;;
+    --targets) TARGETS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --update-docs) UPDATE_DOCS=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown argument: $1" >&2; usage 2 ;;
+  esac
+done
+case "$LATENCY_MS" in ''|*[!0-9]*) echo "--latency takes whole milliseconds" >&2; exit 2 ;; esac
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+[ "$(id -u)" = 0 ] || { echo "run as root (davfs2 mounts, drop_caches, network namespace)" >&2; exit 2; }
+
+# --latency: rerun inside a fresh network namespace whose loopback delays every packet by MS/2 (so a
+# round trip takes MS). Mounts stay visible outside (only the network namespace is new).
+if [ "$LATENCY_MS" -gt 0 ] && [ -z "${CLOAKFS_BENCH_NETNS:-}" ]; then
+  modprobe sch_netem 2>/dev/null || true
+  exec unshare --net env CLOAKFS_BENCH_NETNS=1 bash "$0" "$@"
+fi
+if [ -n "${CLOAKFS_BENCH_NETNS:-}" ]; then
+  ip link set lo up
+  tc qdisc add dev lo root netem delay "$((LATENCY_MS * 500))us" \
+    || { echo "tc netem failed: is the sch_netem kernel module available?" >&2; exit 1; }
+fi
+
+need=()
+for tool in curl openssl fusermount3 perl tar; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for target in $TARGETS; do
+  case "$target" in
+    rclone-*) command -v rclone >/dev/null || need+=(rclone) ;;
+    davfs2) command -v mount.davfs >/dev/null || need+=(davfs2); command -v rclone >/dev/null || need+=(rclone) ;;
+    gocryptfs) command -v gocryptfs >/dev/null || need+=(gocryptfs) ;;
+  esac
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing missing tools: ${need[*]}" >&2
+  pkgs=$(printf '%s\n' "${need[@]}" | sed 's/fusermount3/fuse3/' | sort -u | tr '\n' ' ')
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+fi
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+now_ns() { date +%s%N; }
+ms_since() { echo $((($(now_ns) - $1) / 1000000)); }
+
+# ----- what this run started, undone on every exit -----
+W="$(mktemp -d /var/tmp/cloakfs-bench.XXXXXX)"   # servers' data, peers' caches (disk, like a laptop's)
+chmod 755 "$W"   # mount.davfs runs as user davfs2
+CORPUS="$(mktemp -d /dev/shm/cloakfs-bench-corpus.XXXXXX)"   # the plaintext sources, in RAM
+MAX_SECONDS=${CLOAKFS_BENCH_MAX_SECONDS:-3600}   # the whole run
+# What the run started is written down in files, so the watcher below can undo it even while a measuring
+# process hangs in the kernel on a stuck mount (a blocked write cannot be interrupted; killing the FUSE
+# daemon and detaching the mount can).
+: > "$W/pids"; echo "$W/mnt" > "$W/mounts"
+cleanup() {
+  set +e
+  local mp pid
+  while read -r mp; do
+    mountpoint -q "$mp" 2>/dev/null && { fusermount3 -u -z "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null; }
+  done < "$W/mounts"
+  while read -r pid; do kill "$pid" 2>/dev/null; done < "$W/pids"
+  [ -n "${RUNNER:-}" ] && pkill -TERM -P "$RUNNER" 2>/dev/null && kill "$RUNNER" 2>/dev/null
+  sleep 1
+  while read -r pid; do kill -9 "$pid" 2>/dev/null; done < "$W/pids"
+  pkill -f "mount.davfs.*$W" 2>/dev/null
+  rm -rf "$W" "$CORPUS"
+}
+
+start_bg() { # start_bg LOGFILE CMD... : runs CMD in the background, records its PID in BG_PID
+  local logfile="$1"; shift
+  "$@" >"$logfile" 2>&1 &
+  BG_PID=$!
+  echo "$BG_PID" >> "$W/pids"
+}
+wait_for() { # wait_for SECONDS DESCRIPTION CMD... : polls CMD every 50 ms
+  local deadline=$(( $(date +%s) + $1 )) what="$2"; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || { log "timed out waiting for $what"; return 1; }
+    sleep 0.05
+  done
+}
+free_port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1:0")->sockport'; }
+drop_caches() { # the page cache emptied, then the tools that measure paged in again (their start is not timed)
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  for tool in ls head dd cat wc perl timeout bash; do cat "$(command -v $tool)" > /dev/null; done
+  ls -l / > /dev/null; perl -MTime::HiRes -e 1
+}
+peak_rss=0
+note_rss() { # note_rss PID : keeps the largest VmHWM (KiB) seen of the mount processes
+  local hwm
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0)
+  [ "${hwm:-0}" -gt "$peak_rss" ] && peak_rss=$hwm
+  return 0
+}
+
+main() {
+# ----- the corpus (plaintext, in RAM) -----
+MARKER="cloakfs-bench-plaintext-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+log "corpus in $CORPUS"
+head -c $((SIZE_MIB << 20)) /dev/urandom > "$CORPUS/big"
+head -c $((1 << 20)) /dev/urandom > "$CORPUS/one"
+( mkdir -p "$CORPUS/t/small" "$CORPUS/t/many" "$CORPUS/t/ops" && cd "$CORPUS/t" &&
+  perl -e '
+    my ($n, $entries, $ops, $marker) = @ARGV;
+    open(my $r, "<", "/dev/urandom") or die; binmode $r;
+    for my $i (1..$n) { read($r, my $b, 4096 - length($marker) - 1);
+      open(my $f, ">", sprintf("small/f%05d", $i)) or die; print $f "$marker\n$b"; close $f; }
+    for my $i (1..$entries) { open(my $f, ">", sprintf("many/e%05d.txt", $i)) or die; print $f "$marker $i\n"; close $f; }
+    for my $i (1..$ops) { open(my $f, ">", sprintf("ops/f%05d", $i)) or die; print $f "x"; close $f; }
+  ' "$SMALL_FILES" "$ENTRIES" "$OPS" "$MARKER" &&
+  tar --sort=name -cf "$CORPUS/small.tar" small && tar --sort=name -cf "$CORPUS/many.tar" many &&
+  tar --sort=name -cf "$CORPUS/ops.tar" ops )
+rm -rf "$CORPUS/t"
+# A source tree: the sources of the tokio crate this repository builds with (from cargo's registry).
+SRC_DIR=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tokio-1.* 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "$SRC_DIR" ]; then
+  tar -C "$(dirname "$SRC_DIR")" -cf "$CORPUS/src.tar" "$(basename "$SRC_DIR")"
+else
+  git -C "$ROOT" archive --format=tar --prefix=cloakfs/ HEAD > "$CORPUS/src.tar"
+fi
+SRC_FILES=$(tar -tf "$CORPUS/src.tar" | grep -vc '/$')
+SRC_MIB=$(( $(stat -c %s "$CORPUS/src.tar") >> 20 ))
+
+# ----- shared WebDAV server for rclone crypt and davfs2, and the curl ceiling -----
+DAV_PORT=""
+start_dav() {
+  [ -n "$DAV_PORT" ] && return 0
+  DAV_PORT=$(free_port)
+  mkdir -p "$W/dav"/{davfs,crypt-writes,crypt-full,curl}   # before the server lists (and caches) its root
+  start_bg "$W/dav.log" rclone serve webdav "$W/dav" --addr "127.0.0.1:$DAV_PORT"
+  wait_for 30 "rclone serve webdav" curl -sf -o /dev/null -X PROPFIND -H 'Depth: 0' "http://127.0.0.1:$DAV_PORT/"
+}
+
+# ----- targets: <t>_start, <t>_remount (cold: empty caches), <t>_durable, <t>_stop, <t>_leftovers -----
+MP="$W/mnt"
+mkdir -p "$MP"
+MOUNT_PID=""
+
+# cloakfs over cloakfs serve
+CLOAKFS="$ROOT/target/release/cloakfs"
+CLOAKFS_ENV=(env XDG_CONFIG_HOME="$W/cloakfs-config" XDG_RUNTIME_DIR="$W/cloakfs-run" TMPDIR="$W/cloakfs-tmp"
+  CLOAKFS_PASSWORD=bench-password-1234)
+cloakfs_env() { "${CLOAKFS_ENV[@]}" "$@"; }
+cloakfs_start() {
+  mkdir -p "$W/cloakfs-config" "$W/cloakfs-run" "$W/cloakfs-tmp" "$W/cloakfs-data"
+  chmod 700 "$W/cloakfs-run"
+  cloakfs_env "$CLOAKFS" serve user add alice --data "$W/cloakfs-data" >/dev/null
+  # An app password, as `cloakfs login` gives (the account password would cost an Argon2id check per request).
+  CLOAKFS_ENV+=(CLOAKFS_PASSWORD="$("$CLOAKFS" serve user app-password alice --data "$W/cloakfs-data" | tail -1)")
+  start_bg "$W/cloakfs-serve.log" "$CLOAKFS" serve --listen 127.0.0.1:0 --data "$W/cloakfs-data"
+  wait_for 30 "cloakfs serve" grep -q '^listening on ' "$W/cloakfs-serve.log"
+  CLOAKFS_URL=$(sed -n 's/^listening on //p' "$W/cloakfs-serve.log" | head -1)
+  cloakfs_env "$CLOAKFS" keys init --server "$CLOAKFS_URL" --user alice > "$W/keys-init.txt"
+  awk 'f && NF {print; exit} /^Your mnemonic/ {f=1}' "$W/keys-init.txt" | sed 's/^ *//' > "$W/cloakfs-config/words"
+  cloakfs_env "$CLOAKFS" mkdir --encrypted /Vault --server "$CLOAKFS_URL" --user alice \
+    --mnemonic-file "$W/cloakfs-config/words" >/dev/null
+  cloakfs_mount
+}
+cloakfs_mount() {
+  : > "$W/cloakfs-mount.log"
+  start_bg "$W/cloakfs-mount.log" "${CLOAKFS_ENV[@]}" "$CLOAKFS" mount /Vault "$MP" --server "$CLOAKFS_URL" --user alice \
+    --mnemonic-file "$W/cloakfs-config/words" --cache-size "$CACHE_SIZE"
+  MOUNT_PID=$BG_PID
+  wait_for 60 "cloakfs mount" grep -q ' mounted at ' "$W/cloakfs-mount.log"
+}
+cloakfs_unmount() {
+  note_rss "$MOUNT_PID"
+  cloakfs_env "$CLOAKFS" unmount "$MP" >/dev/null
+  wait "$MOUNT_PID" 2>/dev/null || true
+}
+cloakfs_remount() { cloakfs_unmount; drop_caches; cloakfs_mount; }
+cloakfs_durable() { sync "$MP"; }   # fsync on the folder commits the batch; returns when the server has it
+cloakfs_stop() { cloakfs_unmount; }
+cloakfs_leftovers() { echo "$W/cloakfs-config $W/cloakfs-run $W/cloakfs-tmp"; }
+
+# rclone crypt + rclone mount over rclone serve webdav, cache mode writes or full
+rclone_start() { # rclone_start MODE
+  RCLONE_MODE=$1
+  start_dav
+  mkdir -p "$W/dav/crypt-$RCLONE_MODE"
+  RCLONE_CONF="$W/rclone.conf"
+  cat > "$RCLONE_CONF" <<EOF
+[dav]
+type = webdav
+url = http://127.0.0.1:$DAV_PORT
+vendor = other
+
+[crypt]
+type = crypt
+remote = dav:crypt-$RCLONE_MODE
+password = $(rclone obscure bench-password-1234)
+EOF
+  rclone_mount
+}
+rclone_mount() {
+  RC_PORT=$(free_port)
+  start_bg "$W/rclone-mount.log" rclone --config "$RCLONE_CONF" mount crypt: "$MP" \
+    --vfs-cache-mode "$RCLONE_MODE" --vfs-write-back 0s --cache-dir "$W/rclone-cache" \
+    --rc --rc-addr "127.0.0.1:$RC_PORT" --rc-no-auth
+  MOUNT_PID=$BG_PID
+  wait_for 60 "rclone mount" mountpoint -q "$MP"
+}
+rclone_unmount() {
+  note_rss "$MOUNT_PID"
+  kill "$MOUNT_PID" 2>/dev/null; wait "$MOUNT_PID" 2>/dev/null || true
+  mountpoint -q "$MP" && fusermount3 -u -z "$MP"
+  return 0
+}
+rclone_remount() { rclone_unmount; rm -rf "$W/rclone-cache"; drop_caches; rclone_mount; }
+rclone_idle() { # no upload in progress or queued
+  rclone rc --url "http://127.0.0.1:$RC_PORT/" vfs/stats 2>/dev/null |
+    perl -0ne 'exit((/"uploadsInProgress":\s*0\b/ && /"uploadsQueued":\s*0\b/) ? 0 : 1)'
+}
+rclone_durable() { sync "$MP" 2>/dev/null || true; wait_for "$STEP_TIMEOUT" "rclone uploads" rclone_idle; }
+rclone_stop() { rclone_unmount; }
+rclone_leftovers() { echo "$W/rclone-cache"; }
+rclone-writes_start() { rclone_start writes; }
+rclone-full_start() { rclone_start full; }
+for f in remount durable stop leftovers; do
+  eval "rclone-writes_$f() { rclone_$f; }; rclone-full_$f() { rclone_$f; }"
+done
+
+# davfs2 over the same rclone serve webdav (plain: no encryption; the upper bound for a WebDAV mount).
+# buf_size 64: with the default, davfs2 1.6 directories read as EINVAL on Linux >= 6.16 (davfs2 issue 22).
+davfs2_start() {
+  start_dav
+  mkdir -p "$W/dav/davfs"
+  davfs2_cache
+  cat > "$W/davfs2.conf" <<EOF
+cache_dir $W/davfs2-cache
+secrets $W/davfs2.secrets
+delay_upload 0
+use_locks 0
+buf_size 64
+EOF
+  echo "http://127.0.0.1:$DAV_PORT/davfs bench bench" > "$W/davfs2.secrets"
+  chmod 600 "$W/davfs2.secrets"
+  davfs2_mount
+}
+davfs2_mount() {
+  mount -t davfs -o "conf=$W/davfs2.conf" "http://127.0.0.1:$DAV_PORT/davfs" "$MP" </dev/null >"$W/davfs2.log" 2>&1
+  MOUNT_PID=$(pgrep -n -f "mount.davfs.*$MP" || pgrep -n mount.davfs)
+  echo "$MOUNT_PID" >> "$W/pids"
+}
+davfs2_unmount() { note_rss "$MOUNT_PID"; umount "$MP"; wait_for 60 "davfs2 to exit" bash -c "! kill -0 $MOUNT_PID"; }
+davfs2_cache() { rm -rf "$W/davfs2-cache"; mkdir -p "$W/davfs2-cache"; chgrp davfs2 "$W/davfs2-cache"; chmod 775 "$W/davfs2-cache"; }
+davfs2_remount() { davfs2_unmount; davfs2_cache; drop_caches; davfs2_mount; }
+davfs2_same() { # the server's copy has every file of the mount, at full size
+  diff <(cd "$MP" && find . -type f ! -path './lost+found/*' -printf '%P %s\n' | sort) \
+       <(cd "$W/dav/davfs" && find . -type f -printf '%P %s\n' | sort)
+}
+davfs2_durable() { sync "$MP" 2>/dev/null || true; wait_for "$STEP_TIMEOUT" "davfs2 uploads" davfs2_same; }
+davfs2_stop() { davfs2_unmount; }
+davfs2_leftovers() { echo "$W/davfs2-cache"; }
+
+# gocryptfs on a local dir
+gocryptfs_start() {
+  mkdir -p "$W/gocryptfs-cipher"
+  gocryptfs -q -init -extpass "echo bench-password-1234" "$W/gocryptfs-cipher" >/dev/null
+  gocryptfs_mount
+}
+gocryptfs_mount() {
+  start_bg "$W/gocryptfs.log" gocryptfs -fg -q -extpass "echo bench-password-1234" "$W/gocryptfs-cipher" "$MP"
+  MOUNT_PID=$BG_PID
+  wait_for 30 "gocryptfs mount" mountpoint -q "$MP"
+}
+gocryptfs_unmount() { note_rss "$MOUNT_PID"; fusermount3 -u "$MP"; wait "$MOUNT_PID" 2>/dev/null || true; }
+gocryptfs_remount() { gocryptfs_unmount; drop_caches; gocryptfs_mount; }
+gocryptfs_durable() { sync; }
+gocryptfs_stop() { gocryptfs_unmount; }
+gocryptfs_leftovers() { echo ""; }
+
+# a plain local dir: the limit
+plain_start() { MP_SAVED=$MP; mkdir -p "$W/plain"; MP="$W/plain"; MOUNT_PID=""; }
+plain_remount() { drop_caches; }
+plain_durable() { sync; }
+plain_stop() { MP=$MP_SAVED; }
+plain_leftovers() { echo ""; }
+
+# ----- measuring -----
+declare -gA R   # R[target,metric] = value (global: run_target and report fill and read it)
+mibps() { awk -v b="$1" -v ms="$2" 'BEGIN { printf "%.0f", (ms > 0 ? b / 1048576 / (ms / 1000) : 0) }'; }
+per_s() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%.0f", (ms > 0 ? n / (ms / 1000) : 0) }'; }
+timed() { # timed CMD... : runs CMD under the step limit; prints its milliseconds
+  local t; t=$(now_ns)
+  timeout "$STEP_TIMEOUT" "$@" >/dev/null || { log "step failed or timed out: $*"; return 1; }
+  ms_since "$t"
+}
+ttfb_ms() { # ms from open until the first byte of a file is read (measured inside one process)
+  timeout "$STEP_TIMEOUT" perl -MTime::HiRes=time -e '
+    my $t = time; open(my $f, "<", $ARGV[0]) or die "open: $!"; read($f, my $b, 1) == 1 or die "read: $!";
+    printf "%.0f", (time - $t) * 1000' "$1"
+}
+
+run_target() {
+  local t=$1 ms
+  log "== $t"
+  "${t}_start"
+  [ "$t" = plain ] || mountpoint -q "$MP" || { log "$t did not mount"; return 1; }
+
+  # 256 MiB sequential write until durable on the server
+  local t0; t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" dd if="$CORPUS/big" of="$MP/big" bs=1M status=none
+  "${t}_durable"
+  ms=$(ms_since "$t0"); R[$t,write]=$(mibps $((SIZE_MIB << 20)) "$ms")
+  log "$t: write ${SIZE_MIB} MiB until durable: $ms ms"
+  cp "$CORPUS/one" "$MP/one"
+
+  # small files created until durable
+  t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" tar -xf "$CORPUS/small.tar" -C "$MP"
+  "${t}_durable"
+  ms=$(ms_since "$t0"); R[$t,create]=$(per_s "$SMALL_FILES" "$ms")
+  log "$t: create $SMALL_FILES files until durable: $ms ms"
+
+  # untar of a source tree until durable
+  mkdir "$MP/src"
+  t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" tar -xf "$CORPUS/src.tar" -C "$MP/src"
+  "${t}_durable"
+  ms=$(ms_since "$t0"); R[$t,untar]=$ms
+  log "$t: untar $SRC_FILES files until durable: $ms ms"
+
+  # the folder to list, and the files to rename (not timed)
+  timeout "$STEP_TIMEOUT" tar -xf "$CORPUS/many.tar" -C "$MP"
+  timeout "$STEP_TIMEOUT" tar -xf "$CORPUS/ops.tar" -C "$MP"
+  "${t}_durable"
+
+  # namespace operations until durable
+  t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" perl -e 'for my $i (1..$ARGV[1]) { my $f = sprintf("%s/ops/f%05d", $ARGV[0], $i);
+    (my $g = $f) =~ s/f(\d+)$/g$1/; rename($f, $g) or die "rename: $!" }' "$MP" "$OPS"
+  "${t}_durable"
+  R[$t,rename]=$(per_s "$OPS" "$(ms_since "$t0")")
+  t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" perl -e 'for my $i (1..$ARGV[1]) { mkdir(sprintf("%s/ops/d%05d", @ARGV[0], $i)) or die "mkdir: $!" }' "$MP" "$OPS"
+  "${t}_durable"
+  R[$t,mkdir]=$(per_s "$OPS" "$(ms_since "$t0")")
+  t0=$(now_ns)
+  timeout "$STEP_TIMEOUT" perl -e 'for my $i (1..$ARGV[1]) { rmdir(sprintf("%s/ops/d%05d", @ARGV[0], $i)) or die "rmdir: $!" }' "$MP" "$OPS"
+  "${t}_durable"
+  R[$t,rmdir]=$(per_s "$OPS" "$(ms_since "$t0")")
+  log "$t: rename ${R[$t,rename]}/s, mkdir ${R[$t,mkdir]}/s, rmdir ${R[$t,rmdir]}/s"
+
+  # cold: time to first byte, listing, small reads
+  "${t}_remount"
+  R[$t,ttfb1]=$(ttfb_ms "$MP/one")
+  R[$t,ttfbbig]=$(ttfb_ms "$MP/big")
+  R[$t,ls_cold]=$(timed ls -l "$MP/many")
+  R[$t,ls_warm]=$(timed ls -l "$MP/many")
+  [ "$(ls "$MP/many" | wc -l)" = "$ENTRIES" ] || { log "$t: ls shows $(ls "$MP/many" | wc -l) entries, not $ENTRIES"; return 1; }
+  ms=$(timed bash -c 'cat "$1"/small/* | wc -c' _ "$MP"); R[$t,smallread]=$(per_s "$SMALL_FILES" "$ms")
+  cmp -s <(cat "$MP"/small/*) <(tar -xOf "$CORPUS/small.tar") || { log "$t: small files read back differ"; return 1; }
+  log "$t: ttfb 1 MiB ${R[$t,ttfb1]} ms, ${SIZE_MIB} MiB ${R[$t,ttfbbig]} ms; ls -l ${R[$t,ls_cold]}/${R[$t,ls_warm]} ms; small reads ${R[$t,smallread]}/s"
+
+  # cold and warm sequential read of the big file
+  "${t}_remount"
+  ms=$(timed dd if="$MP/big" of=/dev/null bs=1M status=none); R[$t,read_cold]=$(mibps $((SIZE_MIB << 20)) "$ms")
+  ms=$(timed dd if="$MP/big" of=/dev/null bs=1M status=none); R[$t,read_warm]=$(mibps $((SIZE_MIB << 20)) "$ms")
+  cmp -s "$MP/big" "$CORPUS/big" || { log "$t: the big file read back differs"; return 1; }
+  log "$t: read cold ${R[$t,read_cold]} MiB/s, warm ${R[$t,read_warm]} MiB/s"
+
+  # peak RSS of the mount process(es), then unmount and look for plaintext left behind
+  peak_rss=0
+  [ -n "$MOUNT_PID" ] && note_rss "$MOUNT_PID"
+  "${t}_stop"
+  R[$t,rss]=$(( peak_rss / 1024 ))
+  local left=0 dirs; dirs=$("${t}_leftovers")
+  if [ -n "$(echo $dirs)" ]; then
+    (grep -rlaF "$MARKER" $dirs /tmp 2>/dev/null || true) > "$W/left.txt"
+    left=$(wc -l < "$W/left.txt")
+    [ "$left" = 0 ] || log "$t: plaintext in: $(head -3 "$W/left.txt" | tr '\n' ' ')"
+  else
+    left="n/a"
+  fi
+  R[$t,left]=$left
+  log "$t: peak RSS ${R[$t,rss]} MiB, plaintext files left: $left"
+  rm -rf "$MP"/* 2>/dev/null || true
+}
+
+# ----- ceilings -----
+log "ceilings: openssl speed, loopback curl GET"
+AES_MIBPS=$(openssl speed -evp aes-128-gcm -seconds 2 -bytes 16384 2>/dev/null |
+  awk '/^aes-128-gcm|^AES-128-GCM/ {v=$NF; sub(/k$/, "", v); printf "%.0f", v * 1000 / 1048576}')
+start_dav
+mkdir -p "$W/dav/curl"; cp "$CORPUS/big" "$W/dav/curl/big"
+curl -s -o /dev/null "http://127.0.0.1:$DAV_PORT/curl/big"
+CURL_MIBPS=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$DAV_PORT/curl/big" | awk '{printf "%.0f", $1 / 1048576}')
+rm -rf "$W/dav/curl"
+
+if [[ " $TARGETS " == *" cloakfs "* ]]; then
+  [ -n "${CLOAKFS_BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --locked -q)
+fi
+for t in $TARGETS; do
+  run_target "$t" || {
+    log "$t failed; its figures are missing. Its logs:"
+    for f in "$W"/*.log; do echo "--- $f"; tail -5 "$f"; done >&2
+    "${t}_stop" 2>/dev/null || true
+  }
+done
+
+# ----- report -----
+versions() {
+  echo "- cloakfs $(git -C "$ROOT" describe --always --dirty 2>/dev/null) (release build), $(rustc --version 2>/dev/null)"
+  command -v rclone >/dev/null && echo "- $(rclone version 2>/dev/null | head -1)"
+  command -v mount.davfs >/dev/null && echo "- $(mount.davfs -V 2>&1 | head -1 | sed 's/ *<.*//')"
+  command -v gocryptfs >/dev/null && echo "- $(gocryptfs -version 2>/dev/null | cut -d';' -f1)"
+  echo "- $(openssl version), $(curl --version | head -1 | cut -d' ' -f1-2), fuse3 $(fusermount3 -V 2>&1 | awk '{print $NF}')"
+}
+report() {
+  local metrics=(write read_cold read_warm ttfb1 ttfbbig create smallread ls_cold ls_warm rename mkdir rmdir untar rss left)
+  declare -A label=(
+    [write]="${SIZE_MIB} MiB write until durable (MiB/s)" [read_cold]="${SIZE_MIB} MiB read, cold (MiB/s)"
+    [read_warm]="${SIZE_MIB} MiB read, warm (MiB/s)" [ttfb1]="time to first byte, 1 MiB file (ms)"
+    [ttfbbig]="time to first byte, ${SIZE_MIB} MiB file (ms)" [create]="${SMALL_FILES} × 4 KiB created until durable (files/s)"
+    [smallread]="${SMALL_FILES} × 4 KiB read, cold (files/s)" [ls_cold]="ls -l of ${ENTRIES} entries, cold (ms)"
+    [ls_warm]="ls -l of ${ENTRIES} entries, warm (ms)" [rename]="rename until durable (ops/s)"
+    [mkdir]="mkdir until durable (ops/s)" [rmdir]="rmdir until durable (ops/s)"
+    [untar]="untar ${SRC_FILES} files, ${SRC_MIB} MiB, until durable (ms)" [rss]="peak RSS of the mount process (MiB)"
+    [left]="files with plaintext left after unmount")
+  declare -A lower=([ttfb1]=1 [ttfbbig]=1 [ls_cold]=1 [ls_warm]=1 [untar]=1)
+  local peers=() t
+  for t in $TARGETS; do [ "$t" = cloakfs ] || peers+=("$t"); done
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), network latency ${LATENCY_MS} ms round trip, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)."
+  echo "Ceilings: openssl speed -evp aes-128-gcm ${AES_MIBPS} MiB/s (16 KiB blocks, one core); loopback curl GET of ${SIZE_MIB} MiB from rclone serve webdav ${CURL_MIBPS} MiB/s."
+  echo
+  printf '| workload |'; for t in $TARGETS; do printf ' %s |' "$t"; done
+  for t in "${peers[@]}"; do printf ' cloakfs ÷ %s |' "$t"; done; echo
+  printf '|---|'; for t in $TARGETS "${peers[@]}"; do printf -- '---:|'; done; echo
+  local m v c p
+  for m in "${metrics[@]}"; do
+    printf '| %s |' "${label[$m]}"
+    for t in $TARGETS; do v=${R[$t,$m]:-–}; printf ' %s |' "$v"; done
+    for t in "${peers[@]}"; do
+      c=${R[cloakfs,$m]:-} p=${R[$t,$m]:-}
+      if [ "$m" = rss ] || [ "$m" = left ] || [ -z "$c" ] || [ -z "$p" ] || [ "$p" = n/a ]; then printf ' |'; continue; fi
+      if [ -n "${lower[$m]:-}" ]; then
+        awk -v c="$c" -v p="$p" 'BEGIN { if (c > 0) printf " %.2f× |", p / c; else printf " – |" }'
+      else
+        awk -v c="$c" -v p="$p" 'BEGIN { if (p > 0) printf " %.2f× |", c / p; else printf " – |" }'
+      fi
+    done
+    echo
+  done
+  echo
+  echo "Ratios: how many times better cloakfs is (speed ÷ speed, or time ÷ time inverted): above 1 cloakfs wins."
+  echo
+  echo "Targets (issue 7):"
+  check() { # check DESCRIPTION VALUE OP BOUND
+    local verdict
+    if [ -z "$2" ] || [ -z "$4" ]; then verdict="not measured"
+    elif awk -v v="$2" -v b="$4" "BEGIN { exit !(v $3 b) }"; then verdict="met"
+    else verdict="**missed**"; fi
+    echo "- $1: $verdict ($2 $3 $4)"
+  }
+  local rw=${R[rclone-writes,write]:-} gc=${R[gocryptfs,read_warm]:-}
+  local budget=$(( $(numfmt --from=iec "$CACHE_SIZE") / 1048576 + 64 ))
+  check "write until durable ≥ 2× rclone crypt (writes)" "${R[cloakfs,write]:-}" ">=" "${rw:+$((rw * 2))}"
+  check "cold read ≥ 0.5× loopback curl GET (MiB/s)" "${R[cloakfs,read_cold]:-}" ">=" "$((CURL_MIBPS / 2))"
+  check "warm read ≥ 1× gocryptfs (MiB/s)" "${R[cloakfs,read_warm]:-}" ">=" "$gc"
+  local rc=${R[rclone-writes,create]:-} rs=${R[rclone-writes,smallread]:-} rr=${R[rclone-writes,rename]:-} rt=${R[rclone-writes,ttfb1]:-}
+  check "small creates until durable ≥ 10× rclone crypt (files/s)" "${R[cloakfs,create]:-}" ">=" "${rc:+$((rc * 10))}"
+  check "cold small reads ≥ 5× rclone crypt (files/s)" "${R[cloakfs,smallread]:-}" ">=" "${rs:+$((rs * 5))}"
+  check "ls -l cold ≤ 250 ms" "${R[cloakfs,ls_cold]:-}" "<=" 250
+  check "ls -l warm ≤ 40 ms" "${R[cloakfs,ls_warm]:-}" "<=" 40
+  check "renames ≥ 10× rclone crypt (ops/s)" "${R[cloakfs,rename]:-}" ">=" "${rr:+$((rr * 10))}"
+  check "time to first byte of 1 MiB ≤ 2× rclone crypt (ms)" "${R[cloakfs,ttfb1]:-}" "<=" "${rt:+$((rt * 2))}"
+  check "peak RSS ≤ cache budget + 64 MiB (MiB)" "${R[cloakfs,rss]:-}" "<=" "$budget"
+  check "plaintext files left after unmount = 0" "${R[cloakfs,left]:-}" "==" 0
+  echo
+  echo "Machine and versions:"
+  echo "- $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; $(. /etc/os-release; echo "$PRETTY_NAME")"
+  versions
+}
+REPORT=$(report)
+echo "$REPORT"
+[ -n "$OUT" ] && echo "$REPORT" > "$OUT"
+if [ "$UPDATE_DOCS" = 1 ]; then
+  DOC="$ROOT/docs/BENCHMARKS.md"
+  if [ -f "$DOC" ] && grep -q '<!-- bench:begin -->' "$DOC"; then
+    echo "$REPORT" > "$W/report.md"
+    CLOAKFS_BENCH_REPORT="$W/report.md" perl -0pi -e '
+      BEGIN { local $/; open my $f, "<", $ENV{CLOAKFS_BENCH_REPORT} or die; $r = <$f> }
+      s/<!-- bench:begin -->.*<!-- bench:end -->/<!-- bench:begin -->\n$r<!-- bench:end -->/s' "$DOC"
+    log "updated $DOC"
+  else
+    log "docs/BENCHMARKS.md has no <!-- bench:begin --> marker; not updated"
+  fi
+fi
+}
+
+# The measurements run in the background; this shell waits, and undoes everything on exit, on Ctrl-C or
+# SIGTERM, and when the whole run exceeds MAX_SECONDS.
+main &
+RUNNER=$!
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
+( sleep "$MAX_SECONDS"; log "the run took over $MAX_SECONDS s: stopping it"; kill -TERM $$ ) &
+WATCHER=$!
+status=0
+wait "$RUNNER" || status=$?
+kill "$WATCHER" 2>/dev/null
+exit "$status"
