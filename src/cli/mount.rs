@@ -47,6 +47,11 @@ pub struct MountArgs {
     /// device changed a file this mount also changed (default: the host name). Stored encrypted.
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
+    /// Files up to this size are uploaded after close returns, while a batch is open and uploads succeed
+    /// (fast `tar x`, `cp -r`); larger files, and all files after a failed upload, are uploaded before close
+    /// returns so close reports errors. 0: close always waits. fsync always waits.
+    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
+    pub write_behind: u64,
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
@@ -190,6 +195,7 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
         spill_above: args.spill_above.unwrap_or(args.cache_size),
         spill_directory,
         device: args.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
+        write_behind: args.write_behind,
         ..CoreOptions::default()
     };
     let core = Arc::new(Core::new(vault, tree, root, options));

@@ -62,7 +62,15 @@ pub struct CoreOptions {
     pub spill_directory: std::path::PathBuf,
     /// This device's name in conflicted copies ("NAME (conflicted copy DEVICE DATE)").
     pub device: String,
+    /// Files up to this many bytes are uploaded after close returns (write-behind) while a batch is open
+    /// and the server answers; larger files, and every file while uploads fail, are uploaded before close
+    /// returns, so close reports the error. 0: close always waits.
+    pub write_behind: u64,
 }
+
+/// Uploads of closed files that run after close returned (write-behind), at most this many at a time; a
+/// close waits for a slot.
+pub const MAX_BACKGROUND_UPLOADS: usize = 8;
 
 impl Default for CoreOptions {
     fn default() -> Self {
@@ -75,6 +83,7 @@ impl Default for CoreOptions {
             spill_above: 512 << 20,
             spill_directory: std::env::temp_dir(),
             device: default_device_name(),
+            write_behind: 128 << 10,
         }
     }
 }
@@ -319,6 +328,8 @@ pub struct Core<R: Remote> {
     last_activity: Mutex<Instant>,
     /// Until when cached listings are shown without revalidation (the server was unreachable).
     offline_until: Mutex<Option<Instant>>,
+    /// Slots of write-behind uploads ([`MAX_BACKGROUND_UPLOADS`]); all free when none runs.
+    background: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
@@ -661,6 +672,7 @@ impl<R: Remote> Core<R> {
             owner,
             last_activity: Mutex::new(Instant::now()),
             offline_until: Mutex::new(None),
+            background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_UPLOADS)),
         }
     }
 
@@ -1090,6 +1102,54 @@ impl<R: Remote> Core<R> {
             self.write_back(ino).await?;
         }
         Ok(())
+    }
+
+    /// Whether a closed file of `size` bytes may be uploaded after close returns: it is small, a batch is
+    /// open (the lock is held, so the server answered moments ago) and nothing failed since.
+    fn may_write_behind(&self, size: u64) -> bool {
+        if size > self.options.write_behind || lock(&self.offline_until).is_some() {
+            return false;
+        }
+        let state = self.state();
+        state.retry_files_at.is_none()
+            && state.commit_error.is_none()
+            && state.batch.as_ref().is_some_and(|batch| batch.retry_at.is_none())
+    }
+
+    /// Close (FUSE flush): uploads the file if it changed. Small files are uploaded in the background while
+    /// the server is healthy (see [`CoreOptions::write_behind`]); otherwise the upload's error reaches the
+    /// program. Either way the content stays in RAM until the server has it.
+    pub async fn close(self: &Arc<Self>, ino: u64) -> Result<(), FsError>
+    where
+        R: 'static,
+    {
+        let Ok((dirty, size)) = self.state().file(ino).map(|file| (file.dirty, file.size)) else { return Ok(()) };
+        if !dirty {
+            return Ok(());
+        }
+        if self.may_write_behind(size) {
+            if let Ok(slot) = self.background.clone().acquire_owned().await {
+                let core = self.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    if let Err(error) = core.write_back(ino).await {
+                        tracing::warn!(
+                            errno = error.0,
+                            "upload after close failed; the file stays in RAM and is retried"
+                        );
+                    }
+                });
+                return Ok(());
+            }
+        }
+        self.write_back(ino).await
+    }
+
+    /// Waits until no write-behind upload runs (before fsyncdir, unmount and lock commit).
+    pub async fn wait_for_background(&self) {
+        if let Ok(all) = self.background.acquire_many(MAX_BACKGROUND_UPLOADS as u32).await {
+            drop(all);
+        }
     }
 
     /// fsync: uploads the file if it changed and commits the batch; returns when the server has it.
@@ -1878,6 +1938,7 @@ impl<R: Remote> Core<R> {
 
     /// Uploads every dirty file and commits: used at unmount. Returns whether everything is on the server.
     pub async fn flush_all(&self) -> bool {
+        self.wait_for_background().await;
         let dirty: Vec<u64> = self
             .state()
             .nodes

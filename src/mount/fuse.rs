@@ -302,7 +302,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
 
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let core = self.core.clone();
-        self.spawn(async move { answer_empty(reply, core.flush(ino.0).await) });
+        self.spawn(async move { answer_empty(reply, core.close(ino.0).await) });
     }
 
     fn release(
@@ -392,7 +392,10 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let core = self.core.clone();
-        self.spawn(async move { answer_empty(reply, core.commit_now().await) });
+        self.spawn(async move {
+            core.wait_for_background().await;
+            answer_empty(reply, core.commit_now().await)
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -136,6 +136,14 @@ async fn unlock(
     let parameters = body_parameters(&headers, &body)?;
     let abort =
         parameters.get("abort").or_else(|| query.get("abort")).is_some_and(|value| value == "true" || value == "1");
+    if !abort {
+        // Staged uploads skipped their fsyncs: make them durable before they become visible.
+        let blobs = state.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.sync_all())
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "sync failed"))?
+            .map_err(super::dav::storage_error)?;
+    }
     let freed = {
         let mut connection = state.store.lock();
         let transaction = connection.transaction().map_err(ApiError::from)?;

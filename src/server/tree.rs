@@ -165,15 +165,36 @@ impl BlobDir {
         self.root.join(".tmp").join(random_hex(16))
     }
 
-    /// Moves a finished, synced upload into place under a new blob id; returns the id.
-    pub fn commit_upload(&self, temp: &Path) -> std::io::Result<String> {
+    /// Moves a finished upload into place under a new blob id; returns the id. With `durable` the rename is
+    /// synced (the caller synced the file); without, [`Self::sync_all`] must run before the blob is committed.
+    pub fn commit_upload(&self, temp: &Path, durable: bool) -> std::io::Result<String> {
         let id = random_hex(16);
         let target = self.path(&id);
         let directory = target.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(directory)?;
         std::fs::rename(temp, &target)?;
-        std::fs::File::open(directory)?.sync_all()?;
+        if durable {
+            std::fs::File::open(directory)?.sync_all()?;
+        }
         Ok(id)
+    }
+
+    /// Makes every blob written so far durable, with one `syncfs` of the file system holding them: staged
+    /// uploads (under a lock) skip their own fsyncs, and unlock calls this once before committing them.
+    pub fn sync_all(&self) -> std::io::Result<()> {
+        let root = std::fs::File::open(&self.root)?;
+        // SAFETY: syncfs takes an open file descriptor, which `root` keeps alive for the call.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Syncs one blob file and its directory (an upload that skipped its fsyncs but was not staged).
+    pub fn sync_one(&self, id: &str) -> std::io::Result<()> {
+        let path = self.path(id);
+        std::fs::File::open(&path)?.sync_all()?;
+        std::fs::File::open(path.parent().expect("blob paths have a parent"))?.sync_all()
     }
 
     /// Removes blob files (after the rows naming them are gone).
@@ -220,20 +241,19 @@ impl BlobDir {
 /// The root folder of `owner`, created on first use.
 pub fn root(connection: &Connection, owner: &str) -> ApiResult<Node> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE owner = ?1 AND parent IS NULL");
-    if let Some(node) = connection.query_row(&sql, params![owner], node_from_row).optional()? {
+    if let Some(node) = connection.prepare_cached(&sql)?.query_row(params![owner], node_from_row).optional()? {
         return Ok(node);
     }
-    connection.execute(
-        "INSERT INTO nodes(owner, parent, name, is_dir, etag, mtime) VALUES (?1, NULL, '', 1, ?2, ?3)",
-        params![owner, random_hex(16), now()],
-    )?;
-    Ok(connection.query_row(&sql, params![owner], node_from_row)?)
+    connection
+        .prepare_cached("INSERT INTO nodes(owner, parent, name, is_dir, etag, mtime) VALUES (?1, NULL, '', 1, ?2, ?3)")?
+        .execute(params![owner, random_hex(16), now()])?;
+    Ok(connection.prepare_cached(&sql)?.query_row(params![owner], node_from_row)?)
 }
 
 /// A node by id.
 pub fn node(connection: &Connection, id: i64) -> ApiResult<Option<Node>> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1");
-    Ok(connection.query_row(&sql, params![id], node_from_row).optional()?)
+    Ok(connection.prepare_cached(&sql)?.query_row(params![id], node_from_row).optional()?)
 }
 
 /// The visible child `name` of `parent`; with `token`, a child staged under that token is found too.
@@ -242,7 +262,7 @@ pub fn child(connection: &Connection, parent: i64, name: &str, token: Option<&st
         "SELECT {NODE_COLUMNS} FROM nodes WHERE parent = ?1 AND name = ?2 AND (staged_token IS NULL OR staged_token = ?3) \
          ORDER BY staged_token IS NULL LIMIT 1"
     );
-    Ok(connection.query_row(&sql, params![parent, name, token], node_from_row).optional()?)
+    Ok(connection.prepare_cached(&sql)?.query_row(params![parent, name, token], node_from_row).optional()?)
 }
 
 /// The visible children of a folder.
@@ -303,7 +323,8 @@ pub struct Lock {
 
 fn lock_of(connection: &Connection, node: i64) -> ApiResult<Option<Lock>> {
     Ok(connection
-        .query_row("SELECT node, token, counter FROM locks WHERE node = ?1", params![node], |row| {
+        .prepare_cached("SELECT node, token, counter FROM locks WHERE node = ?1")?
+        .query_row(params![node], |row| {
             Ok(Lock { node: row.get(0)?, token: row.get(1)?, counter: row.get::<_, i64>(2)? as u64 })
         })
         .optional()?)
@@ -341,12 +362,13 @@ pub fn check_write_token(connection: &Connection, folder: &Node, token: Option<&
 
 /// Changes the etag and mtime of `id` and every ancestor (Nextcloud propagates changes upwards).
 pub fn touch(connection: &Connection, id: i64) -> ApiResult<()> {
-    connection.execute(
-        "WITH RECURSIVE up(id) AS (SELECT ?1 UNION ALL SELECT nodes.parent FROM nodes JOIN up ON nodes.id = up.id \
+    connection
+        .prepare_cached(
+            "WITH RECURSIVE up(id) AS (SELECT ?1 UNION ALL SELECT nodes.parent FROM nodes JOIN up ON nodes.id = up.id \
          WHERE nodes.parent IS NOT NULL) \
          UPDATE nodes SET etag = lower(hex(randomblob(16))), mtime = ?2 WHERE id IN (SELECT id FROM up)",
-        params![id, now()],
-    )?;
+        )?
+        .execute(params![id, now()])?;
     Ok(())
 }
 
@@ -363,7 +385,7 @@ fn subtree_blobs(connection: &Connection, id: i64) -> ApiResult<Vec<String>> {
 /// Deletes `id` and its subtree now; returns the blobs to remove once committed.
 fn delete_subtree(connection: &Connection, id: i64) -> ApiResult<Vec<String>> {
     let blobs = subtree_blobs(connection, id)?;
-    connection.execute("DELETE FROM nodes WHERE id = ?1", params![id])?;
+    connection.prepare_cached("DELETE FROM nodes WHERE id = ?1")?.execute(params![id])?;
     Ok(blobs)
 }
 
@@ -371,7 +393,10 @@ fn delete_subtree(connection: &Connection, id: i64) -> ApiResult<Vec<String>> {
 fn unreferenced(connection: &Connection, blobs: Vec<String>) -> ApiResult<Vec<String>> {
     let mut free = Vec::new();
     for blob in blobs {
-        let used = connection.query_row("SELECT 1 FROM nodes WHERE blob = ?1", params![blob], |_| Ok(())).optional()?;
+        let used = connection
+            .prepare_cached("SELECT 1 FROM nodes WHERE blob = ?1")?
+            .query_row(params![blob], |_| Ok(()))
+            .optional()?;
         if used.is_none() {
             free.push(blob);
         }
@@ -408,34 +433,31 @@ pub fn put_file(
     let etag = random_hex(16);
     let id = if let Some(token) = token {
         if let Some(old) = transaction
-            .query_row(
-                "SELECT id, blob FROM nodes WHERE parent = ?1 AND name = ?2 AND staged_token = ?3",
-                params![parent.id, name, token],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?)),
-            )
+            .prepare_cached("SELECT id, blob FROM nodes WHERE parent = ?1 AND name = ?2 AND staged_token = ?3")?
+            .query_row(params![parent.id, name, token], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+            })
             .optional()?
         {
-            transaction.execute("DELETE FROM nodes WHERE id = ?1", params![old.0])?;
+            transaction.prepare_cached("DELETE FROM nodes WHERE id = ?1")?.execute(params![old.0])?;
             freed.extend(old.1);
         }
-        transaction.execute(
-            "INSERT INTO nodes(owner, parent, name, is_dir, size, etag, mtime, blob, staged_token) \
+        transaction
+            .prepare_cached(
+                "INSERT INTO nodes(owner, parent, name, is_dir, size, etag, mtime, blob, staged_token) \
              VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8)",
-            params![parent.owner, parent.id, name, size as i64, etag, now(), blob, token],
-        )?;
+            )?
+            .execute(params![parent.owner, parent.id, name, size as i64, etag, now(), blob, token])?;
         transaction.last_insert_rowid()
     } else if let Some(old) = &existing {
-        transaction.execute(
-            "UPDATE nodes SET size = ?2, etag = ?3, mtime = ?4, blob = ?5 WHERE id = ?1",
-            params![old.id, size as i64, etag, now(), blob],
-        )?;
+        transaction
+            .prepare_cached("UPDATE nodes SET size = ?2, etag = ?3, mtime = ?4, blob = ?5 WHERE id = ?1")?
+            .execute(params![old.id, size as i64, etag, now(), blob])?;
         freed.extend(old.blob.clone());
         touch(transaction, parent.id)?;
         old.id
     } else {
-        transaction.execute(
-            "INSERT INTO nodes(owner, parent, name, is_dir, size, etag, mtime, blob) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
-            params![parent.owner, parent.id, name, size as i64, etag, now(), blob],
+        transaction.prepare_cached("INSERT INTO nodes(owner, parent, name, is_dir, size, etag, mtime, blob) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)")?.execute(params![parent.owner, parent.id, name, size as i64, etag, now(), blob],
         )?;
         touch(transaction, parent.id)?;
         transaction.last_insert_rowid()
@@ -452,9 +474,7 @@ pub fn make_folder(transaction: &Transaction<'_>, parent: &Node, name: &str, tok
         let status = if existing.encrypted { StatusCode::FORBIDDEN } else { StatusCode::METHOD_NOT_ALLOWED };
         return Err(ApiError::new(status, "The resource you tried to create already exists"));
     }
-    transaction.execute(
-        "INSERT INTO nodes(owner, parent, name, is_dir, etag, mtime, staged_token) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)",
-        params![parent.owner, parent.id, name, random_hex(16), now(), token],
+    transaction.prepare_cached("INSERT INTO nodes(owner, parent, name, is_dir, etag, mtime, staged_token) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)")?.execute(params![parent.owner, parent.id, name, random_hex(16), now(), token],
     )?;
     let id = transaction.last_insert_rowid();
     if token.is_none() {
@@ -470,7 +490,9 @@ pub fn delete(transaction: &Transaction<'_>, target: &Node, token: Option<&str>)
     }
     match token {
         Some(token) if target.staged_token.as_deref() != Some(token) => {
-            transaction.execute("UPDATE nodes SET delete_token = ?2 WHERE id = ?1", params![target.id, token])?;
+            transaction
+                .prepare_cached("UPDATE nodes SET delete_token = ?2 WHERE id = ?1")?
+                .execute(params![target.id, token])?;
             Ok(Vec::new())
         }
         _ => {
@@ -509,18 +531,20 @@ pub fn move_node(
         }
     }
     if let Some(token) = token {
-        transaction.execute(
-            "UPDATE nodes SET move_token = ?2, move_parent = ?3, move_name = ?4 WHERE id = ?1",
-            params![source.id, token, destination.id, name],
-        )?;
+        transaction
+            .prepare_cached("UPDATE nodes SET move_token = ?2, move_parent = ?3, move_name = ?4 WHERE id = ?1")?
+            .execute(params![source.id, token, destination.id, name])?;
         return Ok(Vec::new());
     }
     let mut freed = Vec::new();
     if let Some(existing) = existing {
         freed = delete_subtree(transaction, existing.id)?;
     }
-    transaction
-        .execute("UPDATE nodes SET parent = ?2, name = ?3 WHERE id = ?1", params![source.id, destination.id, name])?;
+    transaction.prepare_cached("UPDATE nodes SET parent = ?2, name = ?3 WHERE id = ?1")?.execute(params![
+        source.id,
+        destination.id,
+        name
+    ])?;
     if let Some(parent) = source.parent {
         touch(transaction, parent)?;
     }
@@ -531,9 +555,8 @@ pub fn move_node(
 /// Committed metadata of a folder: (JSON, base64 signature).
 pub fn metadata(connection: &Connection, node: i64) -> ApiResult<Option<(String, String)>> {
     Ok(connection
-        .query_row("SELECT json, signature FROM metadata WHERE node = ?1", params![node], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .prepare_cached("SELECT json, signature FROM metadata WHERE node = ?1")?
+        .query_row(params![node], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?)
 }
 
@@ -543,12 +566,14 @@ pub fn set_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> Api
     if folder.parent.is_none() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be encrypted"));
     }
-    let has_children =
-        transaction.query_row("SELECT 1 FROM nodes WHERE parent = ?1 LIMIT 1", params![id], |_| Ok(())).optional()?;
+    let has_children = transaction
+        .prepare_cached("SELECT 1 FROM nodes WHERE parent = ?1 LIMIT 1")?
+        .query_row(params![id], |_| Ok(()))
+        .optional()?;
     if has_children.is_some() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Folder is not empty"));
     }
-    transaction.execute("UPDATE nodes SET encrypted = 1 WHERE id = ?1", params![id])?;
+    transaction.prepare_cached("UPDATE nodes SET encrypted = 1 WHERE id = ?1")?.execute(params![id])?;
     touch(transaction, id)?;
     Ok(())
 }
@@ -556,9 +581,9 @@ pub fn set_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> Api
 /// Removes the encrypted flag and the metadata of a folder.
 pub fn unset_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> ApiResult<()> {
     owned_folder(transaction, owner, id)?;
-    transaction.execute("UPDATE nodes SET encrypted = 0 WHERE id = ?1", params![id])?;
-    transaction.execute("DELETE FROM metadata WHERE node = ?1", params![id])?;
-    transaction.execute("DELETE FROM intermediate_metadata WHERE node = ?1", params![id])?;
+    transaction.prepare_cached("UPDATE nodes SET encrypted = 0 WHERE id = ?1")?.execute(params![id])?;
+    transaction.prepare_cached("DELETE FROM metadata WHERE node = ?1")?.execute(params![id])?;
+    transaction.prepare_cached("DELETE FROM intermediate_metadata WHERE node = ?1")?.execute(params![id])?;
     touch(transaction, id)?;
     Ok(())
 }
@@ -600,8 +625,9 @@ pub fn lock(
     if !locks.is_empty() {
         return Err(ApiError::new(StatusCode::LOCKED, "File already locked"));
     }
-    let stored: i64 =
-        transaction.query_row("SELECT counter FROM nodes WHERE id = ?1", params![id], |row| row.get(0))?;
+    let stored: i64 = transaction
+        .prepare_cached("SELECT counter FROM nodes WHERE id = ?1")?
+        .query_row(params![id], |row| row.get(0))?;
     if stored as u64 >= counter {
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
@@ -609,10 +635,9 @@ pub fn lock(
         ));
     }
     let token = new_lock_token();
-    transaction.execute(
-        "INSERT INTO locks(node, token, counter, created) VALUES (?1, ?2, ?3, ?4)",
-        params![id, token, counter as i64, now()],
-    )?;
+    transaction
+        .prepare_cached("INSERT INTO locks(node, token, counter, created) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, token, counter as i64, now()])?;
     Ok(token)
 }
 
@@ -648,13 +673,16 @@ fn roll_back(transaction: &Transaction<'_>, lock: &Lock) -> ApiResult<Vec<String
             freed.extend(delete_subtree(transaction, id)?);
         }
     }
-    transaction.execute("UPDATE nodes SET delete_token = NULL WHERE delete_token = ?1", params![lock.token])?;
-    transaction.execute(
-        "UPDATE nodes SET move_token = NULL, move_parent = NULL, move_name = NULL WHERE move_token = ?1",
-        params![lock.token],
-    )?;
-    transaction.execute("DELETE FROM intermediate_metadata WHERE token = ?1", params![lock.token])?;
-    transaction.execute("DELETE FROM locks WHERE node = ?1", params![lock.node])?;
+    transaction
+        .prepare_cached("UPDATE nodes SET delete_token = NULL WHERE delete_token = ?1")?
+        .execute(params![lock.token])?;
+    transaction
+        .prepare_cached(
+            "UPDATE nodes SET move_token = NULL, move_parent = NULL, move_name = NULL WHERE move_token = ?1",
+        )?
+        .execute(params![lock.token])?;
+    transaction.prepare_cached("DELETE FROM intermediate_metadata WHERE token = ?1")?.execute(params![lock.token])?;
+    transaction.prepare_cached("DELETE FROM locks WHERE node = ?1")?.execute(params![lock.node])?;
     unreferenced(transaction, freed)
 }
 
@@ -676,11 +704,12 @@ fn commit(transaction: &Transaction<'_>, lock: &Lock) -> ApiResult<Vec<String>> 
                 freed.extend(delete_subtree(transaction, existing.id)?);
             }
         }
-        transaction.execute(
-            "UPDATE nodes SET parent = ?2, name = ?3, move_token = NULL, move_parent = NULL, move_name = NULL \
+        transaction
+            .prepare_cached(
+                "UPDATE nodes SET parent = ?2, name = ?3, move_token = NULL, move_parent = NULL, move_name = NULL \
              WHERE id = ?1",
-            params![id, parent, name],
-        )?;
+            )?
+            .execute(params![id, parent, name])?;
         touched.extend(source.parent);
         touched.push(parent);
     }
@@ -697,7 +726,7 @@ fn commit(transaction: &Transaction<'_>, lock: &Lock) -> ApiResult<Vec<String>> 
                 freed.extend(delete_subtree(transaction, existing.id)?);
             }
         }
-        transaction.execute("UPDATE nodes SET staged_token = NULL WHERE id = ?1", params![id])?;
+        transaction.prepare_cached("UPDATE nodes SET staged_token = NULL WHERE id = ?1")?.execute(params![id])?;
         touched.push(parent);
     }
     let deleted: Vec<(i64, Option<i64>)> = {
@@ -721,23 +750,26 @@ fn commit(transaction: &Transaction<'_>, lock: &Lock) -> ApiResult<Vec<String>> 
     for (node_id, json, signature) in intermediate {
         match (json, signature) {
             (Some(json), Some(signature)) => {
-                transaction.execute(
-                    "INSERT INTO metadata(node, json, signature) VALUES (?1, ?2, ?3) \
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO metadata(node, json, signature) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(node) DO UPDATE SET json = excluded.json, signature = excluded.signature",
-                    params![node_id, json, signature],
-                )?;
+                    )?
+                    .execute(params![node_id, json, signature])?;
             }
             _ => {
-                transaction.execute("DELETE FROM metadata WHERE node = ?1", params![node_id])?;
+                transaction.prepare_cached("DELETE FROM metadata WHERE node = ?1")?.execute(params![node_id])?;
             }
         }
         touched.push(node_id);
     }
-    transaction.execute("DELETE FROM intermediate_metadata WHERE token = ?1", params![token])?;
+    transaction.prepare_cached("DELETE FROM intermediate_metadata WHERE token = ?1")?.execute(params![token])?;
     if wrote_metadata {
-        transaction.execute("UPDATE nodes SET counter = ?2 WHERE id = ?1", params![lock.node, lock.counter as i64])?;
+        transaction
+            .prepare_cached("UPDATE nodes SET counter = ?2 WHERE id = ?1")?
+            .execute(params![lock.node, lock.counter as i64])?;
     }
-    transaction.execute("DELETE FROM locks WHERE node = ?1", params![lock.node])?;
+    transaction.prepare_cached("DELETE FROM locks WHERE node = ?1")?.execute(params![lock.node])?;
     for id in touched {
         if node(transaction, id)?.is_some() {
             touch(transaction, id)?;
@@ -797,7 +829,8 @@ pub fn write_metadata(
     }
     let committed = metadata(transaction, id)?.is_some();
     let intermediate: Option<Option<String>> = transaction
-        .query_row("SELECT json FROM intermediate_metadata WHERE node = ?1", params![id], |row| row.get(0))
+        .prepare_cached("SELECT json FROM intermediate_metadata WHERE node = ?1")?
+        .query_row(params![id], |row| row.get(0))
         .optional()?;
     let present = match &intermediate {
         Some(json) => json.is_some(),
@@ -816,10 +849,11 @@ pub fn write_metadata(
         Some((json, signature)) => (Some(json), Some(signature)),
         None => (None, None),
     };
-    transaction.execute(
-        "INSERT INTO intermediate_metadata(node, token, json, signature) VALUES (?1, ?2, ?3, ?4) \
+    transaction
+        .prepare_cached(
+            "INSERT INTO intermediate_metadata(node, token, json, signature) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT(node) DO UPDATE SET token = excluded.token, json = excluded.json, signature = excluded.signature",
-        params![id, token, json, signature],
-    )?;
+        )?
+        .execute(params![id, token, json, signature])?;
     Ok(())
 }
