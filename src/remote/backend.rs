@@ -19,6 +19,13 @@ pub trait Remote: Send + Sync {
         range: Option<std::ops::Range<u64>>,
         progress: Option<Progress>,
     ) -> impl Future<Output = Result<Vec<u8>, RemoteError>> + Send;
+    /// A whole file, handed to `on_piece` piece by piece as it arrives; `on_piece` returns `false` to stop
+    /// (the call then returns `Ok`).
+    fn read_each(
+        &self,
+        path: &[String],
+        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send;
     /// Stores a file.
     fn write(
         &self,
@@ -88,6 +95,14 @@ impl Remote for NextcloudClient {
         progress: Option<Progress>,
     ) -> Result<Vec<u8>, RemoteError> {
         self.get(path, range, progress).await
+    }
+
+    async fn read_each(
+        &self,
+        path: &[String],
+        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> Result<(), RemoteError> {
+        self.get_each(path, None, None, on_piece).await
     }
 
     async fn write(

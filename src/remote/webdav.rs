@@ -213,6 +213,25 @@ impl NextcloudClient {
         range: Option<std::ops::Range<u64>>,
         progress: Option<Progress>,
     ) -> Result<Vec<u8>, RemoteError> {
+        let mut body = Vec::new();
+        self.get_each(segments, range, progress, &mut |piece| {
+            body.extend_from_slice(piece);
+            true
+        })
+        .await?;
+        Ok(body)
+    }
+
+    /// GET a file, handing each piece of the body to `on_piece` as it arrives (no copy of the whole body is
+    /// kept). `on_piece` returns `false` to stop early; the call then returns `Ok`. Fails if the body ends
+    /// short of its announced length.
+    pub async fn get_each(
+        &self,
+        segments: &[String],
+        range: Option<std::ops::Range<u64>>,
+        progress: Option<Progress>,
+        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> Result<(), RemoteError> {
         let request_name = Self::request_name("GET", segments);
         let url = self.dav_url(segments)?;
         let response = self
@@ -228,24 +247,27 @@ impl NextcloudClient {
             return Err(RemoteError::Protocol { request: request_name, reason: "the server ignored the range".into() });
         }
         let expected = response.content_length();
-        let mut body = Vec::with_capacity(expected.unwrap_or(0).min(1 << 30) as usize);
+        let mut received = 0u64;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|error| transport(&request_name, &error))?;
-            body.extend_from_slice(&chunk);
+            received += chunk.len() as u64;
             if let Some(progress) = &progress {
-                progress(body.len() as u64);
+                progress(received);
+            }
+            if !on_piece(&chunk) {
+                return Ok(());
             }
         }
         if let Some(expected) = expected {
-            if body.len() as u64 != expected {
+            if received != expected {
                 return Err(RemoteError::Transport {
                     request: request_name,
                     reason: "the download was cut short".into(),
                 });
             }
         }
-        Ok(body)
+        Ok(())
     }
 
     /// PUT a file (a blob), with the lock token inside encrypted folders.

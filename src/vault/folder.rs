@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
-use crate::crypto::file_cipher::{decrypt_stream, PlaintextSink};
+use crate::crypto::file_cipher::{BlobDecryptor, PlaintextSink};
 use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata};
 use crate::remote::{LockToken, Remote, RemoteEntry};
 
@@ -63,7 +63,7 @@ impl<R: Remote> Vault<R> {
     /// Downloads the blob `server_name` of the folder at `folder_path`, verifies it against `entry`'s tag
     /// and decrypts it into `sink` (which releases it only once the tag verified). Returns the plaintext
     /// length.
-    pub async fn read_blob<S: PlaintextSink>(
+    pub async fn read_blob<S: PlaintextSink + Send>(
         &self,
         folder_path: &[String],
         server_name: &str,
@@ -72,13 +72,33 @@ impl<R: Remote> Vault<R> {
     ) -> Result<u64, VaultError> {
         let mut path = folder_path.to_vec();
         path.push(server_name.to_owned());
-        let blob = match self.remote.read(&path, None, None).await {
-            Err(error) if error.status() == Some(404) => return Err(VaultError::MissingBlob(server_name.to_owned())),
-            other => other?,
-        };
-        let _span = tracing::debug_span!("decrypt", server_name, len = blob.len()).entered();
-        decrypt_stream(&entry.key, &entry.nonce, Some(&entry.authentication_tag), &blob[..], sink)
-            .map_err(|source| VaultError::Content { server_name: server_name.to_owned(), source })
+        // Pipelined: each piece is decrypted into the sink as it arrives (unverified until the tag at the end
+        // checks out; the sink releases nothing before), so no copy of the whole ciphertext is held.
+        let content_error = |source| VaultError::Content { server_name: server_name.to_owned(), source };
+        let mut decryptor =
+            BlobDecryptor::new(&entry.key, &entry.nonce, Some(&entry.authentication_tag)).map_err(content_error)?;
+        let mut failure = None;
+        let received = self
+            .remote
+            .read_each(&path, &mut |piece| match decryptor.feed(piece, sink) {
+                Ok(()) => true,
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            })
+            .await;
+        if let Some(error) = failure {
+            return Err(content_error(error));
+        }
+        if let Err(error) = received {
+            sink.discard();
+            return Err(match error.status() {
+                Some(404) => VaultError::MissingBlob(server_name.to_owned()),
+                _ => error.into(),
+            });
+        }
+        decryptor.finish(sink).map_err(content_error)
     }
 
     /// Locks the folder at `remote_path` for a change with the next counter, waiting while another client
