@@ -20,14 +20,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use tracing::Instrument as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::cache::{Plaintext, PlaintextCache};
 use super::content::{Content, ContentSink, Spill};
 use super::errno::{errno_of, errno_of_io, FsError};
-use crate::crypto::file_cipher::encrypt_stream;
+use super::upload::EncryptingUpload;
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{FileEntry, FolderMetadata};
@@ -1320,23 +1319,24 @@ impl<R: Remote> Core<R> {
             let reuse = if file.uid_in_batch { file.uid.clone() } else { None };
             (node.name.clone(), content, file.version, reuse, state.remote_path(&self.root_path, parent)?)
         };
-        let (blob, sealed) = tokio::task::spawn_blocking(move || {
-            let mut blob = Vec::with_capacity(usize::try_from(content.len()).unwrap_or(0).saturating_add(16));
-            encrypt_stream(content.reader(), &mut blob).map(|sealed| (blob, sealed))
-        })
-        .await
-        .map_err(|_| FsError::IO)?
-        .map_err(|error| {
-            tracing::error!(%error, "encryption failed");
-            FsError::IO
-        })?;
-        let blob_len = blob.len() as u64;
+        // Encrypted while it is sent: no whole-ciphertext copy in RAM, encryption overlapping the transfer.
+        let encrypting = EncryptingUpload::new(content);
+        let blob_len = encrypting.blob_len();
         let uid = reuse_uid.unwrap_or_else(random_server_name);
         let mut blob_path = path.clone();
         blob_path.push(uid.clone());
-        async {
+        let sealed = async {
             tracing::debug!("uploading blob");
-            self.vault.put_blob(&blob_path, Bytes::from(blob), &token).await.map_err(|error| self.fail(error))
+            let body = || encrypting.body();
+            if let Err(error) = self.vault.put_blob_streamed(&blob_path, blob_len, &body, &token).await {
+                // An encryption failure (e.g. an unreadable spill file) ends the request too: it is logged.
+                encrypting.abandon();
+                return Err(self.fail(error));
+            }
+            encrypting.sealed().await.map_err(|error| {
+                tracing::error!(%error, "encryption failed");
+                FsError::IO
+            })
         }
         .instrument(tracing::info_span!("upload", server_name = %uid, len = blob_len))
         .await?;

@@ -10,6 +10,7 @@ pub mod core;
 pub mod errno;
 pub mod fuse;
 pub mod suspend;
+pub mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,6 +8,10 @@ use bytes::Bytes;
 use super::client::{LockToken, NextcloudClient, RemoteError};
 use super::webdav::{Progress, PutResult, RemoteEntry};
 
+/// A request body produced piece by piece (e.g. encrypted while it is sent).
+pub type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;
+
 /// A server holding encrypted folders (paths are segments below the user's root).
 pub trait Remote: Send + Sync {
     /// The entry at `path` first, then (depth 1) its children.
@@ -33,6 +37,15 @@ pub trait Remote: Send + Sync {
         body: Bytes,
         token: Option<&LockToken>,
         progress: Option<Progress>,
+    ) -> impl Future<Output = Result<PutResult, RemoteError>> + Send;
+    /// Stores a file of `length` bytes whose body `body` produces; `body` is called again for each retry
+    /// and must produce the same bytes.
+    fn write_streamed(
+        &self,
+        path: &[String],
+        length: u64,
+        body: &(dyn Fn() -> BodyStream + Send + Sync),
+        token: Option<&LockToken>,
     ) -> impl Future<Output = Result<PutResult, RemoteError>> + Send;
     /// Creates a folder; returns its file id.
     fn make_folder(
@@ -113,6 +126,16 @@ impl Remote for NextcloudClient {
         progress: Option<Progress>,
     ) -> Result<PutResult, RemoteError> {
         self.put(path, body, token, progress).await
+    }
+
+    async fn write_streamed(
+        &self,
+        path: &[String],
+        length: u64,
+        body: &(dyn Fn() -> BodyStream + Send + Sync),
+        token: Option<&LockToken>,
+    ) -> Result<PutResult, RemoteError> {
+        self.put_streamed(path, length, body, token).await
     }
 
     async fn make_folder(&self, path: &[String], token: Option<&LockToken>) -> Result<u64, RemoteError> {

@@ -8,6 +8,6 @@ pub mod propfind;
 pub mod trust;
 pub mod webdav;
 
-pub use backend::Remote;
+pub use backend::{BodyStream, Remote};
 pub use client::{LockToken, NextcloudClient, RemoteError, ServerConfig};
 pub use webdav::{Progress, PutResult, RemoteEntry};

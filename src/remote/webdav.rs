@@ -299,6 +299,31 @@ impl NextcloudClient {
         })
     }
 
+    /// PUT a file of `length` bytes whose body `body` produces (called again for each retry).
+    pub async fn put_streamed(
+        &self,
+        segments: &[String],
+        length: u64,
+        body: &(dyn Fn() -> super::backend::BodyStream + Send + Sync),
+        token: Option<&LockToken>,
+    ) -> Result<PutResult, RemoteError> {
+        let request_name = Self::request_name("PUT", segments);
+        let url = self.dav_url(segments)?;
+        let response = self
+            .dav_send(&request_name, true, || {
+                self.dav_request(Method::PUT, url.clone(), token)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Length", length)
+                    .body(reqwest::Body::wrap_stream(body()))
+            })
+            .await?;
+        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        Ok(PutResult {
+            file_id: header("oc-fileid").as_deref().and_then(parse_oc_file_id),
+            etag: header("oc-etag").or_else(|| header("etag")),
+        })
+    }
+
     /// MKCOL a folder; returns its file id (from `OC-FileId`, else a PROPFIND).
     pub async fn mkcol(&self, segments: &[String], token: Option<&LockToken>) -> Result<u64, RemoteError> {
         let request_name = Self::request_name("MKCOL", segments);

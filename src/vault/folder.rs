@@ -193,6 +193,18 @@ impl<R: Remote> Vault<R> {
         Ok(())
     }
 
+    /// Uploads a blob of `length` bytes produced by `body` (called again for each retry) under `token`.
+    pub async fn put_blob_streamed(
+        &self,
+        path: &[String],
+        length: u64,
+        body: &(dyn Fn() -> crate::remote::BodyStream + Send + Sync),
+        token: &LockToken,
+    ) -> Result<(), VaultError> {
+        self.remote.write_streamed(path, length, body, Some(token)).await?;
+        Ok(())
+    }
+
     /// Deletes a blob or folder under `token`.
     pub async fn delete_blob(&self, path: &[String], token: &LockToken) -> Result<(), VaultError> {
         self.remote.remove(path, Some(token)).await?;
