@@ -1287,7 +1287,8 @@ impl<R: Remote> Core<R> {
         let _one_upload = self.uploads.lock(&ino).await;
         let parent = {
             let mut state = self.state();
-            let file = state.file_mut(ino)?;
+            // Removed and forgotten meanwhile (a write-behind upload after an unlink): nothing to upload.
+            let Ok(file) = state.file_mut(ino) else { return Ok(()) };
             if !file.dirty {
                 return Ok(());
             }
@@ -1509,6 +1510,8 @@ impl<R: Remote> Core<R> {
     /// Removes a file.
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
         validate_name(name)?;
+        // Write-behind uploads name their files as they are now: let them finish before names change.
+        self.wait_for_background().await;
         self.ensure_current(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
         let seen_uid = self.state().file(ino)?.uid.clone();
@@ -1581,6 +1584,8 @@ impl<R: Remote> Core<R> {
     /// Removes an empty folder.
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
         validate_name(name)?;
+        // Write-behind uploads name their files as they are now: let them finish before names change.
+        self.wait_for_background().await;
         self.ensure_current(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
         self.state().dir(ino)?;
@@ -1604,6 +1609,8 @@ impl<R: Remote> Core<R> {
         new_name: &str,
         no_replace: bool,
     ) -> Result<(), FsError> {
+        // Write-behind uploads name their files as they are now: let them finish before names change.
+        self.wait_for_background().await;
         validate_name(name)?;
         validate_name(new_name)?;
         self.ensure_current(parent).await?;
