@@ -80,24 +80,58 @@ impl PlainBuffer {
         unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
     }
 
-    /// Makes room for `capacity` bytes in total, moving (and wiping the old copy) if needed.
+    /// Makes room for `capacity` bytes in total. On Linux the buffer is an anonymous mapping that grows with
+    /// `mremap`: its pages move, nothing is copied and no old copy is left behind. Elsewhere a larger
+    /// allocation is made, the bytes copied and the old copy wiped.
     pub fn reserve(&mut self, capacity: usize) {
         if capacity <= self.capacity {
             return;
         }
         let new_capacity = capacity.max(self.capacity.saturating_mul(2)).div_ceil(PAGE) * PAGE;
         let layout = std::alloc::Layout::from_size_align(new_capacity, PAGE).expect("buffer too large");
-        // SAFETY: a non-zero size with a valid layout.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(start) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         #[cfg(target_os = "linux")]
-        // SAFETY: advice on the page-aligned allocation just made; failure only loses the protection.
+        let raw = {
+            // SAFETY: a fresh private anonymous mapping, or the remapping of the one `self` owns with its
+            // current size; the kernel zero-fills new pages.
+            let raw = unsafe {
+                if self.capacity == 0 {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        new_capacity,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                } else {
+                    libc::mremap(self.start.as_ptr().cast(), self.capacity, new_capacity, libc::MREMAP_MAYMOVE)
+                }
+            };
+            if raw == libc::MAP_FAILED {
+                std::alloc::handle_alloc_error(layout);
+            }
+            raw.cast::<u8>()
+        };
+        #[cfg(not(target_os = "linux"))]
+        let raw = {
+            // SAFETY: a non-zero size with a valid layout.
+            let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+            if raw.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            // SAFETY: both regions are valid for `len` bytes and do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(self.start.as_ptr(), raw, self.len) };
+            let len = self.len;
+            self.release();
+            self.len = len;
+            raw
+        };
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice on the page-aligned region just mapped; failure only loses the protection.
         unsafe {
             libc::madvise(raw.cast(), new_capacity, libc::MADV_DONTDUMP);
         }
-        // SAFETY: both regions are valid for `len` bytes and do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.start.as_ptr(), start.as_ptr(), self.len) };
-        self.release();
+        let Some(start) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         self.start = start;
         self.capacity = new_capacity;
     }
@@ -120,16 +154,32 @@ impl PlainBuffer {
         self.as_mut_slice()[start..].copy_from_slice(bytes);
     }
 
-    /// Wipes the whole allocation and frees it.
+    /// Wipes the bytes held and frees the memory (past `len` it is zero already: new memory starts zeroed
+    /// and cut bytes are wiped).
     fn release(&mut self) {
         if self.capacity == 0 {
             return;
         }
-        // SAFETY: the allocation is `capacity` bytes, initialised, owned by `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.capacity) }.zeroize();
-        let layout = std::alloc::Layout::from_size_align(self.capacity, PAGE).expect("layout was valid");
-        // SAFETY: allocated above with this layout.
-        unsafe { std::alloc::dealloc(self.start.as_ptr(), layout) };
+        self.as_mut_slice().zeroize();
+        self.release_allocation();
+    }
+
+    /// Frees the memory without wiping it.
+    fn release_allocation(&mut self) {
+        if self.capacity == 0 {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: the mapping of `capacity` bytes that `self` owns.
+        unsafe {
+            libc::munmap(self.start.as_ptr().cast(), self.capacity);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let layout = std::alloc::Layout::from_size_align(self.capacity, PAGE).expect("layout was valid");
+            // SAFETY: allocated in `reserve` with this layout.
+            unsafe { std::alloc::dealloc(self.start.as_ptr(), layout) };
+        }
         self.start = NonNull::dangling();
         self.capacity = 0;
         self.len = 0;
@@ -525,10 +575,22 @@ pub struct ContentReader<'a> {
 
 impl Read for ContentReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let piece = self.content.read_at(self.position, out.len())?;
-        out[..piece.len()].copy_from_slice(&piece);
-        self.position += piece.len() as u64;
-        Ok(piece.len())
+        // RAM content is copied straight into `out` (no intermediate copy to allocate and wipe).
+        let taken = match &self.content.0 {
+            Repr::Ram(buffer) => {
+                let start = usize::try_from(self.position).unwrap_or(usize::MAX).min(buffer.len());
+                let end = start.saturating_add(out.len()).min(buffer.len());
+                out[..end - start].copy_from_slice(&buffer.as_slice()[start..end]);
+                end - start
+            }
+            Repr::Spilled(_) => {
+                let piece = self.content.read_at(self.position, out.len())?;
+                out[..piece.len()].copy_from_slice(&piece);
+                piece.len()
+            }
+        };
+        self.position += taken as u64;
+        Ok(taken)
     }
 }
 

@@ -1056,9 +1056,22 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
+    /// Writes `data` at `offset` if the file's content is loaded (no download needed): the FUSE thread
+    /// then copies the kernel's buffer straight into the content. `None`: use [`Self::write`].
+    pub fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        if self.state().file(ino).ok()?.content.is_none() {
+            return None;
+        }
+        Some(self.write_content(ino, offset, data))
+    }
+
     /// Writes `data` at `offset` into the file's RAM buffer.
     pub async fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         self.load_content(ino).await?;
+        self.write_content(ino, offset, data)
+    }
+
+    fn write_content(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let mut state = self.state();
         let file = state.file_mut(ino)?;
         let content = writable(file.content.as_mut().ok_or(FsError::IO)?)?;

@@ -290,6 +290,13 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         reply: ReplyWrite,
     ) {
         self.core.note_activity();
+        if let Some(result) = self.core.write_loaded(ino.0, offset, data) {
+            match result {
+                Ok(written) => reply.written(written),
+                Err(error) => reply.error(errno(error)),
+            }
+            return;
+        }
         let core = self.core.clone();
         let data = zeroize::Zeroizing::new(data.to_vec());
         self.spawn(async move {

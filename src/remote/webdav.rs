@@ -292,11 +292,7 @@ impl NextcloudClient {
                 }
             })
             .await?;
-        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
-        Ok(PutResult {
-            file_id: header("oc-fileid").as_deref().and_then(parse_oc_file_id),
-            etag: header("oc-etag").or_else(|| header("etag")),
-        })
+        Ok(put_result(&response))
     }
 
     /// PUT a file of `length` bytes whose body `body` produces (called again for each retry).
@@ -317,11 +313,7 @@ impl NextcloudClient {
                     .body(reqwest::Body::wrap_stream(body()))
             })
             .await?;
-        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
-        Ok(PutResult {
-            file_id: header("oc-fileid").as_deref().and_then(parse_oc_file_id),
-            etag: header("oc-etag").or_else(|| header("etag")),
-        })
+        Ok(put_result(&response))
     }
 
     /// MKCOL a folder; returns its file id (from `OC-FileId`, else a PROPFIND).
@@ -369,6 +361,15 @@ impl NextcloudClient {
 }
 
 /// The body in 256 KiB pieces, reporting progress as each is sent.
+/// What a PUT's answer says of the stored file.
+fn put_result(response: &reqwest::Response) -> PutResult {
+    let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    PutResult {
+        file_id: header("oc-fileid").as_deref().and_then(parse_oc_file_id),
+        etag: header("oc-etag").or_else(|| header("etag")),
+    }
+}
+
 fn chunked(body: Bytes, progress: Progress) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     const PIECE: usize = 256 * 1024;
     let pieces = body.len().div_ceil(PIECE).max(1);
