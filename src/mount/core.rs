@@ -1059,9 +1059,7 @@ impl<R: Remote> Core<R> {
     /// Writes `data` at `offset` if the file's content is loaded (no download needed): the FUSE thread
     /// then copies the kernel's buffer straight into the content. `None`: use [`Self::write`].
     pub fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
-        if self.state().file(ino).ok()?.content.is_none() {
-            return None;
-        }
+        self.state().file(ino).ok()?.content.as_ref()?;
         Some(self.write_content(ino, offset, data))
     }
 
