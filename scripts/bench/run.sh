@@ -8,7 +8,8 @@
 # `rclone mount --vfs-cache-mode writes|full` over `rclone serve webdav`), davfs2 (plain, over the same
 # `rclone serve webdav`), gocryptfs (local cipher dir) and plain (a local dir, the limit). Peers come from
 # Debian: `apt-get install -y rclone davfs2 gocryptfs fuse3 curl openssl iproute2` (the script offers to do it).
-# Run as root (mounting davfs2, dropping the page cache for cold reads, the netem namespace).
+# Run as root (mounting davfs2, dropping the page cache for cold reads). --latency MS puts a delaying TCP
+# proxy (delay_proxy.py) between every client and its server.
 #
 # Every mount and process the script starts is unmounted and stopped (by PID) on exit, also on Ctrl-C
 # and on failure; each step runs under a time limit. Results: a markdown table on stdout (and --out);
@@ -43,20 +44,8 @@ case "$LATENCY_MS" in ''|*[!0-9]*) echo "--latency takes whole milliseconds" >&2
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 [ "$(id -u)" = 0 ] || { echo "run as root (davfs2 mounts, drop_caches, network namespace)" >&2; exit 2; }
 
-# --latency: rerun inside a fresh network namespace whose loopback delays every packet by MS/2 (so a
-# round trip takes MS). Mounts stay visible outside (only the network namespace is new).
-if [ "$LATENCY_MS" -gt 0 ] && [ -z "${CLOAKFS_BENCH_NETNS:-}" ]; then
-  modprobe sch_netem 2>/dev/null || true
-  exec unshare --net env CLOAKFS_BENCH_NETNS=1 bash "$0" "$@"
-fi
-if [ -n "${CLOAKFS_BENCH_NETNS:-}" ]; then
-  ip link set lo up
-  tc qdisc add dev lo root netem delay "$((LATENCY_MS * 500))us" \
-    || { echo "tc netem failed: is the sch_netem kernel module available?" >&2; exit 1; }
-fi
-
 need=()
-for tool in curl openssl fusermount3 perl tar; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in curl openssl fusermount3 perl tar python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
 for target in $TARGETS; do
   case "$target" in
     rclone-*) command -v rclone >/dev/null || need+=(rclone) ;;
@@ -160,6 +149,17 @@ start_dav() {
   mkdir -p "$W/dav"/{davfs,crypt-writes,crypt-full,curl}   # before the server lists (and caches) its root
   start_bg "$W/dav.log" rclone serve webdav "$W/dav" --addr "127.0.0.1:$DAV_PORT"
   wait_for 30 "rclone serve webdav" curl -sf -o /dev/null -X PROPFIND -H 'Depth: 0' "http://127.0.0.1:$DAV_PORT/"
+  DAV_PORT=$(delayed_port "$DAV_PORT")
+}
+
+# --latency: clients reach the servers through scripts/bench/delay_proxy.py, which delays every byte by
+# MS/2 each way (a round trip takes MS longer). Prints the port to use instead of TARGET_PORT.
+delayed_port() { # delayed_port TARGET_PORT
+  [ "$LATENCY_MS" -gt 0 ] || { echo "$1"; return; }
+  local port; port=$(free_port)
+  start_bg "$W/delay-$port.log" python3 "$ROOT/scripts/bench/delay_proxy.py" "$port" "$1" "$LATENCY_MS"
+  wait_for 30 "the delaying proxy" grep -q '^ready' "$W/delay-$port.log"
+  echo "$port"
 }
 
 # ----- targets: <t>_start, <t>_remount (cold: empty caches), <t>_durable, <t>_stop, <t>_leftovers -----
@@ -181,6 +181,7 @@ cloakfs_start() {
   start_bg "$W/cloakfs-serve.log" "$CLOAKFS" serve --listen 127.0.0.1:0 --data "$W/cloakfs-data"
   wait_for 30 "cloakfs serve" grep -q '^listening on ' "$W/cloakfs-serve.log"
   CLOAKFS_URL=$(sed -n 's/^listening on //p' "$W/cloakfs-serve.log" | head -1)
+  CLOAKFS_URL="http://127.0.0.1:$(delayed_port "${CLOAKFS_URL##*:}")"
   cloakfs_env "$CLOAKFS" keys init --server "$CLOAKFS_URL" --user alice > "$W/keys-init.txt"
   awk 'f && NF {print; exit} /^Your mnemonic/ {f=1}' "$W/keys-init.txt" | sed 's/^ *//' > "$W/cloakfs-config/words"
   cloakfs_env "$CLOAKFS" mkdir --encrypted /Vault --server "$CLOAKFS_URL" --user alice \
@@ -457,7 +458,7 @@ report() {
   declare -A lower=([ttfb1]=1 [ttfbbig]=1 [ls_cold]=1 [ls_warm]=1 [untar]=1)
   local peers=() t
   for t in $TARGETS; do [ "$t" = cloakfs ] || peers+=("$t"); done
-  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), network latency ${LATENCY_MS} ms round trip, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)."
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), added latency ${LATENCY_MS} ms per round trip$([ "$LATENCY_MS" -gt 0 ] && echo " (delaying proxy)"), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)."
   echo "Ceilings: openssl speed -evp aes-128-gcm ${AES_MIBPS} MiB/s (16 KiB blocks, one core); loopback curl GET of ${SIZE_MIB} MiB from rclone serve webdav ${CURL_MIBPS} MiB/s."
   echo
   printf '| workload |'; for t in $TARGETS; do printf ' %s |' "$t"; done
