@@ -1117,7 +1117,8 @@ impl<R: Remote> Core<R> {
     /// Whether a closed file of `size` bytes may be uploaded after close returns: it is small, a batch is
     /// open (the lock is held, so the server answered moments ago) and nothing failed since.
     fn may_write_behind(&self, size: u64) -> bool {
-        if size > self.options.write_behind || lock(&self.offline_until).is_some() {
+        let offline = lock(&self.offline_until).is_some_and(|until| Instant::now() < until);
+        if size > self.options.write_behind || offline {
             return false;
         }
         let state = self.state();
