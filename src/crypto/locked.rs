@@ -48,6 +48,25 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     warned: false,
 });
 
+/// A fresh private anonymous mapping of `bytes` bytes (zero-filled by the kernel), or `None` if refused.
+pub(crate) fn map_anonymous(bytes: usize) -> Option<std::ptr::NonNull<u8>> {
+    // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+    let address = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if address == libc::MAP_FAILED {
+        return None;
+    }
+    std::ptr::NonNull::new(address.cast())
+}
+
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
     // A poisoned pool still holds valid free lists (every update is a single push or pop).
     POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -56,20 +75,8 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 impl Pool {
     /// Maps one chunk, marks it, tries to lock it, and adds its blocks to the spares.
     fn grow(&mut self) -> bool {
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                CHUNK_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if address == libc::MAP_FAILED {
-            return false;
-        }
+        let Some(address) = map_anonymous(CHUNK_BYTES) else { return false };
+        let address: *mut libc::c_void = address.as_ptr().cast();
         #[cfg(target_os = "linux")]
         // SAFETY: advice on the mapping just created; failures only lose the extra protection.
         unsafe {

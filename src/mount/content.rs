@@ -91,21 +91,12 @@ impl PlainBuffer {
         let layout = std::alloc::Layout::from_size_align(new_capacity, PAGE).expect("buffer too large");
         #[cfg(target_os = "linux")]
         let raw = {
-            // SAFETY: a fresh private anonymous mapping, or the remapping of the one `self` owns with its
-            // current size; the kernel zero-fills new pages.
-            let raw = unsafe {
-                if self.capacity == 0 {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        new_capacity,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                        0,
-                    )
-                } else {
-                    libc::mremap(self.start.as_ptr().cast(), self.capacity, new_capacity, libc::MREMAP_MAYMOVE)
-                }
+            let raw = if self.capacity == 0 {
+                crate::crypto::locked::map_anonymous(new_capacity).map_or(libc::MAP_FAILED, |raw| raw.as_ptr().cast())
+            } else {
+                // SAFETY: the remapping of the mapping `self` owns, with its current size; the kernel
+                // zero-fills the new pages.
+                unsafe { libc::mremap(self.start.as_ptr().cast(), self.capacity, new_capacity, libc::MREMAP_MAYMOVE) }
             };
             if raw == libc::MAP_FAILED {
                 std::alloc::handle_alloc_error(layout);
