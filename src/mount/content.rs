@@ -24,6 +24,9 @@ const PAGE: usize = 4096;
 /// Plaintext bytes per encrypted block of a spill file.
 pub const SPILL_BLOCK: usize = 64 * 1024;
 const TAG: usize = 16;
+/// A transparent huge page (x86-64, arm64 with 4 KiB pages).
+#[cfg(target_os = "linux")]
+const HUGE_PAGE: usize = 2 << 20;
 
 /// A growable byte buffer for plaintext: page-aligned, marked `MADV_DONTDUMP`, and zeroed before its
 /// memory is given back (on growth, truncation and drop), so freed heap never holds old plaintext.
@@ -121,6 +124,11 @@ impl PlainBuffer {
         // SAFETY: advice on the page-aligned region just mapped; failure only loses the protection.
         unsafe {
             libc::madvise(raw.cast(), new_capacity, libc::MADV_DONTDUMP);
+            // Large contents in 2 MiB pages: a 256 MiB file faults in 128 times, not 65 536 (page faults were
+            // a quarter of a big write's CPU). Only advice: without transparent huge pages nothing changes.
+            if new_capacity >= HUGE_PAGE {
+                libc::madvise(raw.cast(), new_capacity, libc::MADV_HUGEPAGE);
+            }
         }
         let Some(start) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         self.start = start;

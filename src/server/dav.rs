@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::ocs::AuthenticatedUser;
 use super::tree::{self, ApiError, ApiResult, Node};
@@ -408,6 +408,14 @@ fn writable_folder(
     Ok(folder)
 }
 
+/// The blocking task writing an upload ended without an answer (it panicked or the runtime is stopping).
+fn writer_lost(_: tokio::task::JoinError) -> ApiError {
+    storage_error(std::io::Error::other("the upload's writer stopped"))
+}
+
+/// Bytes of an upload's body written to disk at a time.
+const UPLOAD_PIECE: usize = 1 << 20;
+
 async fn put(
     state: &Shared,
     user: &str,
@@ -422,22 +430,53 @@ async fn put(
     // two fsyncs per file of a `tar x`).
     let staged = token.is_some();
     let temp = state.blobs.temp_path();
-    let mut file = tokio::fs::File::create(&temp).await.map_err(storage_error)?;
+    let file = tree::BlobWriter::create(&temp).map_err(storage_error)?;
     let mut size = 0u64;
     let mut body = request.into_body().into_data_stream();
     let outcome: ApiResult<()> = async {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the upload was interrupted"))?;
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(storage_error)?;
+        // The body is gathered into pieces written on a blocking thread while the next piece arrives; each
+        // written piece starts its write-back at once, so the sync at the end (or at unlock) has little left.
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<tree::BlobWriter>>> = None;
+        let mut idle = Some(file);
+        let (mut piece, mut piece_len) = (Vec::<Bytes>::new(), 0usize);
+        loop {
+            let chunk = body.next().await;
+            if let Some(chunk) = &chunk {
+                let chunk =
+                    chunk.as_ref().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the upload was interrupted"))?;
+                size += chunk.len() as u64;
+                piece_len += chunk.len();
+                piece.push(chunk.clone());
+                if piece_len < UPLOAD_PIECE {
+                    continue;
+                }
+            }
+            let mut file = match (idle.take(), writing.take()) {
+                (Some(file), _) => file,
+                (None, Some(previous)) => previous.await.map_err(writer_lost)?.map_err(storage_error)?,
+                (None, None) => unreachable!("the file is idle or being written"),
+            };
+            let full = std::mem::take(&mut piece);
+            piece_len = 0;
+            if chunk.is_none() {
+                // The last piece, then the sync (a staged upload is synced at unlock).
+                let file = tokio::task::spawn_blocking(move || {
+                    file.write_piece(&full)?;
+                    if !staged {
+                        file.sync()?;
+                    }
+                    Ok::<_, std::io::Error>(file)
+                });
+                file.await.map_err(writer_lost)?.map_err(storage_error)?;
+                return Ok(());
+            }
+            writing = Some(tokio::task::spawn_blocking(move || {
+                file.write_piece(&full)?;
+                Ok(file)
+            }));
         }
-        if !staged {
-            file.sync_all().await.map_err(storage_error)?;
-        }
-        Ok(())
     }
     .await;
-    drop(file);
     if let Err(error) = outcome {
         let _ = tokio::fs::remove_file(&temp).await;
         return Err(error);

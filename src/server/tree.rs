@@ -139,6 +139,47 @@ pub fn check_segment(segment: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// An upload being written to its temp file, piece by piece, each piece's write-back started at once.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: std::fs::File,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Creates the temp file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self { file: std::fs::File::create(path)?, written: 0 })
+    }
+
+    /// Appends the chunks of `piece` and asks the kernel to start writing them to disk without waiting for
+    /// it, so that a later fsync or syncfs finds most of a large upload on disk already.
+    pub fn write_piece(&mut self, piece: &[impl AsRef<[u8]>]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let len: usize = piece.iter().map(|chunk| chunk.as_ref().len()).sum();
+        for chunk in piece {
+            self.file.write_all(chunk.as_ref())?;
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: an open descriptor and a range of it; SYNC_FILE_RANGE_WRITE only starts write-back.
+        unsafe {
+            libc::sync_file_range(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                self.written as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.written += len as u64;
+        Ok(())
+    }
+
+    /// Makes the file's content durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
 /// Where blobs live: `DATA/blobs/ab/<id>`, with `DATA/blobs/.tmp` for uploads in progress.
 #[derive(Debug, Clone)]
 pub struct BlobDir {
