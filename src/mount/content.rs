@@ -490,6 +490,19 @@ impl Content {
         }
     }
 
+    /// Calls `use_bytes` with up to `size` bytes from `offset` (fewer at the end): content in RAM is lent
+    /// without a copy; spilled content is decrypted into a temporary that is wiped afterwards.
+    pub fn with_range<T>(&self, offset: u64, size: usize, use_bytes: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
+        match &self.0 {
+            Repr::Ram(buffer) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(buffer.len());
+                let end = start.saturating_add(size).min(buffer.len());
+                Ok(use_bytes(&buffer.as_slice()[start..end]))
+            }
+            Repr::Spilled(file) => Ok(use_bytes(&file.read_at(offset, size)?)),
+        }
+    }
+
     /// Moves RAM content into a spill file when `len` would pass the threshold.
     fn spill_if_above(&mut self, len: u64, spill: &Arc<Spill>) -> io::Result<()> {
         if let Repr::Ram(buffer) = &self.0 {

@@ -1027,11 +1027,23 @@ impl<R: Remote> Core<R> {
 
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Zeroizing<Vec<u8>>, FsError> {
+        self.read_with(ino, offset, size, |bytes| Zeroizing::new(bytes.to_vec())).await
+    }
+
+    /// Like [`Self::read`], lending the bytes to `use_bytes` instead of copying them (the FUSE reply copies
+    /// them once, straight from the cache).
+    pub async fn read_with<T>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        use_bytes: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, FsError> {
         self.load_content(ino).await?;
         let state = self.state();
         let content = state.file(ino)?.content.clone().ok_or(FsError::IO)?;
         drop(state);
-        content.read_at(offset, size as usize).map_err(|error| {
+        content.with_range(offset, size as usize, use_bytes).map_err(|error| {
             tracing::error!(%error, ino, "reading local content failed");
             errno_of_io(&error)
         })

@@ -270,9 +270,10 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
-            match core.read(ino.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(error) => reply.error(errno(error)),
+            let mut reply = Some(reply);
+            let result = core.read_with(ino.0, offset, size, |bytes| reply.take().map(|reply| reply.data(bytes))).await;
+            if let (Err(error), Some(reply)) = (result, reply) {
+                reply.error(errno(error));
             }
         });
     }
