@@ -1,9 +1,8 @@
 //! The FUSE mount in the kernel against a real `cloakfs serve`: round trips of many sizes and names, the
 //! rename matrix and POSIX errors, real tools (vim-style save, sed -i, cp -r, tar x, git clone + fsck,
-//! rsync), parallel readers and writers, remounting, a second mount seeing changes, what the server holds
-//! (only 32-hex names), a tampered blob (EIO), refusals to mount, and an fsync that survives a crash.
-//!
-//! Each test mounts in its own temporary directory and always unmounts (on failure too).
+//! rsync), parallel readers and writers, write-behind racing rename/overwrite/remove, remounting, a second
+//! mount seeing changes, what the server holds (only 32-hex names), a tampered blob (EIO), refusals to
+//! mount, and an fsync that survives a crash.
 
 #[path = "common/mount.rs"]
 mod mount;
@@ -342,6 +341,61 @@ fn parallel_readers_and_writers() {
         }
     }
     ok(again.unmount());
+}
+
+/// Write-behind (small files uploaded after close returns) racing what programs do right after close:
+/// rename (also over an existing file, as editors and git do), overwrite, remove. After unmount a fresh
+/// mount must show exactly the expected names and contents, and no conflicted copy.
+#[test]
+fn write_behind_races_rename_overwrite_and_remove_right_after_close() {
+    let account = Account::new("behind");
+    let first = account.mount("behind-a");
+    fs::create_dir(first.path("wb")).unwrap();
+    let mut expected = std::collections::BTreeMap::<String, Vec<u8>>::new();
+    for index in 0..40u8 {
+        let content = pattern(1000 + usize::from(index) * 97, index);
+        let temp = format!("wb/.tmp-{index}");
+        fs::write(first.path(&temp), &content).unwrap();
+        match index % 4 {
+            // Renamed at once.
+            0 => {
+                fs::rename(first.path(&temp), first.path(&format!("wb/renamed-{index}"))).unwrap();
+                expected.insert(format!("renamed-{index}"), content);
+            }
+            // Renamed over an existing file (the target written just before, itself still uploading).
+            1 => {
+                let target = format!("wb/target-{index}");
+                fs::write(first.path(&target), b"old").unwrap();
+                fs::rename(first.path(&temp), first.path(&target)).unwrap();
+                expected.insert(format!("target-{index}"), content);
+            }
+            // Overwritten twice, then renamed.
+            2 => {
+                let newer = pattern(300_000, index); // above the write-behind limit: close waits
+                fs::write(first.path(&temp), &newer).unwrap();
+                let newest = pattern(2000, index.wrapping_add(100));
+                fs::write(first.path(&temp), &newest).unwrap();
+                fs::rename(first.path(&temp), first.path(&format!("wb/twice-{index}"))).unwrap();
+                expected.insert(format!("twice-{index}"), newest);
+            }
+            // Removed at once.
+            _ => fs::remove_file(first.path(&temp)).unwrap(),
+        }
+    }
+    ok(first.unmount());
+    let second = account.mount("behind-b");
+    let mut names: Vec<String> = fs::read_dir(second.path("wb"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(!names.iter().any(|name| name.contains("conflicted")), "a conflicted copy appeared: {names:?}");
+    assert_eq!(names, expected.keys().cloned().collect::<Vec<_>>());
+    for (name, content) in &expected {
+        assert_eq!(&fs::read(second.path(&format!("wb/{name}"))).unwrap(), content, "content of {name}");
+    }
+    assert_only_random_names(&account);
+    ok(second.unmount());
 }
 
 #[test]

@@ -32,12 +32,22 @@ impl<R: Remote + 'static> FuseAdapter<R> {
         Self { core, runtime }
     }
 
-    /// Runs `work` on the runtime.
+    /// Runs `work`: first on the FUSE thread, as far as it goes without waiting (a rename, a create or a
+    /// lookup in a cached folder finishes there, without the two thread switches a spawned task costs, which
+    /// were most of such an operation's time); if it has to wait (for the server, a lock, a download), the
+    /// rest runs as a task on the runtime, so the FUSE thread moves on to other requests.
     fn spawn<F>(&self, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work);
+        let _context = self.runtime.enter();
+        let mut work = Box::pin(work);
+        // A waker that does nothing is enough for this first poll: if the work is pending, the task spawned
+        // below polls it again at once, and that poll registers the task's own waker.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        if work.as_mut().poll(&mut context).is_pending() {
+            self.runtime.spawn(work);
+        }
     }
 }
 
