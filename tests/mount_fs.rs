@@ -23,6 +23,14 @@ fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
     result.err().and_then(|error| error.raw_os_error()).unwrap_or(0)
 }
 
+/// The names in a folder of the mount, sorted.
+fn sorted_names(folder: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(folder).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
 /// Every name the server holds below /Vault, over WebDAV (PROPFIND).
 fn server_names(account: &Account) -> Vec<(String, bool)> {
     let client = cloakfs::remote::NextcloudClient::new(cloakfs::remote::ServerConfig {
@@ -173,12 +181,7 @@ fn rename_matrix_and_posix_errors() {
     ok(mounted.unmount());
 
     let again = account.mount("rename-again");
-    let mut top: Vec<String> = fs::read_dir(again.path("two"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    top.sort();
-    assert_eq!(top, ["inner", "moved.txt"]);
+    assert_eq!(sorted_names(&again.path("two")), ["inner", "moved.txt"]);
     assert_eq!(fs::read(again.path("two/inner/after-move.txt")).unwrap(), b"written after the move");
     let one: Vec<_> = fs::read_dir(again.path("one")).unwrap().collect();
     assert!(one.is_empty(), "one/ should be empty");
@@ -384,11 +387,7 @@ fn write_behind_races_rename_overwrite_and_remove_right_after_close() {
     }
     ok(first.unmount());
     let second = account.mount("behind-b");
-    let mut names: Vec<String> = fs::read_dir(second.path("wb"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = sorted_names(&second.path("wb"));
     assert!(!names.iter().any(|name| name.contains("conflicted")), "a conflicted copy appeared: {names:?}");
     assert_eq!(names, expected.keys().cloned().collect::<Vec<_>>());
     for (name, content) in &expected {

@@ -1025,13 +1025,8 @@ impl<R: Remote> Core<R> {
         Ok(Opened { fh, keep_cache })
     }
 
-    /// Reads up to `size` bytes at `offset`.
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Zeroizing<Vec<u8>>, FsError> {
-        self.read_with(ino, offset, size, |bytes| Zeroizing::new(bytes.to_vec())).await
-    }
-
-    /// Like [`Self::read`], lending the bytes to `use_bytes` instead of copying them (the FUSE reply copies
-    /// them once, straight from the cache).
+    /// Reads up to `size` bytes at `offset`, lending them to `use_bytes` instead of copying them (the FUSE
+    /// reply copies them once, straight from the cache).
     pub async fn read_with<T>(
         &self,
         ino: u64,
