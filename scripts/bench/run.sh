@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # cloakfs next to the tools people use instead, on identical workloads, in one run, on loopback.
 #
-#   scripts/bench/run.sh [--quick] [--latency MS] [--targets "cloakfs rclone-writes ..."] [--out FILE]
-#                        [--update-docs]
+#   scripts/bench/run.sh [--quick] [--rounds N] [--latency MS] [--targets "cloakfs rclone-writes ..."]
+#                        [--out FILE] [--update-docs]
 #
 # Targets: cloakfs (mount over `cloakfs serve`), rclone-writes / rclone-full (rclone crypt remote +
 # `rclone mount --vfs-cache-mode writes|full` over `rclone serve webdav`), davfs2 (plain, over the same
 # `rclone serve webdav`), gocryptfs (local cipher dir) and plain (a local dir, the limit). Peers come from
 # Debian: `apt-get install -y rclone davfs2 gocryptfs fuse3 curl openssl iproute2` (the script offers to do it).
 # Run as root (mounting davfs2, dropping the page cache for cold reads). --latency MS puts a delaying TCP
-# proxy (delay_proxy.py) between every client and its server.
+# proxy (delay_proxy.py) between every client and its server. --rounds N runs every target N times,
+# the targets taking turns in each round, and reports each figure's median (peak RSS and plaintext left:
+# the largest); one round is the default.
 #
 # Every mount and process the script starts is unmounted and stopped (by PID) on exit, also on Ctrl-C
 # and on failure; each step runs under a time limit. Results: a markdown table on stdout (and --out);
@@ -21,17 +23,19 @@ SMALL_FILES=1000    # 4 KiB files created, then read
 ENTRIES=2000        # entries of the folder listed with ls -l
 OPS=200             # renames, mkdirs, rmdirs
 LATENCY_MS=0
+ROUNDS=1
 TARGETS="cloakfs rclone-writes rclone-full davfs2 gocryptfs plain"
 OUT=""
 UPDATE_DOCS=0
 STEP_TIMEOUT=600    # seconds, per timed step and per wait for durability
 CACHE_SIZE=512M     # cloakfs --cache-size (the RSS budget is this + 64 MiB)
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) SIZE_MIB=32 SMALL_FILES=200 ENTRIES=400 OPS=50; shift ;;
     --latency) LATENCY_MS="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     --targets) TARGETS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
@@ -40,6 +44,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$LATENCY_MS" in ''|*[!0-9]*) echo "--latency takes whole milliseconds" >&2; exit 2 ;; esac
+case "$ROUNDS" in ''|0|*[!0-9]*) echo "--rounds takes a whole number above 0" >&2; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 [ "$(id -u)" = 0 ] || { echo "run as root (davfs2 mounts, drop_caches, network namespace)" >&2; exit 2; }
@@ -171,14 +176,18 @@ MOUNT_PID=""
 CLOAKFS="$ROOT/target/release/cloakfs"
 CLOAKFS_ENV=(env XDG_CONFIG_HOME="$W/cloakfs-config" XDG_RUNTIME_DIR="$W/cloakfs-run" TMPDIR="$W/cloakfs-tmp"
   CLOAKFS_PASSWORD=bench-password-1234)
+CLOAKFS_ENV_BASE=("${CLOAKFS_ENV[@]}")
 cloakfs_env() { "${CLOAKFS_ENV[@]}" "$@"; }
 cloakfs_start() {
+  rm -rf "$W/cloakfs-config" "$W/cloakfs-run" "$W/cloakfs-tmp" "$W/cloakfs-data"   # a fresh server each round
+  CLOAKFS_ENV=("${CLOAKFS_ENV_BASE[@]}")
   mkdir -p "$W/cloakfs-config" "$W/cloakfs-run" "$W/cloakfs-tmp" "$W/cloakfs-data"
   chmod 700 "$W/cloakfs-run"
   cloakfs_env "$CLOAKFS" serve user add alice --data "$W/cloakfs-data" >/dev/null
   # An app password, as `cloakfs login` gives (the account password would cost an Argon2id check per request).
   CLOAKFS_ENV+=(CLOAKFS_PASSWORD="$("$CLOAKFS" serve user app-password alice --data "$W/cloakfs-data" | tail -1)")
   start_bg "$W/cloakfs-serve.log" "$CLOAKFS" serve --listen 127.0.0.1:0 --data "$W/cloakfs-data"
+  CLOAKFS_SERVE_PID=$BG_PID
   wait_for 30 "cloakfs serve" grep -q '^listening on ' "$W/cloakfs-serve.log"
   CLOAKFS_URL=$(sed -n 's/^listening on //p' "$W/cloakfs-serve.log" | head -1)
   CLOAKFS_URL="http://127.0.0.1:$(delayed_port "${CLOAKFS_URL##*:}")"
@@ -202,14 +211,14 @@ cloakfs_unmount() {
 }
 cloakfs_remount() { cloakfs_unmount; drop_caches; cloakfs_mount; }
 cloakfs_durable() { sync "$MP"; }   # fsync on the folder commits the batch; returns when the server has it
-cloakfs_stop() { cloakfs_unmount; }
+cloakfs_stop() { cloakfs_unmount; kill "$CLOAKFS_SERVE_PID" 2>/dev/null; wait "$CLOAKFS_SERVE_PID" 2>/dev/null || true; }
 cloakfs_leftovers() { echo "$W/cloakfs-config $W/cloakfs-run $W/cloakfs-tmp"; }
 
 # rclone crypt + rclone mount over rclone serve webdav, cache mode writes or full
 rclone_start() { # rclone_start MODE
   RCLONE_MODE=$1
   start_dav
-  mkdir -p "$W/dav/crypt-$RCLONE_MODE"
+  mkdir -p "$W/dav/crypt-$RCLONE_MODE"; rm -rf "$W/dav/crypt-$RCLONE_MODE"/* "$W/rclone-cache"
   RCLONE_CONF="$W/rclone.conf"
   cat > "$RCLONE_CONF" <<EOF
 [dav]
@@ -258,7 +267,7 @@ done
 # buf_size 64: with the default, davfs2 1.6 directories read as EINVAL on Linux >= 6.16 (davfs2 issue 22).
 davfs2_start() {
   start_dav
-  mkdir -p "$W/dav/davfs"
+  mkdir -p "$W/dav/davfs"; rm -rf "$W/dav/davfs"/*
   davfs2_cache
   cat > "$W/davfs2.conf" <<EOF
 cache_dir $W/davfs2-cache
@@ -289,6 +298,7 @@ davfs2_leftovers() { echo "$W/davfs2-cache"; }
 
 # gocryptfs on a local dir
 gocryptfs_start() {
+  rm -rf "$W/gocryptfs-cipher"
   mkdir -p "$W/gocryptfs-cipher"
   gocryptfs -q -init -extpass "echo bench-password-1234" "$W/gocryptfs-cipher" >/dev/null
   gocryptfs_mount
@@ -305,7 +315,7 @@ gocryptfs_stop() { gocryptfs_unmount; }
 gocryptfs_leftovers() { echo ""; }
 
 # a plain local dir: the limit
-plain_start() { MP_SAVED=$MP; mkdir -p "$W/plain"; MP="$W/plain"; MOUNT_PID=""; }
+plain_start() { MP_SAVED=$MP; rm -rf "$W/plain"; mkdir -p "$W/plain"; MP="$W/plain"; MOUNT_PID=""; }
 plain_remount() { drop_caches; }
 plain_durable() { sync; }
 plain_stop() { MP=$MP_SAVED; }
@@ -428,12 +438,30 @@ rm -rf "$W/dav/curl"
 if [[ " $TARGETS " == *" cloakfs "* ]]; then
   [ -n "${CLOAKFS_BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --locked -q)
 fi
-for t in $TARGETS; do
-  run_target "$t" || {
-    log "$t failed; its figures are missing. Its logs:"
-    for f in "$W"/*.log; do echo "--- $f"; tail -5 "$f"; done >&2
-    "${t}_stop" 2>/dev/null || true
-  }
+METRICS=(write read_cold read_warm ttfb1 ttfbbig create smallread ls_cold ls_warm rename mkdir rmdir untar rss left)
+declare -A ALL   # ALL[target,metric] = the figures of every round, space-separated
+for round in $(seq 1 "$ROUNDS"); do
+  [ "$ROUNDS" = 1 ] || log "round $round of $ROUNDS"
+  for t in $TARGETS; do
+    run_target "$t" || {
+      log "$t failed; its figures are missing. Its logs:"
+      for f in "$W"/*.log; do echo "--- $f"; tail -5 "$f"; done >&2
+      "${t}_stop" 2>/dev/null || true
+    }
+    for m in "${METRICS[@]}"; do
+      [ -n "${R[$t,$m]:-}" ] && ALL[$t,$m]+="${R[$t,$m]} "
+      unset "R[$t,$m]"
+    done
+  done
+done
+# Each figure: the median of the rounds (of an even count, the mean of the middle two); peak RSS and plaintext
+# files left: the largest.
+for key in "${!ALL[@]}"; do
+  case "$key" in
+    *,rss|*,left) R[$key]=$(tr ' ' '\n' <<< "${ALL[$key]}" | grep -v '^$' | sort -n | tail -1) ;;
+    *) R[$key]=$(tr ' ' '\n' <<< "${ALL[$key]}" | grep -v '^$' | sort -n |
+      awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}') ;;
+  esac
 done
 
 # ----- report -----
@@ -445,7 +473,7 @@ versions() {
   echo "- $(openssl version), $(curl --version | head -1 | cut -d' ' -f1-2), fuse3 $(fusermount3 -V 2>&1 | awk '{print $NF}')"
 }
 report() {
-  local metrics=(write read_cold read_warm ttfb1 ttfbbig create smallread ls_cold ls_warm rename mkdir rmdir untar rss left)
+  local metrics=("${METRICS[@]}")
   declare -A label=(
     [write]="${SIZE_MIB} MiB write until durable (MiB/s)" [read_cold]="${SIZE_MIB} MiB read, cold (MiB/s)"
     [read_warm]="${SIZE_MIB} MiB read, warm (MiB/s)" [ttfb1]="time to first byte, 1 MiB file (ms)"
@@ -481,6 +509,15 @@ report() {
   done
   echo
   echo "Ratios: how many times better cloakfs is (speed ÷ speed, or time ÷ time inverted): above 1 cloakfs wins."
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo "Each figure is the median of $ROUNDS rounds (the targets took turns in each round); peak RSS and plaintext"
+    echo "files left are the largest. Every round's figures, cloakfs / rclone-writes:"
+    echo
+    for m in "${metrics[@]}"; do
+      case "$m" in rss|left) continue ;; esac
+      echo "- ${label[$m]}: ${ALL[cloakfs,$m]:-–}/ ${ALL[rclone-writes,$m]:-–}"
+    done
+  fi
   echo
   echo "Targets (issue 7):"
   check() { # check DESCRIPTION VALUE OP BOUND

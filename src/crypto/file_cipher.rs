@@ -51,6 +51,13 @@ pub enum FileCipherError {
 pub trait PlaintextSink {
     /// Takes the next piece of unverified plaintext. Must not release it to any reader yet.
     fn write_unverified(&mut self, plaintext: &[u8]) -> io::Result<()>;
+    /// Grows the sink by `len` bytes and returns them, for the decryption to write the next piece of
+    /// unverified plaintext straight into the sink's memory (no copy through a scratch buffer). `None`
+    /// when the sink cannot (the piece then goes through [`write_unverified`](Self::write_unverified)).
+    /// The same rules hold: nothing is released before [`commit`](Self::commit).
+    fn unverified_tail(&mut self, _len: usize) -> io::Result<Option<&mut [u8]>> {
+        Ok(None)
+    }
     /// The tag verified: everything written may now be released.
     fn commit(&mut self) -> io::Result<()>;
     /// Authentication (or reading) failed: wipe everything written.
@@ -186,10 +193,16 @@ impl BlobDecryptor {
             sink.write_unverified(&small[..from_held])?;
         }
         let from_data = ciphertext_len - from_held;
-        for chunk in data[..from_data].chunks(CHUNK_LEN) {
-            let output = &mut self.scratch[..chunk.len()];
-            self.decryptor.update_unverified_into(chunk, output)?;
-            sink.write_unverified(output)?;
+        if from_data > 0 {
+            if let Some(output) = sink.unverified_tail(from_data)? {
+                self.decryptor.update_unverified_into(&data[..from_data], output)?;
+            } else {
+                for chunk in data[..from_data].chunks(CHUNK_LEN) {
+                    let output = &mut self.scratch[..chunk.len()];
+                    self.decryptor.update_unverified_into(chunk, output)?;
+                    sink.write_unverified(output)?;
+                }
+            }
         }
         self.plaintext_len += ciphertext_len as u64;
         // The new tail: what is left of the held bytes, then the rest of `data`; exactly TAG_LEN bytes.
