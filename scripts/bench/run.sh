@@ -47,7 +47,7 @@ case "$LATENCY_MS" in ''|*[!0-9]*) echo "--latency takes whole milliseconds" >&2
 case "$ROUNDS" in ''|0|*[!0-9]*) echo "--rounds takes a whole number above 0" >&2; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-[ "$(id -u)" = 0 ] || { echo "run as root (davfs2 mounts, drop_caches, network namespace)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "run as root (davfs2 mounts, drop_caches)" >&2; exit 2; }
 
 need=()
 for tool in curl openssl fusermount3 perl tar python3; do command -v "$tool" >/dev/null || need+=("$tool"); done

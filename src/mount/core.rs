@@ -71,6 +71,13 @@ pub struct CoreOptions {
 /// close waits for a slot.
 pub const MAX_BACKGROUND_UPLOADS: usize = 8;
 
+/// Files up to this size are fetched ahead (see [`Core::prefetch_after`]).
+pub const PREFETCH_MAX_LEN: u64 = 1 << 20;
+/// How many of the following small files of a folder an open of a small file fetches ahead.
+pub const PREFETCH_AHEAD: usize = 8;
+/// Downloads ahead that run at once.
+const PREFETCH_PARALLEL: usize = 4;
+
 impl Default for CoreOptions {
     fn default() -> Self {
         Self {
@@ -329,6 +336,13 @@ pub struct Core<R: Remote> {
     offline_until: Mutex<Option<Instant>>,
     /// Slots of write-behind uploads ([`MAX_BACKGROUND_UPLOADS`]); all free when none runs.
     background: Arc<tokio::sync::Semaphore>,
+    /// Server names of blobs being fetched ahead (each is fetched once).
+    prefetching: Mutex<HashSet<String>>,
+    /// Slots of downloads ahead ([`PREFETCH_PARALLEL`]).
+    prefetch_slots: Arc<tokio::sync::Semaphore>,
+    /// Counts cache clears (changed under the cache's mutex): a download ahead that started before one
+    /// does not refill the cache.
+    cache_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
@@ -672,6 +686,9 @@ impl<R: Remote> Core<R> {
             last_activity: Mutex::new(Instant::now()),
             offline_until: Mutex::new(None),
             background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_UPLOADS)),
+            prefetching: Mutex::new(HashSet::new()),
+            prefetch_slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_PARALLEL)),
+            cache_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -1000,6 +1017,86 @@ impl<R: Remote> Core<R> {
             file.content = Some(plaintext);
         }
         Ok(())
+    }
+
+    /// After small file `ino` was opened: fetches up to [`PREFETCH_AHEAD`] of the small files that follow it
+    /// in its folder (name order) and are not cached, verified and decrypted, into the cache in the
+    /// background. Programs that read a folder's files one after another (`cat *`, `grep -r`, a backup)
+    /// then find them there instead of waiting a round trip each. Nothing is fetched while the server is
+    /// unreachable; a failed fetch ahead is only logged (the open of that file fetches it again and
+    /// reports the error).
+    pub fn prefetch_after(self: &Arc<Self>, ino: u64)
+    where
+        R: 'static,
+    {
+        if lock(&self.offline_until).is_some_and(|until| Instant::now() < until) {
+            return;
+        }
+        let (path, ahead) = {
+            let state = self.state();
+            let Ok(node) = state.node(ino) else { return };
+            let Kind::File(file) = &node.kind else { return };
+            if file.size > PREFETCH_MAX_LEN {
+                return;
+            }
+            let Ok(dir) = state.dir(node.parent) else { return };
+            let mut ahead = Vec::new();
+            let following = dir.children.range((std::ops::Bound::Excluded(&node.name), std::ops::Bound::Unbounded));
+            for (_, child) in following {
+                if ahead.len() == PREFETCH_AHEAD {
+                    break;
+                }
+                let Ok(file) = state.file(*child) else { continue };
+                if file.content.is_some() || file.dirty || file.size > PREFETCH_MAX_LEN {
+                    continue;
+                }
+                if let (Some(uid), Some(entry)) = (&file.uid, &file.entry) {
+                    ahead.push((uid.clone(), entry.clone(), file.size));
+                }
+            }
+            let Ok(path) = state.remote_path(&self.root_path, node.parent) else { return };
+            (path, ahead)
+        };
+        for (uid, entry, size) in ahead {
+            if lock(&self.cache).get(&uid).is_some() || !lock(&self.prefetching).insert(uid.clone()) {
+                continue;
+            }
+            let core = self.clone();
+            let path = path.clone();
+            tokio::spawn(
+                async move {
+                    if let Ok(_slot) = core.prefetch_slots.clone().acquire_owned().await {
+                        core.fetch_ahead(&path, &uid, &entry, size).await;
+                    }
+                    lock(&core.prefetching).remove(&uid);
+                }
+                .instrument(tracing::debug_span!("prefetch")),
+            );
+        }
+    }
+
+    /// One download ahead: verified and decrypted into the cache unless it is cached meanwhile or the cache
+    /// was cleared since it started.
+    async fn fetch_ahead(&self, path: &[String], uid: &String, entry: &FileEntry, size: u64) {
+        let _one_download = self.downloads.lock(uid).await;
+        if lock(&self.cache).get(uid).is_some() {
+            return;
+        }
+        let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
+        let Ok(mut sink) = ContentSink::new(size, self.spill.clone()) else { return };
+        tracing::debug!(server_name = %uid, "fetching blob ahead");
+        match self.vault.read_blob(path, uid, entry, &mut sink).await {
+            Ok(_) => {
+                let Some(content) = sink.into_verified() else { return };
+                let mut cache = lock(&self.cache);
+                if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                    cache.insert(uid, Arc::new(content));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, server_name = %uid, "fetching ahead failed; the file is fetched when opened")
+            }
+        }
     }
 
     /// Opens file `ino`: loads its content (download, verify, decrypt on a cache miss).
@@ -2028,12 +2125,14 @@ impl<R: Remote> Core<R> {
 
     /// Drops the cached plaintexts of clean files (the bytes are wiped once no open file holds them).
     pub fn clear_cache(&self) {
-        lock(&self.cache).clear();
+        let mut cache = lock(&self.cache);
+        self.cache_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     /// Drops every plaintext and name held in memory (after the final flush).
     pub fn wipe(&self) {
-        lock(&self.cache).clear();
+        self.clear_cache();
         let mut state = self.state();
         state.nodes.clear();
         state.handles.clear();

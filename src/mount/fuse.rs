@@ -258,6 +258,9 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         self.spawn(async move {
             match core.open(ino.0, mode).await {
                 Ok(opened) => {
+                    if !mode.write {
+                        core.prefetch_after(ino.0);
+                    }
                     let flags = if opened.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                     reply.opened(FileHandle(opened.fh), flags)
                 }
