@@ -345,6 +345,17 @@ pub struct Core<R: Remote> {
     cache_generation: std::sync::atomic::AtomicU64,
 }
 
+/// Why a download failed: no spill file could be made, or the server's answer (transport, verification).
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    /// The spill file for a large content could not be created.
+    #[error("cannot create a spill file: {0}")]
+    Spill(std::io::Error),
+    /// The download or its verification failed.
+    #[error(transparent)]
+    Remote(VaultError),
+}
+
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
 struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
 
@@ -995,17 +1006,13 @@ impl<R: Remote> Core<R> {
             None => {
                 let path = self.state().remote_path(&self.root_path, parent)?;
                 let expected_len = self.state().file(ino)?.size;
-                let mut sink = ContentSink::new(expected_len, self.spill.clone()).map_err(|error| {
-                    tracing::warn!(%error, directory = %self.spill.directory().display(), "cannot create a spill file");
-                    errno_of_io(&error)
-                })?;
-                async {
-                    tracing::debug!("fetching blob");
-                    self.vault.read_blob(&path, &uid, &entry, &mut sink).await.map_err(|error| self.fail(error))
-                }
-                .instrument(tracing::info_span!("download", server_name = %uid))
-                .await?;
-                let plaintext: Plaintext = Arc::new(sink.into_verified().ok_or(FsError::IO)?);
+                let plaintext: Plaintext =
+                    Arc::new(self.download_verified(&path, &uid, &entry, expected_len).await.map_err(|error| {
+                        match error {
+                            DownloadError::Spill(error) => errno_of_io(&error),
+                            DownloadError::Remote(error) => self.fail(error),
+                        }
+                    })?);
                 lock(&self.cache).insert(&uid, plaintext.clone());
                 plaintext
             }
@@ -1083,20 +1090,37 @@ impl<R: Remote> Core<R> {
             return;
         }
         let generation = self.cache_generation.load(std::sync::atomic::Ordering::SeqCst);
-        let Ok(mut sink) = ContentSink::new(size, self.spill.clone()) else { return };
-        tracing::debug!(server_name = %uid, "fetching blob ahead");
-        match self.vault.read_blob(path, uid, entry, &mut sink).await {
-            Ok(_) => {
-                let Some(content) = sink.into_verified() else { return };
+        match self.download_verified(path, uid, entry, size).await {
+            Ok(content) => {
                 let mut cache = lock(&self.cache);
                 if self.cache_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
                     cache.insert(uid, Arc::new(content));
                 }
             }
-            Err(error) => {
-                tracing::debug!(%error, server_name = %uid, "fetching ahead failed; the file is fetched when opened")
-            }
+            Err(error) => tracing::debug!(%error, "fetching ahead failed; the file is fetched when opened"),
         }
+    }
+
+    /// Downloads blob `uid` of the folder at `path`, verifies it against `entry` and decrypts it (spilling
+    /// above the threshold); the caller holds the blob's download lock.
+    async fn download_verified(
+        &self,
+        path: &[String],
+        uid: &str,
+        entry: &FileEntry,
+        expected_len: u64,
+    ) -> Result<Content, DownloadError> {
+        async {
+            let mut sink = ContentSink::new(expected_len, self.spill.clone()).map_err(|error| {
+                tracing::warn!(%error, directory = %self.spill.directory().display(), "cannot create a spill file");
+                DownloadError::Spill(error)
+            })?;
+            tracing::debug!("fetching blob");
+            self.vault.read_blob(path, uid, entry, &mut sink).await.map_err(DownloadError::Remote)?;
+            sink.into_verified().ok_or(DownloadError::Spill(std::io::ErrorKind::InvalidData.into()))
+        }
+        .instrument(tracing::info_span!("download", server_name = %uid))
+        .await
     }
 
     /// Opens file `ino`: loads its content (download, verify, decrypt on a cache miss).
