@@ -124,6 +124,44 @@ mod api {
         (status, body.pointer("/ocs/data/message").and_then(|m| m.as_str()).unwrap_or_default().to_owned())
     }
 
+    /// As Nextcloud: a successful password check answers with a session cookie, and a request that sends
+    /// it back with the same user skips the password check; the cookie stands for nothing else.
+    #[tokio::test]
+    async fn a_session_cookie_stands_for_its_user_only() {
+        let data = TempDir::new("session-data");
+        let server = TestServer::start(&data.0, &["alice", "bob"]);
+        let http = Client::new();
+        let url = format!("{}/{BASE}/server-key", server.url);
+        let get = |user: &str, password: &str, cookie: Option<&str>| {
+            let request = http.get(&url).header("X-E2EE-Supported", "true").basic_auth(user, Some(password));
+            match cookie {
+                Some(cookie) => request.header("cookie", cookie),
+                None => request,
+            }
+        };
+        let first = get("alice", PASSWORD, None).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let set_cookie = first.headers().get("set-cookie").expect("a session cookie").to_str().unwrap().to_owned();
+        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        assert!(cookie.starts_with("cloakfs_session=") && cookie.len() == "cloakfs_session=".len() + 64, "{cookie}");
+
+        // Sent back with the same user: no password check (a wrong one is not even looked at), no new cookie.
+        let again = get("alice", "not-checked", Some(&cookie)).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        assert!(again.headers().get("set-cookie").is_none());
+        // With another user's name, without Basic auth, or forged: refused.
+        assert_eq!(get("bob", "wrong", Some(&cookie)).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let bare = http.get(&url).header("X-E2EE-Supported", "true").header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+        let forged = format!("cloakfs_session={}", "0".repeat(64));
+        assert_eq!(get("alice", "wrong", Some(&forged)).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        // Bob's own password check gives bob his own session.
+        let bob = get("bob", PASSWORD, Some(&cookie)).send().await.unwrap();
+        assert_eq!(bob.status(), StatusCode::OK);
+        assert!(bob.headers().get("set-cookie").is_some());
+    }
+
     #[tokio::test]
     async fn bad_requests_get_4xx_and_change_nothing() {
         let data = TempDir::new("api-data");

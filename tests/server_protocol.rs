@@ -141,6 +141,124 @@ async fn locks_counters_tokens_and_staged_writes() {
     assert_eq!(response.status(), 403);
 }
 
+/// The server names in `folder` (as PROPFIND lists them).
+async fn listed(client: &NextcloudClient, folder: &[&str]) -> Vec<String> {
+    client.propfind(&path(folder), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect()
+}
+
+/// SERVER-BEHAVIOUR.md, "WebDAV inside an encrypted folder" and "Locks and counters": staged writes are
+/// finalized only in folders whose metadata was written under the lock; a blob PUT under the still open lock
+/// cannot be deleted by its name; the lock's counter is committed only with the locked folder's metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_nextcloud() {
+    let data = TempDir::new("protocol-staging");
+    let server = TestServer::start(&data.0, &["alice"]);
+    let alice = client_for(&server, "alice");
+    let vault = encrypted_folder(&alice, "Vault").await;
+    let meta = r#"{"version":"2.0"}"#;
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", true).await.unwrap();
+    let sub = alice.mkcol(&path(&["Vault", "d0000000000000000000000000000000"]), Some(&token)).await.unwrap();
+    alice.set_encrypted(sub).await.unwrap();
+    alice.store_folder_metadata(sub, &token, meta, "c2ln", true).await.unwrap();
+    // Metadata created under this lock cannot be updated under it (Nextcloud: "Meta-data file missing").
+    assert_eq!(status(alice.store_folder_metadata(sub, &token, meta, "c2ln", false).await), 404);
+    // The new sub-folder is staged: nothing can be written into it before unlock.
+    let inside = path(&["Vault", "d0000000000000000000000000000000", "f0000000000000000000000000000000"]);
+    assert_eq!(status(alice.put(&inside, Bytes::from_static(b"x"), Some(&token), None).await), 409);
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(listed(&alice, &["Vault"]).await, vec!["d0000000000000000000000000000000"]);
+
+    // 1. A DELETE of a blob PUT under the same, still open lock: 404, nothing removed; at unlock (metadata
+    //    written) the blob becomes visible although the client meant to remove it.
+    let early = path(&["Vault", "e0000000000000000000000000000000"]);
+    let token = alice.lock_folder(vault, 2, None).await.unwrap();
+    alice.put(&early, Bytes::from_static(b"early"), Some(&token), None).await.unwrap();
+    assert_eq!(status(alice.get(&early, None, None).await), 404, "a staged upload is not readable by its name");
+    assert_eq!(status(alice.delete(&early, Some(&token)).await), 404);
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert!(listed(&alice, &["Vault"]).await.contains(&"e0000000000000000000000000000000".to_owned()));
+
+    // 2. DELETE without a metadata write: the deletion stays pending (listed, readable) after unlock; a later
+    //    lock that writes the folder's metadata finalizes it.
+    let token = alice.lock_folder(vault, 3, None).await.unwrap();
+    alice.delete(&early, Some(&token)).await.unwrap();
+    assert_eq!(alice.get(&early, None, None).await.unwrap(), b"early", "a staged deletion is still readable");
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert!(listed(&alice, &["Vault"]).await.contains(&"e0000000000000000000000000000000".to_owned()));
+    assert_eq!(alice.get(&early, None, None).await.unwrap(), b"early");
+    // The counter was not committed (no metadata written): 3 is accepted again.
+    let token = alice.lock_folder(vault, 3, None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(listed(&alice, &["Vault"]).await, vec!["d0000000000000000000000000000000"]);
+    assert_eq!(status(alice.get(&early, None, None).await), 404);
+
+    // 3. A PUT into a folder whose metadata is not written stays hidden after unlock; only the sub-folder's
+    //    metadata written: the top's counter is not committed either.
+    let hidden = path(&["Vault", "d0000000000000000000000000000000", "a0000000000000000000000000000000"]);
+    let token = alice.lock_folder(vault, 4, None).await.unwrap();
+    alice.put(&hidden, Bytes::from_static(b"hidden"), Some(&token), None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert!(listed(&alice, &["Vault", "d0000000000000000000000000000000"]).await.is_empty());
+    assert_eq!(status(alice.get(&hidden, None, None).await), 404);
+    let token = alice.lock_folder(vault, 5, None).await.unwrap();
+    alice.store_folder_metadata(sub, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(alice.get(&hidden, None, None).await.unwrap(), b"hidden", "finalized by a later metadata write");
+    // Counter 5 was not committed (only the sub-folder's metadata was written): it is accepted again.
+    let token = alice.lock_folder(vault, 5, None).await.unwrap();
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+
+    // 4. A MOVE under a lock leaves the source at once; the destination shows it after unlock only if the
+    //    destination's metadata was written; abort of the touched folders restores staged deletions.
+    let data2 = TempDir::new("protocol-staging-2");
+    let server2 = TestServer::start(&data2.0, &["alice"]);
+    let alice = client_for(&server2, "alice");
+    let vault = encrypted_folder(&alice, "Vault").await;
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", true).await.unwrap();
+    let a = alice.mkcol(&path(&["Vault", "a0000000000000000000000000000000"]), Some(&token)).await.unwrap();
+    let b = alice.mkcol(&path(&["Vault", "b0000000000000000000000000000000"]), Some(&token)).await.unwrap();
+    for id in [a, b] {
+        alice.set_encrypted(id).await.unwrap();
+        alice.store_folder_metadata(id, &token, meta, "c2ln", true).await.unwrap();
+    }
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    let blob = |folder: &str| path(&["Vault", folder, "c0000000000000000000000000000000"]);
+    let token = alice.lock_folder(vault, 2, None).await.unwrap();
+    alice.put(&blob("a0000000000000000000000000000000"), Bytes::from_static(b"c"), Some(&token), None).await.unwrap();
+    alice.store_folder_metadata(a, &token, meta, "c2ln", false).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    let token = alice.lock_folder(vault, 3, None).await.unwrap();
+    alice
+        .move_to(
+            &blob("a0000000000000000000000000000000"),
+            &blob("b0000000000000000000000000000000"),
+            false,
+            Some(&token),
+        )
+        .await
+        .unwrap();
+    assert!(listed(&alice, &["Vault", "a0000000000000000000000000000000"]).await.is_empty(), "a MOVE leaves at once");
+    assert!(
+        listed(&alice, &["Vault", "b0000000000000000000000000000000"]).await.is_empty(),
+        "staged at the destination"
+    );
+    alice.store_folder_metadata(b, &token, meta, "c2ln", false).await.unwrap();
+    alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    assert_eq!(alice.get(&blob("b0000000000000000000000000000000"), None, None).await.unwrap(), b"c");
+    let token = alice.lock_folder(vault, 4, None).await.unwrap();
+    alice.delete(&blob("b0000000000000000000000000000000"), Some(&token)).await.unwrap();
+    alice.store_folder_metadata(b, &token, meta, "c2ln", false).await.unwrap();
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+    assert_eq!(alice.get(&blob("b0000000000000000000000000000000"), None, None).await.unwrap(), b"c", "abort restores");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_locks_expire_and_roll_back() {
     let data = TempDir::new("protocol-ttl");

@@ -14,8 +14,10 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
+use super::error::{ApiError, ApiResult};
+use super::locking;
 use super::ocs::AuthenticatedUser;
-use super::tree::{self, ApiError, ApiResult, Node};
+use super::tree::{self, Node};
 use super::Shared;
 
 /// Prefix of every user's WebDAV tree.
@@ -164,9 +166,12 @@ fn split_last(segments: &[String]) -> ApiResult<(&[String], &String)> {
     }
 }
 
-fn existing(state: &Shared, user: &str, segments: &[String], token: Option<&str>) -> ApiResult<Node> {
+/// The node a GET or HEAD reads: a file staged for deletion is still readable under its name (Nextcloud's
+/// fallback to `x.e2e-to-delete`).
+fn readable(state: &Shared, user: &str, segments: &[String]) -> ApiResult<Node> {
     let connection = state.store.lock();
-    tree::resolve(&connection, user, segments, token)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))
+    tree::resolve_for_read(&connection, user, segments)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))
 }
 
 async fn propfind(state: &Shared, user: &str, segments: &[String], request: Request) -> ApiResult<Response> {
@@ -181,7 +186,7 @@ async fn propfind(state: &Shared, user: &str, segments: &[String], request: Requ
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PROPFIND body too large"))?;
     check_xml(&body)?;
     let connection = state.store.lock();
-    let target = tree::resolve(&connection, user, segments, None)?
+    let target = tree::resolve_for_read(&connection, user, segments)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
     let target_encrypted = tree::in_encrypted_tree(&connection, &target)?;
     if target_encrypted && target.is_dir && !e2ee {
@@ -191,7 +196,7 @@ async fn propfind(state: &Shared, user: &str, segments: &[String], request: Requ
     if depth == 1 && target.is_dir {
         for child in tree::children(&connection, target.id)? {
             let mut child_segments = segments.to_vec();
-            child_segments.push(child.name.clone());
+            child_segments.push(child.listed_name().to_owned());
             let encrypted = target_encrypted || child.encrypted;
             entries.push((child_segments, child, encrypted));
         }
@@ -206,7 +211,7 @@ async fn propfind(state: &Shared, user: &str, segments: &[String], request: Requ
     ]);
     write_event(&mut writer, Event::Start(start))?;
     for (entry_segments, node, encrypted) in &entries {
-        let metadata = if node.is_dir && node.encrypted { tree::metadata(&connection, node.id)? } else { None };
+        let metadata = if node.is_dir && node.encrypted { locking::metadata(&connection, node.id)? } else { None };
         write_response(&mut writer, &href(user, entry_segments, node.is_dir), node, *encrypted, metadata)?;
     }
     write_event(&mut writer, Event::End(BytesEnd::new("d:multistatus")))?;
@@ -326,7 +331,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()>
 }
 
 async fn get(state: &Shared, user: &str, segments: &[String], request: Request) -> ApiResult<Response> {
-    let node = existing(state, user, segments, None)?;
+    let node = readable(state, user, segments)?;
     if node.is_dir {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "cannot GET a folder"));
     }
@@ -387,13 +392,8 @@ pub(crate) fn storage_error(error: std::io::Error) -> ApiError {
 }
 
 /// The existing folder at `parents` (409 Conflict otherwise, as WebDAV prescribes for a missing parent).
-fn parent_folder(
-    connection: &rusqlite::Connection,
-    user: &str,
-    parents: &[String],
-    token: Option<&str>,
-) -> ApiResult<Node> {
-    tree::resolve(connection, user, parents, token)?
+fn parent_folder(connection: &rusqlite::Connection, user: &str, parents: &[String]) -> ApiResult<Node> {
+    tree::resolve(connection, user, parents)?
         .filter(|node| node.is_dir)
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the parent folder does not exist"))
 }
@@ -407,7 +407,7 @@ fn writable_folder(
     headers: &HeaderMap,
 ) -> ApiResult<Node> {
     let connection = state.store.lock();
-    let folder = parent_folder(&connection, user, parents, token)?;
+    let folder = parent_folder(&connection, user, parents)?;
     if tree::check_write_token(&connection, &folder, token)?.is_some() && !e2ee_supported(headers) {
         return Err(client_not_allowed());
     }
@@ -436,13 +436,13 @@ async fn put(
     // two fsyncs per file of a `tar x`).
     let staged = token.is_some();
     let temp = state.blobs.temp_path();
-    let file = tree::BlobWriter::create(&temp).map_err(storage_error)?;
+    let file = super::blobs::BlobWriter::create(&temp).map_err(storage_error)?;
     let mut size = 0u64;
     let mut body = request.into_body().into_data_stream();
     let outcome: ApiResult<()> = async {
         // The body is gathered into pieces written on a blocking thread while the next piece arrives; each
         // written piece starts its write-back at once, so the sync at the end (or at unlock) has little left.
-        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<tree::BlobWriter>>> = None;
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<super::blobs::BlobWriter>>> = None;
         let mut idle = Some(file);
         let (mut piece, mut piece_len) = (Vec::<Bytes>::new(), 0usize);
         loop {
@@ -501,7 +501,7 @@ async fn put(
         let relaxed = staged && connection.pragma_update(None, "synchronous", "NORMAL").is_ok();
         let result = (|| {
             let transaction = connection.transaction()?;
-            let folder = parent_folder(&transaction, user, parents, token)?;
+            let folder = parent_folder(&transaction, user, parents)?;
             let token = tree::check_write_token(&transaction, &folder, token)?;
             if let Some(quota) = state.quota_bytes {
                 let used: i64 = transaction
@@ -511,7 +511,7 @@ async fn put(
                     return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Insufficient Storage (quota)"));
                 }
             }
-            let outcome = tree::put_file(&transaction, &folder, name, &blob, size, token.as_deref())?;
+            let outcome = tree::put_file(&transaction, &folder, name, &blob, size, token.is_some())?;
             transaction.commit()?;
             Ok::<_, ApiError>(outcome)
         })();
@@ -529,12 +529,12 @@ async fn put(
             return Err(error);
         }
     };
-    if staged && outcome.node.staged_token.is_none() {
+    if staged && !outcome.node.is_staged_save() {
         // Not staged after all (e.g. a token for an unlocked folder): sync now, before answering.
         state.blobs.sync_one(&blob).map_err(storage_error)?;
     }
     state.blobs.remove(&outcome.freed_blobs);
-    tracing::debug!(file_id = outcome.node.id, size, staged = outcome.node.staged_token.is_some(), "stored upload");
+    tracing::debug!(file_id = outcome.node.id, size, staged = outcome.node.is_staged_save(), "stored upload");
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
     let etag = format!("\"{}\"", outcome.node.etag);
     Ok((status, [("OC-FileId", oc_id(outcome.node.id)), ("ETag", etag.clone()), ("OC-ETag", etag)]).into_response())
@@ -557,9 +557,9 @@ async fn mkcol(
     }
     let mut connection = state.store.lock();
     let transaction = connection.transaction()?;
-    let folder = parent_folder(&transaction, user, parents, token)?;
+    let folder = parent_folder(&transaction, user, parents)?;
     let token = tree::check_write_token(&transaction, &folder, token)?;
-    let created = tree::make_folder(&transaction, &folder, name, token.as_deref())?;
+    let created = tree::make_folder(&transaction, &folder, name, token.is_some())?;
     transaction.commit()?;
     Ok((StatusCode::CREATED, [("OC-FileId", oc_id(created.id))]).into_response())
 }
@@ -575,13 +575,16 @@ fn delete(
     let freed = {
         let mut connection = state.store.lock();
         let transaction = connection.transaction()?;
-        let target = tree::resolve(&transaction, user, segments, token)?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+        // A file PUT under the still open lock exists only as `x.e2e-to-save`: like Nextcloud, the DELETE
+        // of `x` does not find it (404) and removes nothing.
+        let target = tree::resolve(&transaction, user, segments)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("File with name {} could not be located", segments.join("/")))
+        })?;
         let token = tree::check_write_token(&transaction, &target, token)?;
         if token.is_some() && !e2ee_supported(headers) {
             return Err(client_not_allowed());
         }
-        let freed = tree::delete(&transaction, &target, token.as_deref())?;
+        let freed = tree::delete(&transaction, &target, token.is_some())?;
         transaction.commit()?;
         freed
     };
@@ -622,12 +625,11 @@ fn move_request(
     let freed = {
         let mut connection = state.store.lock();
         let transaction = connection.transaction()?;
-        let source = tree::resolve(&transaction, user, segments, token)?
+        let source = tree::resolve(&transaction, user, segments)?
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
-        let target_folder =
-            tree::resolve(&transaction, user, destination_parents, token)?
-                .filter(|node| node.is_dir)
-                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the destination folder does not exist"))?;
+        let target_folder = tree::resolve(&transaction, user, destination_parents)?
+            .filter(|node| node.is_dir)
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the destination folder does not exist"))?;
         let source_parent = tree::node(&transaction, source.parent.unwrap_or_default())?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be moved"))?;
         if tree::in_encrypted_tree(&transaction, &source_parent)?
@@ -649,7 +651,7 @@ fn move_request(
             &target_folder,
             destination_name,
             overwrite,
-            source_token.or(destination_token).as_deref(),
+            source_token.or(destination_token).is_some(),
         )?;
         transaction.commit()?;
         freed

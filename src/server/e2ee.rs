@@ -11,8 +11,10 @@ use axum::routing::{post, put};
 use axum::Router;
 use serde_json::json;
 
+use super::error::ApiError;
+use super::locking::{self, MetadataWrite};
 use super::ocs::{body_parameters, check_api_version, AuthenticatedUser, E2eeClient, Ocs};
-use super::tree::{self, ApiError, MetadataWrite};
+use super::tree;
 use super::{Shared, OCS_E2EE_BASE};
 
 impl From<ApiError> for Ocs {
@@ -109,8 +111,8 @@ async fn lock(
     let (token, freed) = {
         let mut connection = state.store.lock();
         let transaction = connection.transaction().map_err(ApiError::from)?;
-        let freed = tree::expire_stale_locks(&transaction, state.lock_ttl_seconds)?;
-        let token = tree::lock(&transaction, &user, id, counter, existing, state.lock_ttl_seconds)?;
+        let freed = locking::expire_stale_locks(&transaction, state.lock_ttl_seconds)?;
+        let token = locking::lock(&transaction, &user, id, counter, existing, state.lock_ttl_seconds)?;
         transaction.commit().map_err(ApiError::from)?;
         (token, freed)
     };
@@ -147,7 +149,7 @@ async fn unlock(
     let freed = {
         let mut connection = state.store.lock();
         let transaction = connection.transaction().map_err(ApiError::from)?;
-        let freed = tree::unlock(&transaction, &user, id, &token, abort)?;
+        let freed = locking::unlock(&transaction, &user, id, &token, abort)?;
         transaction.commit().map_err(ApiError::from)?;
         freed
     };
@@ -166,7 +168,7 @@ async fn get_metadata(
     let id = parse_file_id(&id)?;
     let connection = state.store.lock();
     tree::owned_folder(&connection, &user, id)?;
-    let (json, signature) = tree::metadata(&connection, id)?
+    let (json, signature) = locking::metadata(&connection, id)?
         .ok_or_else(|| Ocs::error(StatusCode::NOT_FOUND, "Could not find metadata for this folder"))?;
     let mut response = Ocs::ok(json!({ "meta-data": json })).into_response();
     if let Ok(value) = HeaderValue::from_str(&signature) {
@@ -208,7 +210,7 @@ async fn write_metadata(
     };
     let mut connection = state.store.lock();
     let transaction = connection.transaction().map_err(ApiError::from)?;
-    tree::write_metadata(
+    locking::write_metadata(
         &transaction,
         &user,
         id,

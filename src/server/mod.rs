@@ -1,13 +1,17 @@
 //! `cloakfs serve`: an embedded server that speaks Nextcloud's end-to-end encryption API.
 //!
-//! Users (Argon2id passwords, app passwords), the server's signing key, the OCS keys API ([`ocs`]), the
-//! folder API (encrypted flag, locks, metadata; [`e2ee`]) and WebDAV ([`dav`]) over a file tree kept in
-//! SQLite with blobs as files ([`tree`], [`store`]).
+//! Users (Argon2id passwords, app passwords, session cookies: [`session`]), the server's signing key, the OCS keys API ([`ocs`]), the
+//! folder API (encrypted flag, locks, metadata; [`e2ee`], [`locking`]) and WebDAV ([`dav`]) over a file tree
+//! kept in SQLite with blobs as files ([`tree`], [`blobs`], [`store`]).
 
+pub mod blobs;
 pub mod dav;
 pub mod e2ee;
+pub mod error;
+pub mod locking;
 pub mod login;
 pub mod ocs;
+pub mod session;
 pub mod store;
 pub mod tree;
 
@@ -34,13 +38,15 @@ pub struct ServerState {
     /// The server's RSA key: signs users' certificate requests.
     pub server_identity: PrivateIdentity,
     /// The blob files.
-    pub blobs: tree::BlobDir,
+    pub blobs: blobs::BlobDir,
     /// Locks older than this are rolled back (Nextcloud: 24 hours).
     pub lock_ttl_seconds: i64,
     /// Bytes of file content each user may store (`None`: no limit); an upload beyond it is 507.
     pub quota_bytes: Option<u64>,
     /// Login Flow v2 sessions in progress.
     pub logins: login::LoginFlows,
+    /// Session cookies handed out after a password check (in memory only).
+    pub sessions: session::Sessions,
 }
 
 /// Shared handle to the server state.
@@ -82,15 +88,29 @@ pub fn router(state: Shared) -> Router {
         .merge(e2ee::routes())
         .merge(dav::routes())
         .merge(login::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), session::authenticate))
+        .layer(axum::middleware::from_fn(log_request))
         .layer(DefaultBodyLimit::max(MAX_OCS_BODY))
         .with_state(state)
+}
+
+/// Logs every request at debug level (method, path, status, time): paths hold only server-side names
+/// (random ids) below the user's top folders, never clear names.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::debug!(target: "cloakfs::server::request", %method, %path, status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64, "request");
+    response
 }
 
 /// Opens the data directory (database, blobs; sweeping orphaned blobs) and builds the server state.
 pub fn open_state(options: &ServeOptions) -> Result<Shared, ServeError> {
     let store = Store::open(&options.data_dir)?;
     let server_identity = store.server_identity()?;
-    let blobs = tree::BlobDir::open(&options.data_dir)
+    let blobs = blobs::BlobDir::open(&options.data_dir)
         .map_err(|source| StoreError::DataDir { path: options.data_dir.clone(), source })?;
     let swept =
         blobs.sweep(&store.lock()).map_err(|source| StoreError::DataDir { path: options.data_dir.clone(), source })?;
@@ -104,6 +124,7 @@ pub fn open_state(options: &ServeOptions) -> Result<Shared, ServeError> {
         lock_ttl_seconds: options.lock_ttl_seconds,
         quota_bytes: options.quota_bytes,
         logins: login::LoginFlows::default(),
+        sessions: session::Sessions::default(),
     }))
 }
 

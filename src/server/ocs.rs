@@ -73,24 +73,12 @@ pub struct AuthenticatedUser(pub String);
 impl FromRequestParts<Shared> for AuthenticatedUser {
     type Rejection = Ocs;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let unauthorized = || Ocs::error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(unauthorized)?;
-        let encoded = header.to_str().ok().and_then(|value| value.strip_prefix("Basic ")).ok_or_else(unauthorized)?;
-        let decoded = BASE64.decode(encoded.trim()).map_err(|_| unauthorized())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| unauthorized())?;
-        let (user, password) = decoded.split_once(':').ok_or_else(unauthorized)?;
-        let (user, password) = (user.to_owned(), zeroize::Zeroizing::new(password.to_owned()));
-        let store = state.clone();
-        let checked_user = user.clone();
-        let valid = tokio::task::spawn_blocking(move || store.store.authenticate(&checked_user, &password))
-            .await
-            .map_err(|_| Ocs::error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"))??;
-        if !valid {
-            tracing::info!("authentication failed");
-            return Err(unauthorized());
+    /// The user [`super::session::authenticate`] checked (by password or session cookie); 401 otherwise.
+    async fn from_request_parts(parts: &mut Parts, _state: &Shared) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<super::session::Authenticated>() {
+            Some(authenticated) => Ok(Self(authenticated.0.clone())),
+            None => Err(Ocs::error(StatusCode::UNAUTHORIZED, "missing or wrong credentials")),
         }
-        Ok(Self(user))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::crypto::secret::random_bytes;
 use crate::crypto::PrivateIdentity;
 
 /// Current schema version (SQLite `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -39,9 +39,9 @@ CREATE TABLE IF NOT EXISTS private_keys (
     user TEXT PRIMARY KEY NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     wrapped TEXT NOT NULL
 );
--- The file tree of every user. `id` is the file id of the WebDAV and OCS APIs. A row with a staged_token
--- was written under that lock and stays invisible until the lock is released; delete_token and move_*
--- record changes that take effect then.
+-- The file tree of every user. `id` is the file id of the WebDAV and OCS APIs. Inside encrypted folders,
+-- writes under a lock are staged by name as on Nextcloud (`x.e2e-to-save`, `x.e2e-to-delete`; see
+-- server::tree) until unlock finalizes them.
 CREATE TABLE IF NOT EXISTS nodes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
@@ -53,28 +53,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     mtime INTEGER NOT NULL,
     encrypted INTEGER NOT NULL DEFAULT 0,
     blob TEXT,
-    counter INTEGER NOT NULL DEFAULT 0,
-    staged_token TEXT,
-    delete_token TEXT,
-    move_token TEXT,
-    move_parent INTEGER,
-    move_name TEXT
+    counter INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS nodes_live_name ON nodes(parent, name) WHERE staged_token IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS nodes_name ON nodes(parent, name);
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_root ON nodes(owner) WHERE parent IS NULL;
-CREATE INDEX IF NOT EXISTS nodes_staged ON nodes(staged_token) WHERE staged_token IS NOT NULL;
--- Lookups by name that include staged rows, blob reference checks, and the commit's moves and deletes
--- would otherwise scan every node (quadratic for a batch of many files).
-CREATE INDEX IF NOT EXISTS nodes_parent_name ON nodes(parent, name);
+-- Blob reference checks would otherwise scan every node.
 CREATE INDEX IF NOT EXISTS nodes_blob ON nodes(blob) WHERE blob IS NOT NULL;
-CREATE INDEX IF NOT EXISTS nodes_move ON nodes(move_token) WHERE move_token IS NOT NULL;
-CREATE INDEX IF NOT EXISTS nodes_delete ON nodes(delete_token) WHERE delete_token IS NOT NULL;
 CREATE TABLE IF NOT EXISTS metadata (
     node INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
     json TEXT NOT NULL,
     signature TEXT NOT NULL
 );
--- Metadata written under a lock; json NULL = deleted. Committed at unlock, dropped at abort.
+-- Metadata written under a lock; json NULL = deleted. Committed at unlock, dropped at abort. The folders
+-- with a row for a token are the ones that lock touched: only their staged changes are finalized.
 CREATE TABLE IF NOT EXISTS intermediate_metadata (
     node INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
     token TEXT NOT NULL,
@@ -120,6 +111,37 @@ pub enum StoreError {
     PasswordHash(String),
 }
 
+/// Schema 2 kept staged writes in columns (`staged_token`, `delete_token`, `move_*`); schema 3 stages by name
+/// as Nextcloud does. Open locks are rolled back (as an expired lock would be: staged rows dropped, pending
+/// deletions and moves forgotten, intermediate metadata discarded), then the columns and their indexes go.
+/// Blob files no row names any more are swept when the server starts.
+fn migrate_to_staging_by_name(connection: &Connection) -> Result<(), StoreError> {
+    let has_column =
+        connection.prepare("SELECT 1 FROM pragma_table_info('nodes') WHERE name = 'staged_token'")?.exists([])?;
+    if !has_column {
+        return Ok(());
+    }
+    tracing::info!("migrating the database to schema 3 (open locks are rolled back)");
+    connection.execute_batch(
+        "BEGIN;
+         DELETE FROM locks;
+         DELETE FROM intermediate_metadata;
+         DELETE FROM nodes WHERE staged_token IS NOT NULL;
+         DROP INDEX IF EXISTS nodes_live_name;
+         DROP INDEX IF EXISTS nodes_parent_name;
+         DROP INDEX IF EXISTS nodes_staged;
+         DROP INDEX IF EXISTS nodes_move;
+         DROP INDEX IF EXISTS nodes_delete;
+         ALTER TABLE nodes DROP COLUMN staged_token;
+         ALTER TABLE nodes DROP COLUMN delete_token;
+         ALTER TABLE nodes DROP COLUMN move_token;
+         ALTER TABLE nodes DROP COLUMN move_parent;
+         ALTER TABLE nodes DROP COLUMN move_name;
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
 /// The server's database.
 pub struct Store {
     connection: Mutex<Connection>,
@@ -148,6 +170,9 @@ impl Store {
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema(version));
+        }
+        if (1..3).contains(&version) {
+            migrate_to_staging_by_name(&connection)?;
         }
         connection.execute_batch(SCHEMA)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
