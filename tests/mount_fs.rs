@@ -2,7 +2,7 @@
 //! rename matrix and POSIX errors, real tools (vim-style save, sed -i, cp -r, tar x, git clone + fsck,
 //! rsync), parallel readers and writers, write-behind racing rename/overwrite/remove, remounting, a second
 //! mount seeing changes, what the server holds (only 32-hex names), a tampered blob (EIO), refusals to
-//! mount, and an fsync that survives a crash.
+//! mount, an fsync that survives a crash, and no orphaned blob after removes and replaces in one batch.
 
 #[path = "common/mount.rs"]
 mod mount;
@@ -313,6 +313,51 @@ fn real_tools_work_in_the_mount() {
     assert!(!root.join(".note.txt.swp").exists());
     ok(again.unmount());
     assert_only_random_names(&account);
+}
+
+/// The three ways a real Nextcloud server was left with orphaned blobs: a file created and removed in one
+/// batch, a file replaced by a rename in one batch (git's *.lock files), and git plus tar x. Once with
+/// files queued for the commit (the default) and once with every close uploading at once under the open
+/// lock (`--write-behind 0`), which makes the removals hit blobs staged under that same lock. `cloakfs
+/// serve` stages like Nextcloud, so an orphan shows up in fsck exactly as it would there.
+#[test]
+fn removes_and_replaces_in_one_batch_leave_no_orphans() {
+    let account = Account::new("orphans");
+    let work = TempDir::new("orphans-work");
+    sh(
+        "mkdir tree && for d in 0 1 2 3; do mkdir tree/d$d; for f in $(seq 1 25); do head -c 4096 /dev/urandom \
+        > tree/d$d/f$f; done; done && tar cf tree.tar tree",
+        &work.0,
+    );
+    for (label, extra) in [
+        ("queued", &["--commit-delay", "3000"][..]),
+        ("uploaded", &["--write-behind", "0", "--commit-delay", "3000"][..]),
+    ] {
+        let mounted = account.mount_with(&format!("orphans-{label}"), extra);
+        let root = mounted.path("");
+        fs::create_dir(root.join(label)).unwrap();
+        let folder = root.join(label);
+        sh("echo a > x1 && rm x1 && echo a > y && echo b > y.tmp && mv y.tmp y", &folder);
+        assert_eq!(sorted_names(&folder), ["y"]);
+        sh(
+            "git init -q repo && cd repo && echo one > a && git add a && git -c user.name=t -c user.email=t@t \
+             commit -qm one && echo two > a && echo b > b && git add -A && git -c user.name=t -c user.email=t@t \
+             commit -qm two && git fsck --full",
+            &folder,
+        );
+        sh(&format!("tar xf '{}/tree.tar'", work.0.display()), &folder);
+        ok(mounted.unmount());
+        let report = ok(account.run(&["fsck", "/Vault"]));
+        let stdout = String::from_utf8_lossy(&report.stdout).into_owned();
+        assert!(stdout.contains(" 0 orphan(s), 0 missing"), "{label}: {stdout}");
+        let again = account.mount(&format!("orphans-{label}-again"));
+        let folder = again.path(label);
+        assert_eq!(fs::read(folder.join("y")).unwrap(), b"b\n");
+        assert!(!folder.join("x1").exists() && !folder.join("y.tmp").exists());
+        sh("cd repo && git fsck --full && git log --oneline | wc -l | grep -qx 2", &folder);
+        sh(&format!("diff -r '{}/tree' tree", work.0.display()), &folder);
+        ok(again.unmount());
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! Reliability against a real `cloakfs serve`: `cloakfs fsck` finds blobs no metadata names (left by a
-//! client that stopped between upload and commit) and entries the metadata names that are gone, and
-//! `--repair` removes only the orphans, under the folder lock.
+//! Reliability against a real `cloakfs serve` (which stages changes under a lock the way Nextcloud does):
+//! `cloakfs fsck` finds blobs no metadata names and entries the metadata names that are gone, and
+//! `--repair` removes only the orphans, under the folder lock, so that the server carries the removal out.
 
 #[path = "common/mount.rs"]
 mod mount;
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloakfs::remote::{NextcloudClient, ServerConfig};
+use cloakfs::remote::{NextcloudClient, Remote as _, ServerConfig};
 use mount::{ok, pattern, Account};
 use proxy::{Before, Proxy};
 use zeroize::Zeroizing;
@@ -34,6 +34,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Writes folder `file_id`'s current metadata again, unchanged, under `token`: the server then finalizes
+/// what was uploaded and deleted in that folder under the lock.
+async fn write_metadata_again(client: &NextcloudClient, file_id: u64, token: &cloakfs::remote::LockToken) {
+    let (json, signature) = client.metadata(file_id).await.unwrap().expect("the folder has metadata");
+    client.store_metadata(file_id, token, &json, &signature, false).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans() {
     let account = Account::new("fsck");
@@ -48,7 +55,8 @@ async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans(
         text(&clean.stdout)
     );
 
-    // A client that uploaded under the lock and stopped before writing metadata leaves an orphan.
+    // A client that uploads under the lock and then writes metadata that does not name the blob leaves an
+    // orphan (on Nextcloud only a metadata write under the lock makes its uploads and deletions final).
     let client = raw_client(&account);
     let vault = |segments: &[&str]| -> Vec<String> {
         std::iter::once("Vault").chain(segments.iter().copied()).map(str::to_owned).collect()
@@ -57,8 +65,9 @@ async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans(
     let vault_id = listing[0].file_id;
     let kept_blob = listing.iter().skip(1).find(|entry| !entry.is_dir).unwrap().name.clone();
     let orphan = "0123456789abcdef0123456789abcdef";
-    let token = client.lock_folder(vault_id, 1000, None).await.unwrap();
+    let token = client.lock_folder(vault_id, 100, None).await.unwrap();
     client.put(&vault(&[orphan]), Bytes::from_static(b"not a real blob"), Some(&token), None).await.unwrap();
+    write_metadata_again(&client, vault_id, &token).await;
     client.unlock_folder(vault_id, &token, false).await.unwrap();
 
     let found = account.run(&["fsck", "/Vault"]);
@@ -75,8 +84,9 @@ async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans(
     assert_eq!(ok(account.run(&["get", "/Vault/kept.txt", "-"])).stdout, b"kept through the repair");
 
     // A blob the metadata names is gone: reported as lost, and --repair does not pretend to fix it.
-    let token = client.lock_folder(vault_id, 2000, None).await.unwrap();
+    let token = client.lock_folder(vault_id, 1000, None).await.unwrap();
     client.delete(&vault(&[&kept_blob]), Some(&token)).await.unwrap();
+    write_metadata_again(&client, vault_id, &token).await;
     client.unlock_folder(vault_id, &token, false).await.unwrap();
     let lost = account.run(&["fsck", "--repair", "/Vault"]);
     assert!(!lost.status.success());

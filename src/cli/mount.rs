@@ -47,9 +47,10 @@ pub struct MountArgs {
     /// device changed a file this mount also changed (default: the host name). Stored encrypted.
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
-    /// Files up to this size are uploaded after close returns, while a batch is open and uploads succeed
-    /// (fast `tar x`, `cp -r`); larger files, and all files after a failed upload, are uploaded before close
-    /// returns so close reports errors. 0: close always waits. fsync always waits.
+    /// Files up to this size are queued at close and uploaded by the next commit, so close returns at once
+    /// (fast `tar x`, `cp -r`, `git`) and a file removed or replaced before the commit never reaches the
+    /// server; larger files, and all files after a failed upload, are uploaded before close returns so close
+    /// reports errors. 0: close always waits. fsync always waits for the server.
     #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
     pub write_behind: u64,
     /// Milliseconds of quiet after the last change before the batch is committed to the server.

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument as _;
 use zeroize::{Zeroize, Zeroizing};
 
+mod commit;
+
 use super::cache::{Plaintext, PlaintextCache};
 use super::content::{Content, ContentSink, Spill};
 use super::errno::{errno_of, errno_of_io, FsError};
@@ -32,6 +34,10 @@ use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{FileEntry, FolderMetadata};
 use crate::remote::{LockToken, Remote, RemoteEntry};
 use crate::vault::{mime_type, plaintext_len, FolderView, TreeRoot, Vault, VaultError};
+
+/// Commits an operation waits for at most until the folders it needs exist on the server (one level of new
+/// folders is created per commit).
+const MAX_COMMITS_TO_MATERIALIZE: usize = 64;
 
 /// After the server was found unreachable, cached listings are shown without asking it for this long.
 const OFFLINE_PAUSE: Duration = Duration::from_secs(10);
@@ -61,15 +67,15 @@ pub struct CoreOptions {
     pub spill_directory: std::path::PathBuf,
     /// This device's name in conflicted copies ("NAME (conflicted copy DEVICE DATE)").
     pub device: String,
-    /// Files up to this many bytes are uploaded after close returns (write-behind) while a batch is open
-    /// and the server answers; larger files, and every file while uploads fail, are uploaded before close
+    /// Files up to this many bytes are uploaded by the next commit after close returned (write-behind) while
+    /// the server answers; larger files, and every file while uploads fail, are uploaded before close
     /// returns, so close reports the error. 0: close always waits.
     pub write_behind: u64,
 }
 
-/// Uploads of closed files that run after close returned (write-behind), at most this many at a time; a
-/// close waits for a slot.
-pub const MAX_BACKGROUND_UPLOADS: usize = 8;
+/// Uploads a commit runs at once: requests in flight together hide the round trip (at 100 ms per request,
+/// 32 at a time upload 320 small files a second).
+pub const MAX_BACKGROUND_UPLOADS: usize = 32;
 
 /// Files up to this size are fetched ahead (see [`Core::prefetch_after`]).
 pub const PREFETCH_MAX_LEN: u64 = 1 << 20;
@@ -219,6 +225,26 @@ struct Dir {
     /// Created or moved in the open batch: the server shows it only after commit, so work inside it
     /// commits the batch first (as a real Nextcloud server stages such folders).
     staged: bool,
+    /// Exists on the server. `false`: made here and not created there yet (its contents are local too); a
+    /// commit creates it once its parent exists on the server.
+    on_server: bool,
+    /// Created on the server in the open batch (undone with the batch if the server drops our lock).
+    created: bool,
+}
+
+impl Dir {
+    /// A folder the server has, not loaded yet.
+    fn on_server(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            loaded: None,
+            children: BTreeMap::new(),
+            touched: false,
+            staged: false,
+            on_server: true,
+            created: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -247,6 +273,8 @@ struct File {
     kernel_cached: Option<String>,
     /// Removed from the tree while open.
     unlinked: bool,
+    /// Closed (or truncated) since its last change: the next commit uploads it.
+    queued: bool,
 }
 
 impl File {
@@ -266,6 +294,7 @@ impl File {
             error: None,
             kernel_cached: None,
             unlinked: false,
+            queued: false,
         }
     }
 }
@@ -289,12 +318,13 @@ struct Node {
 struct Batch {
     token: LockToken,
     counter: u64,
-    started: Instant,
-    last_change: Instant,
     /// Folders confirmed current under this lock.
     fresh: HashSet<u64>,
     /// Files uploaded in this batch.
     pending_files: Vec<u64>,
+    /// Server names of every blob uploaded under this lock: on Nextcloud they exist only as staged uploads
+    /// until unlock, so they can neither be deleted nor moved under it (see [`Core::delete_or_defer`]).
+    uploaded: HashSet<String>,
     /// A commit failed: when to try again.
     retry_at: Option<Instant>,
 }
@@ -312,6 +342,14 @@ struct State {
     retry_files_at: Option<Instant>,
     /// Shown as the time of folders without files.
     mounted_at: SystemTime,
+    /// The last change of the tree or of a file's content that a commit has to carry to the server.
+    last_change: Instant,
+    /// Since when changes are waiting for a commit (`None`: nothing is).
+    pending_since: Option<Instant>,
+    /// Blobs uploaded under an earlier lock that no metadata names any more (removed or replaced in the batch
+    /// that uploaded them), by folder: deleted in the next batch, whose metadata write makes Nextcloud
+    /// finalize the deletion.
+    deferred_deletes: Vec<(u64, String)>,
 }
 
 /// The file system. Operations are `async` and never block on the network while holding a lock.
@@ -327,6 +365,9 @@ pub struct Core<R: Remote> {
     spill: Arc<Spill>,
     gate: tokio::sync::RwLock<()>,
     begin: tokio::sync::Mutex<()>,
+    /// Held by the running commit ([`Self::commit_now`]): one commit at a time, and a caller that wants
+    /// everything on the server waits for the one in flight.
+    committing: tokio::sync::Mutex<()>,
     downloads: KeyedLocks<String>,
     uploads: KeyedLocks<u64>,
     owner: (u32, u32),
@@ -334,7 +375,7 @@ pub struct Core<R: Remote> {
     last_activity: Mutex<Instant>,
     /// Until when cached listings are shown without revalidation (the server was unreachable).
     offline_until: Mutex<Option<Instant>>,
-    /// Slots of write-behind uploads ([`MAX_BACKGROUND_UPLOADS`]); all free when none runs.
+    /// Slots of a commit's uploads ([`MAX_BACKGROUND_UPLOADS`]); all free when none runs.
     background: Arc<tokio::sync::Semaphore>,
     /// Server names of blobs being fetched ahead (each is fetched once).
     prefetching: Mutex<HashSet<String>>,
@@ -368,6 +409,13 @@ impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
         let mutex = lock(&self.0).entry(key.clone()).or_default().clone();
         let guard = mutex.clone().lock_owned().await;
         KeyedGuard { locks: self, key: key.clone(), _guard: guard, mutex }
+    }
+
+    /// The lock of `key` if nobody holds it.
+    fn try_lock(&self, key: &K) -> Option<KeyedGuard<'_, K>> {
+        let mutex = lock(&self.0).entry(key.clone()).or_default().clone();
+        let guard = mutex.clone().try_lock_owned().ok()?;
+        Some(KeyedGuard { locks: self, key: key.clone(), _guard: guard, mutex })
     }
 }
 
@@ -523,6 +571,27 @@ impl State {
         ino
     }
 
+    /// Moves node `ino` to `new_name` in `new_parent` in the inode table (and in its file entry's name).
+    fn relink(&mut self, ino: u64, new_parent: u64, new_name: &str) -> Result<(), FsError> {
+        let (parent, old_name) = {
+            let node = self.node(ino)?;
+            (node.parent, node.name.clone())
+        };
+        if let Ok(dir) = self.dir_mut(parent) {
+            if dir.children.get(&old_name) == Some(&ino) {
+                dir.children.remove(&old_name);
+            }
+        }
+        self.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
+        let node = self.node_mut(ino)?;
+        node.parent = new_parent;
+        node.name = Name(new_name.to_owned());
+        if let Kind::File(File { entry: Some(entry), .. }) = &mut node.kind {
+            entry.filename = Zeroizing::new(new_name.to_owned());
+        }
+        Ok(())
+    }
+
     /// Detaches `ino` from its parent's index; the node itself stays while files are open.
     fn detach(&mut self, ino: u64) {
         let Some(node) = self.nodes.get(&ino) else { return };
@@ -609,14 +678,18 @@ impl State {
         format!("/{}", names.join("/"))
     }
 
-    /// Whether `ino` or a folder above it is staged in the open batch.
-    fn staged_above(&self, ino: u64) -> bool {
+    /// Whether folder `ino` or a folder above it exists only here (made by mkdir, not created on the server
+    /// yet).
+    fn local_only(&self, ino: u64) -> bool {
+        self.any_folder_up_from(ino, |dir| !dir.on_server)
+    }
+
+    /// Whether `check` holds for folder `ino` (if it is one) or any folder above it.
+    fn any_folder_up_from(&self, ino: u64, check: impl Fn(&Dir) -> bool) -> bool {
         let mut current = ino;
         loop {
-            if let Ok(dir) = self.dir(current) {
-                if dir.staged {
-                    return true;
-                }
+            if self.dir(current).is_ok_and(&check) {
+                return true;
             }
             if current == ROOT_INO {
                 return false;
@@ -626,6 +699,20 @@ impl State {
                 None => return false,
             }
         }
+    }
+
+    /// The server name `ino` has on the server, if it has one (a file uploaded at least once, a folder that
+    /// exists there).
+    fn server_uid(&self, ino: u64) -> Option<String> {
+        match &self.node(ino).ok()?.kind {
+            Kind::Dir(dir) => dir.on_server.then(|| dir.uid.clone()),
+            Kind::File(file) => file.uid.clone(),
+        }
+    }
+
+    /// Whether `ino` or a folder above it is staged in the open batch.
+    fn staged_above(&self, ino: u64) -> bool {
+        self.any_folder_up_from(ino, |dir| dir.staged)
     }
 
     fn attributes(&self, ino: u64) -> Result<Attributes, FsError> {
@@ -661,6 +748,9 @@ impl<R: Remote> Core<R> {
             uploads: 0,
             retry_files_at: None,
             mounted_at: SystemTime::now(),
+            last_change: Instant::now(),
+            pending_since: None,
+            deferred_deletes: Vec::new(),
         };
         let root_path = root.remote_path.clone();
         let root_file_id = root.file_id;
@@ -669,13 +759,7 @@ impl<R: Remote> Core<R> {
             Node {
                 parent: ROOT_INO,
                 name: Name(String::new()),
-                kind: Kind::Dir(Box::new(Dir {
-                    uid: root_path.last().cloned().unwrap_or_default(),
-                    loaded: None,
-                    children: BTreeMap::new(),
-                    touched: false,
-                    staged: false,
-                })),
+                kind: Kind::Dir(Box::new(Dir::on_server(&root_path.last().cloned().unwrap_or_default()))),
             },
         );
         // SAFETY of unwraps: none; getuid/getgid cannot fail.
@@ -691,6 +775,7 @@ impl<R: Remote> Core<R> {
             state: Mutex::new(state),
             gate: tokio::sync::RwLock::new(()),
             begin: tokio::sync::Mutex::new(()),
+            committing: tokio::sync::Mutex::new(()),
             downloads: KeyedLocks::new(),
             uploads: KeyedLocks::new(),
             owner,
@@ -744,11 +829,20 @@ impl<R: Remote> Core<R> {
                 }
                 file.dirty = false;
                 file.pending = false;
+                file.queued = false;
                 file.error = None;
                 file.content = None;
             }
         }
+        if !state.deferred_deletes.is_empty() {
+            tracing::warn!(
+                blobs = state.deferred_deletes.len(),
+                "dropping deferred deletions; `cloakfs fsck --repair` removes those blobs"
+            );
+            state.deferred_deletes.clear();
+        }
         state.retry_files_at = None;
+        state.pending_since = None;
         dropped
     }
 
@@ -784,16 +878,7 @@ impl<R: Remote> Core<R> {
                 Some((child, Node { kind: Kind::Dir(existing), .. })) if existing.uid == *uid => {
                     keep.insert(name, child);
                 }
-                _ => create.push((
-                    name,
-                    Kind::Dir(Box::new(Dir {
-                        uid: uid.clone(),
-                        loaded: None,
-                        children: BTreeMap::new(),
-                        touched: false,
-                        staged: false,
-                    })),
-                )),
+                _ => create.push((name, Kind::Dir(Box::new(Dir::on_server(uid))))),
             }
         }
         for (uid, entry) in &folder.files {
@@ -828,6 +913,9 @@ impl<R: Remote> Core<R> {
                 Some(Kind::File(file)) if file.dirty || file.pending || file.uid.is_none() => {
                     keep.insert(name.clone(), *child);
                 }
+                Some(Kind::Dir(dir)) if !dir.on_server => {
+                    keep.insert(name.clone(), *child);
+                }
                 _ => vanished.push(*child),
             }
         }
@@ -852,6 +940,10 @@ impl<R: Remote> Core<R> {
     /// Makes sure folder `ino` is loaded and not older than the dir cache time (outside a batch: inside,
     /// our lock keeps it current).
     async fn ensure_current(&self, ino: u64) -> Result<(), FsError> {
+        if self.state().local_only(ino) {
+            // Made here and not on the server yet: its listing is ours alone.
+            return Ok(());
+        }
         if self.state().staged_above(ino) {
             self.commit_now().await?;
         }
@@ -1169,6 +1261,8 @@ impl<R: Remote> Core<R> {
 
     fn mark_changed(file: &mut File) {
         file.dirty = true;
+        // Uploaded at the next close (or fsync), not while it is being written.
+        file.queued = false;
         file.version += 1;
         file.mtime = SystemTime::now();
         file.kernel_cached = None;
@@ -1242,8 +1336,8 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    /// Whether a closed file of `size` bytes may be uploaded after close returns: it is small, a batch is
-    /// open (the lock is held, so the server answered moments ago) and nothing failed since.
+    /// Whether a closed file of `size` bytes may wait for the commit to be uploaded (write-behind): it is
+    /// small, the server answers, and no upload or commit failed since.
     fn may_write_behind(&self, size: u64) -> bool {
         let offline = lock(&self.offline_until).is_some_and(|until| Instant::now() < until);
         if size > self.options.write_behind || offline {
@@ -1252,39 +1346,40 @@ impl<R: Remote> Core<R> {
         let state = self.state();
         state.retry_files_at.is_none()
             && state.commit_error.is_none()
-            && state.batch.as_ref().is_some_and(|batch| batch.retry_at.is_none())
+            && state.batch.as_ref().is_none_or(|batch| batch.retry_at.is_none())
     }
 
-    /// Close (FUSE flush): uploads the file if it changed. Small files are uploaded in the background while
-    /// the server is healthy (see [`CoreOptions::write_behind`]); otherwise the upload's error reaches the
-    /// program. Either way the content stays in RAM until the server has it.
-    pub async fn close(self: &Arc<Self>, ino: u64) -> Result<(), FsError>
-    where
-        R: 'static,
-    {
+    /// Close (FUSE flush). A changed small file is queued for the next commit, which uploads it (see
+    /// [`CoreOptions::write_behind`]): close returns once the batch's lock is held (at once within a burst;
+    /// the first close of a burst waits for the lock, which proves the server answers, so an outage is still
+    /// reported by close), and a file removed or replaced before the commit (a lock file, a temporary) never
+    /// reaches the server. Other changed files are uploaded before close returns, so the program sees the
+    /// error. Either way the content stays in RAM until the server has it.
+    pub async fn close(&self, ino: u64) -> Result<(), FsError> {
         let Ok((dirty, size)) = self.state().file(ino).map(|file| (file.dirty, file.size)) else { return Ok(()) };
         if !dirty {
             return Ok(());
         }
         if self.may_write_behind(size) {
-            if let Ok(slot) = self.background.clone().acquire_owned().await {
-                let core = self.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    if let Err(error) = core.write_back(ino).await {
-                        tracing::warn!(
-                            errno = error.0,
-                            "upload after close failed; the file stays in RAM and is retried"
-                        );
-                    }
-                });
-                return Ok(());
+            if let Err(error) = self.ensure_batch().await {
+                let mut state = self.state();
+                if let Ok(file) = state.file_mut(ino) {
+                    file.error = Some(format!("upload failed: {}", error.describe()));
+                }
+                state.retry_files_at = Some(Instant::now() + self.options.retry_interval);
+                return Err(error);
             }
+            let mut state = self.state();
+            if let Ok(file) = state.file_mut(ino) {
+                file.queued = true;
+            }
+            Self::note_change(&mut state);
+            return Ok(());
         }
         self.write_back(ino).await
     }
 
-    /// Waits until no write-behind upload runs (before fsyncdir, unmount and lock commit).
+    /// Waits until no upload of a commit runs (before names change, and before fsyncdir, unmount and lock).
     pub async fn wait_for_background(&self) {
         if let Ok(all) = self.background.acquire_many(MAX_BACKGROUND_UPLOADS as u32).await {
             drop(all);
@@ -1316,29 +1411,35 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    /// Waits while a folder above `ino` is staged (commits first), then enters the batch: returns the gate
-    /// guard and the lock token.
+    /// Waits while one of `folders` (or a folder above) is staged in the open batch or exists only here
+    /// (commits until the server has it), then enters the batch: returns the gate guard and the lock token,
+    /// with every folder of `folders` current under the lock.
     async fn enter_batch(&self, folders: &[u64]) -> Result<(tokio::sync::RwLockReadGuard<'_, ()>, LockToken), FsError> {
+        let waiting = |state: &State| folders.iter().any(|ino| state.staged_above(*ino) || state.local_only(*ino));
+        let mut commits = 0;
         loop {
-            let staged = {
-                let state = self.state();
-                folders.iter().any(|ino| state.staged_above(*ino))
-            };
-            if staged {
-                self.commit_now().await?;
+            if waiting(&self.state()) {
+                // Each commit creates one more level of new folders; deeper than this is a folder the server
+                // keeps refusing.
+                if commits == MAX_COMMITS_TO_MATERIALIZE {
+                    return Err(FsError::IO);
+                }
+                commits += 1;
+                tracing::debug!(commits, "enter_batch: waiting for a folder to reach the server");
+                Box::pin(self.commit_now()).await?;
+                continue;
             }
+            tracing::trace!("enter_batch: gate");
             let gate = self.gate.read().await;
-            let staged = {
-                let state = self.state();
-                folders.iter().any(|ino| state.staged_above(*ino))
-            };
-            if staged {
+            tracing::trace!("enter_batch: gate taken");
+            if waiting(&self.state()) {
                 continue;
             }
             let token = self.ensure_batch().await?;
-            for ino in folders {
-                self.ensure_fresh_in_batch(*ino).await?;
-            }
+            let mut distinct = folders.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            futures_util::future::try_join_all(distinct.iter().map(|ino| self.ensure_fresh_in_batch(*ino))).await?;
             return Ok((gate, token));
         }
     }
@@ -1370,10 +1471,9 @@ impl<R: Remote> Core<R> {
             state.batch = Some(Batch {
                 token: locked.token,
                 counter: locked.counter,
-                started: Instant::now(),
-                last_change: Instant::now(),
                 fresh: HashSet::new(),
                 pending_files: Vec::new(),
+                uploaded: HashSet::new(),
                 retry_at: None,
             });
         }
@@ -1416,15 +1516,29 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    fn touch_batch(state: &mut State) {
-        if let Some(batch) = state.batch.as_mut() {
-            batch.last_change = Instant::now();
-        }
+    /// Records a change a commit has to carry to the server (the commit waits for `--commit-delay` after the
+    /// last one).
+    fn note_change(state: &mut State) {
+        state.last_change = Instant::now();
+        state.pending_since.get_or_insert(state.last_change);
     }
 
     /// Encrypts file `ino` with a fresh key and nonce and uploads it into the open batch.
     async fn write_back(&self, ino: u64) -> Result<(), FsError> {
-        let _one_upload = self.uploads.lock(&ino).await;
+        let one_upload = self.uploads.lock(&ino).await;
+        self.write_back_holding(ino, one_upload).await
+    }
+
+    /// [`Self::write_back`] for a commit: skips a file whose upload another task runs (that task may be
+    /// waiting for this very commit).
+    async fn write_back_unless_busy(&self, ino: u64) -> Result<(), FsError> {
+        match self.uploads.try_lock(&ino) {
+            Some(one_upload) => self.write_back_holding(ino, one_upload).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_back_holding(&self, ino: u64, _one_upload: KeyedGuard<'_, u64>) -> Result<(), FsError> {
         let parent = {
             let mut state = self.state();
             // Removed and forgotten meanwhile (a write-behind upload after an unlink): nothing to upload.
@@ -1452,7 +1566,7 @@ impl<R: Remote> Core<R> {
 
     async fn upload(&self, ino: u64, parent: u64) -> Result<(), FsError> {
         let (_gate, token) = self.enter_batch(&[parent]).await?;
-        let (name, content, version, reuse_uid, path) = {
+        let (_, content, version, reuse_uid, path) = {
             let state = self.state();
             let node = state.node(ino)?;
             let Kind::File(file) = &node.kind else { return Err(FsError::IS_A_DIRECTORY) };
@@ -1474,6 +1588,9 @@ impl<R: Remote> Core<R> {
                 encrypting.abandon();
                 return Err(self.fail(error));
             }
+            if let Some(batch) = self.state().batch.as_mut() {
+                batch.uploaded.insert(uid.clone());
+            }
             encrypting.sealed().await.map_err(|error| {
                 tracing::error!(%error, "encryption failed");
                 FsError::IO
@@ -1481,6 +1598,29 @@ impl<R: Remote> Core<R> {
         }
         .instrument(tracing::info_span!("upload", server_name = %uid, len = blob_len))
         .await?;
+        // Renamed, moved or removed while the blob was on its way (a rename does not wait for an upload
+        // that a commit started): the entry takes the file's name as it is now; a blob left in a folder the
+        // file is no longer in is deleted in the next batch and the file is uploaded again where it is.
+        let name = {
+            let mut state = self.state();
+            let now = state.nodes.get(&ino).map(|node| (node.parent, node.name.clone()));
+            let unlinked = state.file(ino).map(|file| file.unlinked).unwrap_or(true);
+            match now {
+                Some((now_parent, now_name)) if now_parent == parent && !unlinked => now_name,
+                _ => {
+                    tracing::debug!(server_name = %uid, "moved or removed during its upload; deleting that blob later");
+                    state.deferred_deletes.push((parent, uid.clone()));
+                    if let Ok(file) = state.file_mut(ino) {
+                        if !file.unlinked {
+                            file.dirty = true;
+                            file.queued = true;
+                        }
+                    }
+                    Self::note_change(&mut state);
+                    return Ok(());
+                }
+            }
+        };
         // The server's current blob under this name (our lock made the listing current). If it is the
         // version this content was based on, it is replaced; if another client wrote it since (or created
         // the name while we created ours), both stay: ours under a conflicted-copy name.
@@ -1514,16 +1654,17 @@ impl<R: Remote> Core<R> {
             }
         };
         if let Some(old) = &replaced {
-            let mut old_path = path.clone();
-            old_path.push(old.clone());
-            if let Err(error) = self.vault.delete_blob(&old_path, &token).await {
-                tracing::warn!(%error, server_name = %old, "could not delete the replaced blob; it stays as an orphan");
+            if let Err(error) = self.delete_or_defer(parent, old, &token).await {
+                tracing::warn!(errno = error.0, server_name = %old, "could not delete the replaced blob; retrying later");
+                let mut state = self.state();
+                state.deferred_deletes.push((parent, old.clone()));
+                Self::note_change(&mut state);
             }
             lock(&self.cache).remove(old);
         }
         let mut state = self.state();
         state.uploads += 1;
-        Self::touch_batch(&mut state);
+        Self::note_change(&mut state);
         let name = match conflict_name {
             None => name,
             Some((conflict, theirs)) => {
@@ -1558,11 +1699,40 @@ impl<R: Remote> Core<R> {
         file.error = None;
         if file.version == version {
             file.dirty = false;
+            file.queued = false;
         }
         if let Some(batch) = state.batch.as_mut() {
             batch.pending_files.push(ino);
         }
         Ok(())
+    }
+
+    /// Deletes blob or folder `uid` of folder `parent` under the batch lock. One uploaded or created under
+    /// this same lock cannot be deleted yet: on Nextcloud it exists only as a staged upload, whose DELETE
+    /// answers 404 and removes nothing, and unlock would turn it into an orphan. Such a deletion is deferred
+    /// to the next batch (after this one commits it), whose metadata write of `parent` finalizes it.
+    async fn delete_or_defer(&self, parent: u64, uid: &str, token: &LockToken) -> Result<(), FsError> {
+        let path = {
+            let mut state = self.state();
+            if state.batch.as_ref().is_some_and(|batch| batch.uploaded.contains(uid)) {
+                tracing::debug!(server_name = %uid, "uploaded under the open lock; deleting it in the next batch");
+                state.deferred_deletes.push((parent, uid.to_owned()));
+                Self::note_change(&mut state);
+                return Ok(());
+            }
+            let mut path = state.remote_path(&self.root_path, parent)?;
+            path.push(uid.to_owned());
+            path
+        };
+        match self.vault.delete_blob(&path, token).await {
+            Ok(()) => Ok(()),
+            // The blob was committed before this lock (not staged): 404 means another client removed it.
+            Err(VaultError::Remote(error)) if error.status() == Some(404) => {
+                tracing::warn!(server_name = %uid, "already gone on the server");
+                Ok(())
+            }
+            Err(error) => Err(self.fail(error)),
+        }
     }
 
     // ----- namespace changes -----
@@ -1582,6 +1752,7 @@ impl<R: Remote> Core<R> {
             error: None,
             kernel_cached: None,
             unlinked: false,
+            queued: false,
         }
     }
 
@@ -1620,30 +1791,19 @@ impl<R: Remote> Core<R> {
         self.state().attributes(ino)
     }
 
-    /// Creates an encrypted sub-folder.
+    /// Creates an encrypted sub-folder. It exists only here until a commit creates it on the server (MKCOL,
+    /// flag, first metadata) once its parent is there: a `tar x` or `git clone` never waits for the server
+    /// at a mkdir, and a tree of new folders costs one commit per level, not several round trips per folder.
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
         validate_name(name)?;
         self.ensure_current(parent).await?;
-        let (_gate, token) = self.enter_batch(&[parent]).await?;
-        if self.state().child(parent, name)?.is_some() {
+        let mut state = self.state();
+        if state.child(parent, name)?.is_some() {
             return Err(FsError::EXISTS);
         }
-        let uid = random_server_name();
-        let mut path = self.state().remote_path(&self.root_path, parent)?;
-        path.push(uid.clone());
-        self.vault.create_sub_folder(&self.tree, &path, &token).await.map_err(|error| self.fail(error))?;
-        let mut state = self.state();
-        Self::touch_batch(&mut state);
-        {
-            let dir = state.dir_mut(parent)?;
-            dir.touched = true;
-            dir.loaded.as_mut().ok_or(FsError::IO)?.folder.folders.insert(uid.clone(), Zeroizing::new(name.to_owned()));
-        }
-        let ino = state.allocate(
-            parent,
-            name,
-            Kind::Dir(Box::new(Dir { uid, loaded: None, children: BTreeMap::new(), touched: false, staged: true })),
-        );
+        let dir = Dir { on_server: false, ..Dir::on_server(&random_server_name()) };
+        let ino = state.allocate(parent, name, Kind::Dir(Box::new(dir)));
+        Self::note_change(&mut state);
         Ok(Attributes { ino, kind: NodeType::Directory, size: 0, mtime: SystemTime::now() })
     }
 
@@ -1654,11 +1814,17 @@ impl<R: Remote> Core<R> {
         self.wait_for_background().await;
         self.ensure_current(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
-        let seen_uid = self.state().file(ino)?.uid.clone();
-        if seen_uid.is_none() {
-            self.state().detach(ino);
-            return Ok(());
-        }
+        let seen_uid = {
+            // Checked and detached under one hold of the state (an upload may be finishing right now).
+            let mut state = self.state();
+            let seen_uid = state.file(ino)?.uid.clone();
+            if seen_uid.is_none() {
+                state.detach(ino);
+                Self::note_change(&mut state);
+                return Ok(());
+            }
+            seen_uid
+        };
         let (_gate, token) = self.enter_batch(&[parent]).await?;
         // Under the lock the listing is current: if another client replaced the file since we saw it, its
         // newer version stays (an edit wins over a concurrent delete); if it deleted it, we are done.
@@ -1678,29 +1844,16 @@ impl<R: Remote> Core<R> {
 
     /// Deletes `ino`'s blob or folder under the batch lock and drops it from `parent`'s metadata.
     async fn remove_entry(&self, parent: u64, ino: u64, token: &LockToken) -> Result<(), FsError> {
-        let (uid, is_dir, path) = {
+        let (uid, is_dir) = {
             let state = self.state();
-            let node = state.node(ino)?;
-            let (uid, is_dir) = match &node.kind {
-                Kind::Dir(dir) => (Some(dir.uid.clone()), true),
-                Kind::File(file) => (file.uid.clone(), false),
-            };
-            (uid, is_dir, state.remote_path(&self.root_path, parent)?)
+            (state.server_uid(ino), matches!(state.node(ino)?.kind, Kind::Dir(_)))
         };
         if let Some(uid) = &uid {
-            let mut blob_path = path;
-            blob_path.push(uid.clone());
-            match self.vault.delete_blob(&blob_path, token).await {
-                Ok(()) => {}
-                Err(VaultError::Remote(error)) if error.status() == Some(404) => {
-                    tracing::warn!(server_name = %uid, "already gone on the server");
-                }
-                Err(error) => return Err(self.fail(error)),
-            }
+            self.delete_or_defer(parent, uid, token).await?;
             lock(&self.cache).remove(uid);
         }
         let mut state = self.state();
-        Self::touch_batch(&mut state);
+        Self::note_change(&mut state);
         {
             let dir = state.dir_mut(parent)?;
             dir.touched = true;
@@ -1733,7 +1886,14 @@ impl<R: Remote> Core<R> {
         if !self.state().dir(ino)?.children.is_empty() {
             return Err(FsError::NOT_EMPTY);
         }
-        let (_gate, token) = self.enter_batch(&[parent, ino]).await?;
+        if self.state().local_only(ino) {
+            // Never created on the server: nothing to remove there.
+            let mut state = self.state();
+            state.detach(ino);
+            Self::note_change(&mut state);
+            return Ok(());
+        }
+        let (_gate, token) = self.enter_batch(&[parent]).await?;
         if !self.state().dir(ino)?.children.is_empty() {
             return Err(FsError::NOT_EMPTY);
         }
@@ -1749,7 +1909,7 @@ impl<R: Remote> Core<R> {
         new_name: &str,
         no_replace: bool,
     ) -> Result<(), FsError> {
-        // Write-behind uploads name their files as they are now: let them finish before names change.
+        // Uploads of a commit name their files as they are now: let them finish before names change.
         self.wait_for_background().await;
         validate_name(name)?;
         validate_name(new_name)?;
@@ -1770,42 +1930,70 @@ impl<R: Remote> Core<R> {
                 current = self.parent_of(current);
             }
         }
-        let (_gate, token) = self.enter_batch(&[parent, new_parent]).await?;
-        let source = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
-        if source != ino {
-            return Err(FsError::NOT_FOUND);
-        }
         if parent == new_parent && name == new_name {
             return Ok(());
         }
-        // The target, if any, is replaced (POSIX rules), unless RENAME_NOREPLACE.
         let target = self.state().child(new_parent, new_name)?;
         if let Some(target) = target {
-            if no_replace {
-                return Err(FsError::EXISTS);
-            }
-            let target_is_dir = matches!(self.state().node(target)?.kind, Kind::Dir(_));
-            match (is_dir, target_is_dir) {
-                (false, true) => return Err(FsError::IS_A_DIRECTORY),
-                (true, false) => return Err(FsError::NOT_A_DIRECTORY),
-                (true, true) => {
-                    drop(_gate);
-                    self.ensure_current(target).await?;
-                    if !self.state().dir(target)?.children.is_empty() {
-                        return Err(FsError::NOT_EMPTY);
-                    }
-                    return Box::pin(self.rename_after_removing(parent, name, new_parent, new_name, target)).await;
-                }
-                (false, false) => {}
-            }
-            self.remove_entry(new_parent, target, &token).await?;
+            self.check_replace(is_dir, target, no_replace).await?;
         }
-        self.move_entry(ino, parent, new_parent, new_name, &token).await?;
+        // Nothing of the source on the server (a new file or folder), nor of the target: a local change.
+        // Decided and done under one hold of the state: an upload finishing meanwhile would otherwise name
+        // its blob after the old name.
+        {
+            let mut state = self.state();
+            let target = state.child(new_parent, new_name)?;
+            let local =
+                state.server_uid(ino).is_none() && target.is_none_or(|target| state.server_uid(target).is_none());
+            if local {
+                if let Some(target) = target {
+                    state.detach(target);
+                }
+                state.relink(ino, new_parent, new_name)?;
+                Self::note_change(&mut state);
+                return Ok(());
+            }
+        }
+        if parent != new_parent {
+            // A blob uploaded, or a folder created or moved, under the open lock is staged on Nextcloud: a
+            // MOVE of it would answer 404. Commit it first.
+            let in_batch = {
+                let state = self.state();
+                let uploaded = state
+                    .server_uid(ino)
+                    .zip(state.batch.as_ref())
+                    .is_some_and(|(uid, batch)| batch.uploaded.contains(&uid));
+                uploaded || state.staged_above(ino)
+            };
+            if in_batch {
+                self.commit_now().await?;
+            }
+        }
+        let mut folders = vec![parent, new_parent];
+        let target = self.state().child(new_parent, new_name)?;
+        if let Some(target) = target {
+            if matches!(self.state().node(target)?.kind, Kind::Dir(_)) && !self.state().local_only(target) {
+                folders.push(target);
+            }
+        }
+        let (_gate, token) = self.enter_batch(&folders).await?;
+        // Under the lock the listings are current: check again what the names stand for.
+        if self.state().child(parent, name)? != Some(ino) {
+            return Err(FsError::NOT_FOUND);
+        }
+        let target = self.state().child(new_parent, new_name)?;
+        if let Some(target) = target {
+            if target != ino {
+                self.check_replace(is_dir, target, no_replace).await?;
+                self.remove_entry(new_parent, target, &token).await?;
+            }
+        }
+        let moved_on_server = self.move_entry(ino, parent, new_parent, new_name, &token).await?;
         drop(_gate);
-        if parent != new_parent && !is_dir {
+        if moved_on_server {
             // The server applies a MOVE under a lock only at unlock (a real Nextcloud server stages its
             // destination): a later write or delete of the blob at its new place in the same batch would
-            // miss it and leave an orphan. Commit now; a failure is retried in the background.
+            // miss it. Commit now; a failure is retried in the background.
             if let Err(error) = self.commit_now().await {
                 tracing::debug!(errno = error.0, "commit after a move failed; retrying later");
             }
@@ -1813,20 +2001,30 @@ impl<R: Remote> Core<R> {
         Ok(())
     }
 
-    async fn rename_after_removing(
-        &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
-        target: u64,
-    ) -> Result<(), FsError> {
-        let (_gate, token) = self.enter_batch(&[parent, new_parent, target]).await?;
-        self.remove_entry(new_parent, target, &token).await?;
-        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
-        self.move_entry(ino, parent, new_parent, new_name, &token).await
+    /// POSIX rules for renaming onto `target`: not with RENAME_NOREPLACE, a file onto a file, a folder onto an
+    /// empty folder.
+    async fn check_replace(&self, is_dir: bool, target: u64, no_replace: bool) -> Result<(), FsError> {
+        if no_replace {
+            return Err(FsError::EXISTS);
+        }
+        let target_is_dir = matches!(self.state().node(target)?.kind, Kind::Dir(_));
+        match (is_dir, target_is_dir) {
+            (false, true) => Err(FsError::IS_A_DIRECTORY),
+            (true, false) => Err(FsError::NOT_A_DIRECTORY),
+            (true, true) => {
+                self.ensure_current(target).await?;
+                if self.state().dir(target)?.children.is_empty() {
+                    Ok(())
+                } else {
+                    Err(FsError::NOT_EMPTY)
+                }
+            }
+            (false, false) => Ok(()),
+        }
     }
 
+    /// Moves `ino` to `new_name` in `new_parent` under the batch lock: a MOVE on the server if it changes
+    /// folder and exists there, and the metadata of both folders. Returns whether the server moved something.
     async fn move_entry(
         &self,
         ino: u64,
@@ -1834,26 +2032,31 @@ impl<R: Remote> Core<R> {
         new_parent: u64,
         new_name: &str,
         token: &LockToken,
-    ) -> Result<(), FsError> {
+    ) -> Result<bool, FsError> {
         let (uid, is_dir, from_path, to_path) = {
             let state = self.state();
-            let (uid, is_dir) = match &state.node(ino)?.kind {
-                Kind::Dir(dir) => (Some(dir.uid.clone()), true),
-                Kind::File(file) => (file.uid.clone(), false),
-            };
-            (uid, is_dir, state.remote_path(&self.root_path, parent)?, state.remote_path(&self.root_path, new_parent)?)
+            let is_dir = matches!(state.node(ino)?.kind, Kind::Dir(_));
+            (
+                state.server_uid(ino),
+                is_dir,
+                state.remote_path(&self.root_path, parent)?,
+                state.remote_path(&self.root_path, new_parent)?,
+            )
         };
-        if let Some(uid) = &uid {
-            if parent != new_parent {
-                let mut from = from_path;
-                from.push(uid.clone());
-                let mut to = to_path;
-                to.push(uid.clone());
-                self.vault.move_blob(&from, &to, token).await.map_err(|error| self.fail(error))?;
+        let moved_on_server = uid.is_some() && parent != new_parent;
+        if let (Some(uid), true) = (&uid, moved_on_server) {
+            let mut from = from_path;
+            from.push(uid.clone());
+            let mut to = to_path;
+            to.push(uid.clone());
+            self.vault.move_blob(&from, &to, token).await.map_err(|error| self.fail(error))?;
+            // Staged at its destination until unlock, like an upload.
+            if let Some(batch) = self.state().batch.as_mut() {
+                batch.uploaded.insert(uid.clone());
             }
         }
         let mut state = self.state();
-        Self::touch_batch(&mut state);
+        Self::note_change(&mut state);
         if let Some(uid) = &uid {
             let (folder_name, entry, blob) = {
                 let dir = state.dir_mut(parent)?;
@@ -1880,238 +2083,11 @@ impl<R: Remote> Core<R> {
                 }
             }
         }
-        let old_name = state.node(ino)?.name.clone();
-        if let Ok(dir) = state.dir_mut(parent) {
-            dir.children.remove(&old_name);
+        state.relink(ino, new_parent, new_name)?;
+        if let (true, Kind::Dir(dir)) = (moved_on_server, &mut state.node_mut(ino)?.kind) {
+            dir.staged = true;
         }
-        state.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
-        let node = state.node_mut(ino)?;
-        node.parent = new_parent;
-        node.name = Name(new_name.to_owned());
-        match &mut node.kind {
-            Kind::Dir(dir) if parent != new_parent => dir.staged = true,
-            Kind::File(file) if file.entry.is_some() => {
-                if let Some(entry) = file.entry.as_mut() {
-                    entry.filename = Zeroizing::new(new_name.to_owned());
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    // ----- commits -----
-
-    /// Commits the open batch: writes the metadata of every folder it touched (the root with the lock's
-    /// counter, the others with their counter + 1) and unlocks. Returns when the server has it.
-    pub async fn commit_now(&self) -> Result<(), FsError> {
-        let _gate = self.gate.write().await;
-        let Some(batch) = self.state().batch.take() else { return Ok(()) };
-        let mut writes: Vec<(u64, FolderView, FolderMetadata)> = Vec::new();
-        {
-            let state = self.state();
-            for (ino, node) in &state.nodes {
-                if let Kind::Dir(dir) = &node.kind {
-                    if let (true, Some(loaded)) = (dir.touched, &dir.loaded) {
-                        let mut folder = loaded.folder.clone();
-                        folder.counter =
-                            if *ino == ROOT_INO { batch.counter } else { loaded.view.folder().counter + 1 };
-                        writes.push((*ino, loaded.view.clone(), folder));
-                    }
-                }
-            }
-        }
-        let result = async {
-            tracing::debug!("committing");
-            for (_, view, folder) in &writes {
-                self.vault.store_folder(&self.tree, view, folder, &batch.token).await?;
-            }
-            self.vault.unlock(self.root_file_id, &batch.token, false).await
-        }
-        .instrument(tracing::info_span!(
-            "commit",
-            file_id = self.root_file_id,
-            counter = batch.counter,
-            folders = writes.len()
-        ))
-        .await;
-        match result {
-            Ok(()) => {
-                self.committed(batch, writes);
-                Ok(())
-            }
-            Err(error) => {
-                // 403 wrong token, 404 not locked, 412 folder not locked: the server dropped our lock.
-                let lock_lost =
-                    matches!(&error, VaultError::Remote(remote) if matches!(remote.status(), Some(403 | 404 | 412)));
-                let errno = self.fail(error);
-                self.commit_failed(batch, errno, lock_lost).await;
-                Err(errno)
-            }
-        }
-    }
-
-    fn committed(&self, batch: Batch, writes: Vec<(u64, FolderView, FolderMetadata)>) {
-        let mut state = self.state();
-        state.commits += 1;
-        state.commit_error = None;
-        for (ino, mut view, folder) in writes {
-            if let Err(error) = self.vault.record_counter(view.file_id, folder.counter) {
-                tracing::warn!(%error, "could not record the folder counter");
-            }
-            view.decoded.folder = folder;
-            if let Ok(dir) = state.dir_mut(ino) {
-                dir.touched = false;
-                if let Some(loaded) = dir.loaded.as_mut() {
-                    loaded.view = view;
-                }
-            }
-        }
-        for node in state.nodes.values_mut() {
-            if let Kind::Dir(dir) = &mut node.kind {
-                dir.staged = false;
-                dir.touched = false;
-            }
-        }
-        let mut cache = lock(&self.cache);
-        for ino in batch.pending_files {
-            let Ok(file) = state.file_mut(ino) else { continue };
-            file.pending = false;
-            file.uid_in_batch = false;
-            if !file.dirty {
-                if let (Some(uid), Some(content)) = (&file.uid, &file.content) {
-                    cache.insert(uid, content.clone());
-                }
-                if file.open_handles == 0 {
-                    file.content = None;
-                }
-            }
-        }
-        tracing::debug!(file_id = self.root_file_id, counter = batch.counter, "batch committed");
-    }
-
-    async fn commit_failed(&self, mut batch: Batch, errno: FsError, lock_lost: bool) {
-        if !lock_lost {
-            // The lock is still ours (a network or server error): keep the batch and try again later.
-            batch.retry_at = Some(Instant::now() + self.options.retry_interval);
-            let mut state = self.state();
-            state.commit_error = Some(format!("commit failed ({}); retrying", errno.describe()));
-            state.batch = Some(batch);
-            return;
-        }
-        // The server no longer honours our lock: it rolled the batch back. Files go back to dirty (their
-        // plaintext is still here) and the touched folders are read again.
-        if let Err(error) = self.vault.unlock(self.root_file_id, &batch.token, true).await {
-            tracing::debug!(%error, "abort after a lost lock");
-        }
-        let mut state = self.state();
-        state.commit_error = Some(format!(
-            "the server dropped our lock ({}); file contents will be uploaded again, \
-             renames and deletions of that batch were lost",
-            errno.describe()
-        ));
-        for ino in batch.pending_files {
-            if let Ok(file) = state.file_mut(ino) {
-                if file.pending {
-                    file.pending = false;
-                    file.uid_in_batch = false;
-                    file.dirty = true;
-                    file.uid = None;
-                    file.entry = None;
-                }
-            }
-        }
-        for node in state.nodes.values_mut() {
-            if let Kind::Dir(dir) = &mut node.kind {
-                if dir.touched || dir.staged {
-                    dir.loaded = None;
-                }
-                dir.touched = false;
-                dir.staged = false;
-            }
-        }
-        state.retry_files_at = Some(Instant::now());
-    }
-
-    /// Abandons a batch that could not be set up (unlock with abort).
-    async fn abandon_batch(&self) {
-        let batch = self.state().batch.take();
-        if let Some(batch) = batch {
-            if let Err(error) = self.vault.unlock(self.root_file_id, &batch.token, true).await {
-                tracing::warn!(%error, "could not abort the lock");
-            }
-        }
-    }
-
-    /// One round of background work: commit a quiet or old batch, retry failed uploads.
-    pub async fn tick(&self) {
-        let due = {
-            let state = self.state();
-            state.batch.as_ref().is_some_and(|batch| {
-                let waited = batch.retry_at.is_none_or(|at| Instant::now() >= at);
-                waited
-                    && (batch.last_change.elapsed() >= self.options.commit_delay
-                        || batch.started.elapsed() >= self.options.max_batch_age)
-            })
-        };
-        if due {
-            if let Err(error) = self.commit_now().await {
-                tracing::warn!(errno = error.0, "background commit failed; will retry");
-            }
-        }
-        let retry = {
-            let mut state = self.state();
-            match state.retry_files_at {
-                Some(at) if Instant::now() >= at => {
-                    state.retry_files_at = None;
-                    state
-                        .nodes
-                        .iter()
-                        .filter_map(|(ino, node)| match &node.kind {
-                            Kind::File(file) if file.dirty && file.open_handles == 0 => Some(*ino),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>()
-                }
-                _ => Vec::new(),
-            }
-        };
-        for ino in retry {
-            if let Err(error) = self.write_back(ino).await {
-                tracing::warn!(errno = error.0, "retrying a failed upload failed; will retry");
-            }
-        }
-    }
-
-    /// Uploads every dirty file and commits: used at unmount. Returns whether everything is on the server.
-    pub async fn flush_all(&self) -> bool {
-        self.wait_for_background().await;
-        let dirty: Vec<u64> = self
-            .state()
-            .nodes
-            .iter()
-            .filter_map(|(ino, node)| match &node.kind {
-                Kind::File(file) if file.dirty && !file.unlinked => Some(*ino),
-                _ => None,
-            })
-            .collect();
-        let mut clean = true;
-        for ino in dirty {
-            if let Err(error) = self.write_back(ino).await {
-                // With the server unreachable (EIO) or the folder locked elsewhere (EBUSY) every further
-                // file would wait for the timeout again: stop here. Other errors concern this file only.
-                tracing::warn!(errno = error.0, "upload failed");
-                clean = false;
-                if error == FsError::IO || error == FsError::BUSY {
-                    break;
-                }
-            }
-        }
-        if let Err(error) = self.commit_now().await {
-            tracing::warn!(errno = error.0, "commit at unmount failed");
-            clean = false;
-        }
-        clean && self.status().dirty.is_empty()
+        Ok(moved_on_server)
     }
 
     /// Counters and dirty files for `cloakfs status`.

@@ -32,6 +32,8 @@ impl FsError {
     pub const NO_SPACE: Self = Self(libc::ENOSPC);
     /// EBUSY: another client kept the folder locked.
     pub const BUSY: Self = Self(libc::EBUSY);
+    /// EAGAIN: the operation has to wait for a later commit (retried by the mount itself).
+    pub const AGAIN: Self = Self(libc::EAGAIN);
     /// EXDEV: a move between different encrypted trees.
     pub const CROSS_DEVICE: Self = Self(libc::EXDEV);
     /// ENOTSUP.

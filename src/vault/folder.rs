@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
 use crate::crypto::file_cipher::{BlobDecryptor, PlaintextSink};
-use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata};
+use crate::metadata::{encode_sub_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataDocument, MetadataError};
 use crate::remote::{LockToken, Remote, RemoteEntry};
 
 /// A folder locked for a change, freshly read under the lock.
@@ -18,13 +18,6 @@ pub struct LockedFolder {
     pub counter: u64,
     /// The folder as read under the lock.
     pub view: FolderView,
-}
-
-/// A sub-folder created under a lock.
-#[derive(Debug, Clone, Copy)]
-pub struct NewSubFolder {
-    /// Its file id.
-    pub file_id: u64,
 }
 
 impl<R: Remote> Vault<R> {
@@ -114,6 +107,9 @@ impl<R: Remote> Vault<R> {
         known: Option<(u64, u64)>,
     ) -> Result<LockedFolder, VaultError> {
         let mut minimum_counter = 0u64;
+        // On 412 the next counter is higher by 1, 2, 4, ...: the server's counter can be far above the
+        // metadata's (a client that locked with a large counter); gaps are allowed, only growth is required.
+        let mut stale_step = 1u64;
         let mut file_id = 0;
         let mut known = known;
         for attempt in 1..=self.options.lock_attempts {
@@ -149,7 +145,8 @@ impl<R: Remote> Vault<R> {
                 }
                 Err(error) if error.status() == Some(412) => {
                     tracing::debug!(file_id, counter, "stale counter; retrying higher");
-                    minimum_counter = counter + 1;
+                    minimum_counter = counter.saturating_add(stale_step);
+                    stale_step = stale_step.saturating_mul(2);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -171,20 +168,30 @@ impl<R: Remote> Vault<R> {
     }
 
     /// Creates an end-to-end encrypted sub-folder at `path` under `token`: MKCOL, the encrypted flag, and its
-    /// empty metadata (counter 1). The parent's metadata must name it before the lock is released.
+    /// empty metadata (counter 1). The parent's metadata must name it before the lock is released, and the new
+    /// folder's own metadata cannot be updated under the same lock (a server answers 404, as Nextcloud does).
+    /// Returns the folder as written.
     pub async fn create_sub_folder(
         &self,
         tree: &TreeRoot,
         path: &[String],
         token: &LockToken,
-    ) -> Result<NewSubFolder, VaultError> {
+    ) -> Result<FolderView, VaultError> {
         let file_id = self.remote.make_folder(path, Some(token)).await?;
         self.remote.set_encrypted(file_id).await?;
         let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
         let encoded = encode_sub_folder(&empty, &tree.keys.metadata_key, None, self.signer())
             .map_err(super::metadata_error(file_id))?;
         self.remote.store_metadata(file_id, token, &encoded.json, &encoded.signature_base64, true).await?;
-        Ok(NewSubFolder { file_id })
+        let document: MetadataDocument = serde_json::from_str(&encoded.json)
+            .map_err(|error| super::metadata_error(file_id)(MetadataError::Json(error.to_string())))?;
+        Ok(FolderView {
+            remote_path: path.to_vec(),
+            file_id,
+            etag: String::new(),
+            is_top: false,
+            decoded: DecodedFolder { folder: empty, document, signed_by: self.user.clone(), signed_at: None },
+        })
     }
 
     /// Uploads a blob under `token`.

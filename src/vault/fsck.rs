@@ -1,11 +1,15 @@
 //! `fsck`: compares each folder's signed metadata with what the server lists in it. Blobs and folders the
 //! metadata does not name are *orphans* (left by a client that crashed or lost its lock between upload and
 //! commit); entries the metadata names that the server does not have are *missing* (data loss, reported,
-//! never repairable here). Repair removes orphans under the tree's lock, after checking again under it.
+//! never repairable here). Repair removes orphans under the tree's lock, after checking again under it, and
+//! writes the metadata of every folder it removed something from: a Nextcloud server only carries out the
+//! deletions of a lock in folders whose metadata was written under it (anything else is restored at unlock).
+
+use std::collections::BTreeMap;
 
 use crate::remote::Remote;
 
-use super::{TreeRoot, Vault, VaultError};
+use super::{FolderView, TreeRoot, Vault, VaultError};
 
 /// What a check found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,7 +31,7 @@ impl<R: Remote> Vault<R> {
     pub async fn fsck(&self, clear_path: &str, repair: bool) -> Result<FsckReport, VaultError> {
         let (tree, view) = self.open_folder(clear_path).await?;
         let start = view.remote_path.clone();
-        let mut report = self.scan(&tree, &start).await?;
+        let (mut report, _) = self.scan(&tree, &start).await?;
         if !repair || report.orphans.is_empty() {
             return Ok(report);
         }
@@ -36,7 +40,7 @@ impl<R: Remote> Vault<R> {
         let locked = self.lock_folder(&tree, &tree.path, None).await?;
         let token = locked.token;
         let result = async {
-            let again = self.scan(&tree, &start).await?;
+            let (again, holding_orphans) = self.scan(&tree, &start).await?;
             let mut removed = 0;
             for orphan in &again.orphans {
                 let mut path = start.clone();
@@ -44,12 +48,24 @@ impl<R: Remote> Vault<R> {
                 self.delete_blob(&path, &token).await?;
                 removed += 1;
             }
-            Ok::<_, VaultError>((again, removed))
+            // Each folder that lost an orphan gets its metadata written again (same content, next counter):
+            // that is what makes the server finalize the deletions at unlock.
+            let mut written = Vec::new();
+            for view in holding_orphans.values() {
+                let mut folder = view.folder().clone();
+                folder.counter = if view.file_id == locked.view.file_id { locked.counter } else { folder.counter + 1 };
+                self.store_folder(&tree, view, &folder, &token).await?;
+                written.push((view.file_id, folder.counter));
+            }
+            Ok::<_, VaultError>((again, removed, written))
         }
         .await;
         match result {
-            Ok((again, removed)) => {
+            Ok((again, removed, written)) => {
                 self.unlock(locked.view.file_id, &token, false).await?;
+                for (file_id, counter) in written {
+                    self.record_counter(file_id, counter)?;
+                }
                 report = again;
                 report.removed = removed;
                 Ok(report)
@@ -61,9 +77,15 @@ impl<R: Remote> Vault<R> {
         }
     }
 
-    /// Walks the tree from `start` comparing metadata and listings.
-    async fn scan(&self, tree: &TreeRoot, start: &[String]) -> Result<FsckReport, VaultError> {
+    /// Walks the tree from `start` comparing metadata and listings. Also returns the folders that hold
+    /// orphans (by path below `start`).
+    async fn scan(
+        &self,
+        tree: &TreeRoot,
+        start: &[String],
+    ) -> Result<(FsckReport, BTreeMap<Vec<String>, FolderView>), VaultError> {
         let mut report = FsckReport::default();
+        let mut holding_orphans = BTreeMap::new();
         let mut pending = vec![Vec::<String>::new()];
         while let Some(relative) = pending.pop() {
             let mut remote_path = start.to_vec();
@@ -85,6 +107,7 @@ impl<R: Remote> Vault<R> {
                 };
                 if !named {
                     report.orphans.push(below(&entry.name));
+                    holding_orphans.entry(relative.clone()).or_insert_with(|| view.clone());
                 } else if entry.is_dir {
                     pending.push(below(&entry.name));
                 }
@@ -96,6 +119,6 @@ impl<R: Remote> Vault<R> {
         }
         report.orphans.sort();
         report.missing.sort();
-        Ok(report)
+        Ok((report, holding_orphans))
     }
 }

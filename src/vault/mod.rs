@@ -27,7 +27,7 @@ use crate::remote::trust::{PinnedCertificates, TrustError, TrustStore};
 use crate::remote::{Progress, Remote, RemoteEntry, RemoteError};
 use crate::session::Session;
 
-pub use folder::{LockedFolder, NewSubFolder};
+pub use folder::LockedFolder;
 pub use write::{mime_type, WriteOptions};
 
 /// Errors of vault operations. Messages name server-side ids, never clear names (the CLI adds the path

@@ -100,6 +100,8 @@ impl<R: Remote> Vault<R> {
         F: FnMut(&mut [FolderMetadata], &[FolderView]) -> Result<Vec<BlobOp>, VaultError>,
     {
         let mut minimum_counter = 0u64;
+        // As in `lock_folder`: after each 412 the counter grows by 1, 2, 4, ...
+        let mut stale_step = 1u64;
         for attempt in 1..=self.options.lock_attempts {
             let lock_view = self.load_folder(tree, lock_path).await?;
             let counter = (lock_view.folder().counter + 1).max(minimum_counter);
@@ -112,7 +114,8 @@ impl<R: Remote> Vault<R> {
                 }
                 Err(error) if error.status() == Some(412) => {
                     tracing::debug!(file_id = lock_view.file_id, counter, "stale counter; retrying higher");
-                    minimum_counter = counter + 1;
+                    minimum_counter = counter.saturating_add(stale_step);
+                    stale_step = stale_step.saturating_mul(2);
                     continue;
                 }
                 Err(error) => return Err(error.into()),
