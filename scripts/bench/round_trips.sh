@@ -23,6 +23,8 @@ W=$(mktemp -d /tmp/cloakfs-rt.XXXXXX)
 MP="$W/mnt"
 PIDS=()
 cleanup() {
+  # ROUND_TRIPS_LOGS=DIR keeps the mount's and the server's logs (with RUST_LOG=cloakfs=debug: every request).
+  [ -n "${ROUND_TRIPS_LOGS:-}" ] && cp "$W"/*.log "$ROUND_TRIPS_LOGS"/ 2>/dev/null
   fusermount3 -u -z "$MP" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -53,7 +55,9 @@ awk 'f && NF {print; exit} /^Your mnemonic/ {f=1}' "$W/keys.txt" | sed 's/^ *//'
 "$CLOAKFS" mount /Vault "$MP" --server "$URL" --user alice --mnemonic-file "$W/config/words" > "$W/mount.log" 2>&1 &
 PIDS+=($!)
 until grep -q ' mounted at ' "$W/mount.log"; do sleep 0.05; done
-mkdir "$MP/existing"; echo x > "$MP/existing/old"; sync "$MP"; sleep 1
+mkdir "$MP/existing"; echo x > "$MP/existing/old"; mkdir "$MP/d2"; sync "$MP"; sleep 1
+( mkdir "$W/t" && cd "$W/t" && mkdir small && for i in $(seq 1 100); do head -c 4096 /dev/urandom > "small/f$i"; done &&
+  tar cf "$W/small.tar" small )
 
 requests() { grep -c 'cloakfs::server::request' "$W/serve.log" || true; }
 echo "Latency ${LATENCY_MS} ms per round trip (delaying proxy), cloakfs serve, $("$CLOAKFS" --version)."
@@ -81,3 +85,6 @@ measure "a file created and removed (echo > x; rm x)" 'echo a > x && rm x'
 measure "a file replaced by a rename (echo > y.tmp; mv y.tmp y)" 'echo a > y && echo b > y.tmp && mv y.tmp y'
 measure "a file overwritten" 'echo changed > existing/old'
 measure "a file removed" 'rm existing/n1'
+measure "an empty folder removed" 'rmdir d2 2>/dev/null || { mkdir d2 && sync . && rmdir d2; }'
+measure "100 files of 4 KiB created (tar x)" "tar xf $W/small.tar"
+measure "50 files renamed in their folder" 'for i in $(seq 1 50); do mv small/f$i small/g$i; done'

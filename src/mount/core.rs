@@ -553,10 +553,6 @@ impl State {
         }
     }
 
-    fn loaded_mut(&mut self, ino: u64) -> Result<&mut Loaded, FsError> {
-        self.dir_mut(ino)?.loaded.as_mut().ok_or(FsError::IO)
-    }
-
     fn child(&self, parent: u64, name: &str) -> Result<Option<u64>, FsError> {
         Ok(self.dir(parent)?.children.get(&Name(name.to_owned())).copied())
     }
@@ -1440,6 +1436,10 @@ impl<R: Remote> Core<R> {
             distinct.sort_unstable();
             distinct.dedup();
             futures_util::future::try_join_all(distinct.iter().map(|ino| self.ensure_fresh_in_batch(*ino))).await?;
+            // A change is about to be made: the quiet time before the commit starts now, not at the last
+            // change before this operation waited for the lock and listings (else a slow server makes every
+            // batch commit right after its first change).
+            self.state().last_change = Instant::now();
             return Ok((gate, token));
         }
     }
@@ -1455,22 +1455,50 @@ impl<R: Remote> Core<R> {
         }
         let known = {
             let state = self.state();
-            state.dir(ROOT_INO)?.loaded.as_ref().map(|loaded| (self.root_file_id, loaded.view.folder().counter))
+            state.dir(ROOT_INO)?.loaded.as_ref().map(|loaded| loaded.view.folder().counter)
         };
-        let locked =
-            self.vault.lock_folder(&self.tree, &self.root_path, known).await.map_err(|error| self.fail(error))?;
-        tracing::debug!(file_id = self.root_file_id, counter = locked.counter, "batch opened");
-        let token = locked.token.clone();
-        let root_current = {
-            let state = self.state();
-            let root = state.dir(ROOT_INO)?;
-            root.loaded.as_ref().is_some_and(|loaded| loaded.view.folder().counter == locked.view.folder().counter)
+        // With the root's counter known, one request: a lock at counter + 1 succeeds only if nobody wrote the
+        // root's metadata since we read it (see `Vault::lock_at_counter`), so our copy is current. Otherwise
+        // (412, or nothing loaded yet) the lock is taken the long way, reading the root under it.
+        let quick = match known {
+            Some(counter) => self
+                .vault
+                .lock_at_counter(self.root_file_id, counter + 1)
+                .await
+                .map_err(|error| self.fail(error))?
+                .map(|token| (token, counter + 1)),
+            None => None,
         };
+        let (token, counter, root_current) = match quick {
+            Some((token, counter)) => (token, counter, true),
+            None => {
+                let locked = self
+                    .vault
+                    .lock_folder(&self.tree, &self.root_path, None)
+                    .await
+                    .map_err(|error| self.fail(error))?;
+                let mut state = self.state();
+                let root = state.dir_mut(ROOT_INO)?;
+                let current = root
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|loaded| loaded.view.folder().counter == locked.view.folder().counter);
+                if current {
+                    if let Some(loaded) = root.loaded.as_mut() {
+                        loaded.view = locked.view;
+                        loaded.folder = loaded.view.folder().clone();
+                    }
+                }
+                (locked.token, locked.counter, current)
+            }
+        };
+        tracing::debug!(file_id = self.root_file_id, counter, "batch opened");
         {
             let mut state = self.state();
+            state.last_change = Instant::now();
             state.batch = Some(Batch {
-                token: locked.token,
-                counter: locked.counter,
+                token: token.clone(),
+                counter,
                 fresh: HashSet::new(),
                 pending_files: Vec::new(),
                 uploaded: HashSet::new(),
@@ -1482,9 +1510,6 @@ impl<R: Remote> Core<R> {
                 self.abandon_batch().await;
                 return Err(error);
             }
-        } else if let Ok(loaded) = self.state().loaded_mut(ROOT_INO) {
-            loaded.view = locked.view;
-            loaded.folder = loaded.view.folder().clone();
         }
         let mut state = self.state();
         if let Some(batch) = state.batch.as_mut() {

@@ -154,6 +154,26 @@ impl<R: Remote> Vault<R> {
         Err(VaultError::Busy(file_id))
     }
 
+    /// Locks folder `file_id` with exactly `counter`, waiting while another client holds it; `None` when the
+    /// server refuses the counter (412: the folder's metadata changed since the caller read it, or its
+    /// counter is ahead). A success proves that nobody wrote the folder's metadata since the caller read
+    /// the version whose counter is `counter - 1`: the server's counter only grows with metadata written
+    /// under a lock, so the caller's copy is current and need not be read again.
+    pub async fn lock_at_counter(&self, file_id: u64, counter: u64) -> Result<Option<LockToken>, VaultError> {
+        for attempt in 1..=self.options.lock_attempts {
+            match self.remote.lock(file_id, counter, None).await {
+                Ok(token) => return Ok(Some(token)),
+                Err(error) if error.status() == Some(423) => {
+                    tracing::debug!(file_id, attempt, "folder locked by another client; waiting");
+                    tokio::time::sleep(lock_backoff(attempt)).await;
+                }
+                Err(error) if error.status() == Some(412) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(VaultError::Busy(file_id))
+    }
+
     /// Writes `folder` as the new metadata of `view` under `token` (the caller sets its counter).
     pub async fn store_folder(
         &self,
