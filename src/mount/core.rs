@@ -1851,15 +1851,26 @@ impl<R: Remote> Core<R> {
             seen_uid
         };
         let (_gate, token) = self.enter_batch(&[parent]).await?;
+        // An upload of this file that a commit started finishes first (and none starts): it would otherwise
+        // name a new blob after the file is gone.
+        let _no_upload = self.uploads.lock(&ino).await;
         // Under the lock the listing is current: if another client replaced the file since we saw it, its
         // newer version stays (an edit wins over a concurrent delete); if it deleted it, we are done.
-        let current = {
+        let (current, ours) = {
             let state = self.state();
-            state.child(parent, name)?.filter(|current| *current == ino).and_then(|_| state.file(ino).ok()?.uid.clone())
+            let current = state
+                .child(parent, name)?
+                .filter(|current| *current == ino)
+                .and_then(|_| state.file(ino).ok()?.uid.clone());
+            // A version our own upload made meanwhile is the one the user removes.
+            let ours = current
+                .as_ref()
+                .is_some_and(|uid| state.batch.as_ref().is_some_and(|batch| batch.uploaded.contains(uid)));
+            (current, ours)
         };
         match current {
             None => Ok(()),
-            Some(current) if Some(&current) != seen_uid.as_ref() => {
+            Some(current) if Some(&current) != seen_uid.as_ref() && !ours => {
                 tracing::warn!(server_name = %current, "another client changed this file meanwhile; not deleting its version");
                 Ok(())
             }
@@ -2002,6 +2013,19 @@ impl<R: Remote> Core<R> {
             }
         }
         let (_gate, token) = self.enter_batch(&folders).await?;
+        // Uploads of the file and of the one it replaces that a commit started finish first (and none
+        // starts), in ino order so that two renames never wait for each other.
+        let mut held = vec![ino];
+        if let Some(target) = self.state().child(new_parent, new_name)? {
+            if target != ino {
+                held.push(target);
+            }
+        }
+        held.sort_unstable();
+        let mut _no_uploads = Vec::new();
+        for one in &held {
+            _no_uploads.push(self.uploads.lock(one).await);
+        }
         // Under the lock the listings are current: check again what the names stand for.
         if self.state().child(parent, name)? != Some(ino) {
             return Err(FsError::NOT_FOUND);
