@@ -259,9 +259,20 @@ rclone_idle() { # no upload in progress or queued
   rclone rc --url "http://127.0.0.1:$RC_PORT/" vfs/stats 2>/dev/null |
     perl -0ne 'exit((/"uploadsInProgress":\s*0\b/ && /"uploadsQueued":\s*0\b/) ? 0 : 1)'
 }
-# Durable on the server: rclone serve webdav does not fsync, so its disk is synced once the uploads are done
-# (cloakfs serve syncs before it answers the commit).
-rclone_durable() { sync "$MP" 2>/dev/null || true; wait_for "$STEP_TIMEOUT" "rclone uploads" rclone_idle; sync -f "$W/dav"; }
+rclone_on_server() { # the server lists (through the crypt remote, decrypted) exactly the files the mount shows
+  [ "$(rclone --config "$RCLONE_CONF" lsf -R --files-only crypt: 2>/dev/null | sort)" = \
+    "$(cd "$MP" && find . -type f | sed 's|^\./||' | sort)" ]
+}
+# Durable on the server: rclone's vfs/stats shows no upload in progress or queued before the server has every
+# file and rename (under latency, 1000 uploads "finished" in less time than their round trips take), so the
+# server's own listing must also match the mount's. rclone serve webdav does not fsync, so its disk is then
+# synced (cloakfs serve syncs before it answers the commit).
+rclone_durable() {
+  sync "$MP" 2>/dev/null || true
+  wait_for "$STEP_TIMEOUT" "rclone uploads" rclone_idle
+  wait_for "$STEP_TIMEOUT" "rclone's changes on the server" rclone_on_server
+  sync -f "$W/dav"
+}
 rclone_stop() { rclone_unmount; }
 rclone_leftovers() { echo "$W/rclone-cache"; }
 rclone-writes_start() { rclone_start writes; }
