@@ -1421,13 +1421,11 @@ impl<R: Remote> Core<R> {
                     return Err(FsError::IO);
                 }
                 commits += 1;
-                tracing::debug!(commits, "enter_batch: waiting for a folder to reach the server");
+                tracing::debug!(commits, "waiting for a folder to reach the server");
                 Box::pin(self.commit_now()).await?;
                 continue;
             }
-            tracing::trace!("enter_batch: gate");
             let gate = self.gate.read().await;
-            tracing::trace!("enter_batch: gate taken");
             if waiting(&self.state()) {
                 continue;
             }

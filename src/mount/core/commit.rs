@@ -507,9 +507,7 @@ impl<R: Remote> Core<R> {
     /// Uploads every changed file and commits everything: used at unmount and lock. Returns whether
     /// everything is on the server.
     pub async fn flush_all(&self) -> bool {
-        tracing::debug!("flush_all: waiting for background uploads");
         self.wait_for_background().await;
-        tracing::debug!("flush_all: committing");
         {
             let mut state = self.state();
             for node in state.nodes.values_mut() {
