@@ -3,7 +3,7 @@
 
 use crate::crypto::private_key_wrap::{unwrap_private_key, wrap_private_key, PrivateKeyKdf, PrivateKeyWrapError};
 use crate::crypto::{IdentityError, Mnemonic, PrivateIdentity, PublicKey, UserCertificate};
-use crate::remote::trust::{TrustError, TrustStore};
+use crate::remote::nextcloud::trust::{TrustError, TrustStore};
 use crate::remote::{NextcloudClient, RemoteError};
 
 /// Why a session could not be set up.

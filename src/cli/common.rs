@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use zeroize::Zeroizing;
 
 use crate::crypto::Mnemonic;
-use crate::remote::trust::{default_pin_path, TrustStore};
+use crate::remote::nextcloud::trust::{default_pin_path, TrustStore};
 use crate::remote::{NextcloudClient, ServerConfig};
 
 /// How to reach the server.

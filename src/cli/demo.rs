@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::common::runtime;
 use crate::mount::core::{Core, CoreOptions};
 use crate::mount::{self, MountInfo};
-use crate::remote::trust::TrustStore;
+use crate::remote::nextcloud::trust::TrustStore;
 use crate::remote::{NextcloudClient, ServerConfig};
 use crate::server::{self, ServeOptions};
 use crate::session::{initialize_keys, unlock};

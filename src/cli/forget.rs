@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 
 use super::common::{pin_path, runtime};
 use crate::mount::control;
-use crate::remote::trust::TrustStore;
+use crate::remote::nextcloud::trust::TrustStore;
 
 /// Options of `cloakfs forget`.
 #[derive(Debug, Clone, clap::Args)]

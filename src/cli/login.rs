@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::common::runtime;
 use super::credentials;
-use crate::remote::login::{poll_login, start_login, LOGIN_TIMEOUT};
+use crate::remote::nextcloud::login::{poll_login, start_login, LOGIN_TIMEOUT};
 use crate::remote::{NextcloudClient, ServerConfig};
 
 /// Options of `cloakfs login`.

@@ -584,7 +584,7 @@ impl Content {
 }
 
 fn too_big() -> io::Error {
-    io::Error::from_raw_os_error(libc::EFBIG)
+    io::Error::from(io::ErrorKind::FileTooLarge)
 }
 
 /// Reads a [`Content`] sequentially.

@@ -27,12 +27,12 @@ mod commit;
 
 use super::cache::{Plaintext, PlaintextCache};
 use super::content::{Content, ContentSink, Spill};
-use super::errno::{errno_of, errno_of_io, FsError};
+use super::error::FsError;
 use super::upload::EncryptingUpload;
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{FileEntry, FolderMetadata};
-use crate::remote::{LockToken, Remote, RemoteEntry};
+use crate::remote::{LockToken, Remote, RemoteEntry, RemoteErrorKind};
 use crate::vault::{mime_type, plaintext_len, FolderView, TreeRoot, Vault, VaultError};
 
 /// Commits an operation waits for at most until the folders it needs exist on the server (one level of new
@@ -443,9 +443,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The content behind `content` for writing: shared (cached) content is copied first.
 fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
     if Arc::get_mut(content).is_none() {
-        *content = Arc::new(content.try_clone().map_err(|error| errno_of_io(&error))?);
+        *content = Arc::new(content.try_clone().map_err(|error| FsError::from_io(&error))?);
     }
-    Arc::get_mut(content).ok_or(FsError::IO)
+    Arc::get_mut(content).ok_or(FsError::Io)
 }
 
 /// This machine's host name, the default device name in conflicted copies.
@@ -508,48 +508,48 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 fn validate_name(name: &str) -> Result<(), FsError> {
     if name.len() > 255 {
-        return Err(FsError::NAME_TOO_LONG);
+        return Err(FsError::NameTooLong);
     }
     if !is_valid_clear_name(name) {
-        return Err(FsError::INVALID);
+        return Err(FsError::InvalidArgument);
     }
     Ok(())
 }
 
 impl State {
     fn node(&self, ino: u64) -> Result<&Node, FsError> {
-        self.nodes.get(&ino).ok_or(FsError::NOT_FOUND)
+        self.nodes.get(&ino).ok_or(FsError::NotFound)
     }
 
     fn node_mut(&mut self, ino: u64) -> Result<&mut Node, FsError> {
-        self.nodes.get_mut(&ino).ok_or(FsError::NOT_FOUND)
+        self.nodes.get_mut(&ino).ok_or(FsError::NotFound)
     }
 
     fn dir(&self, ino: u64) -> Result<&Dir, FsError> {
         match &self.node(ino)?.kind {
             Kind::Dir(dir) => Ok(dir),
-            Kind::File(_) => Err(FsError::NOT_A_DIRECTORY),
+            Kind::File(_) => Err(FsError::NotADirectory),
         }
     }
 
     fn dir_mut(&mut self, ino: u64) -> Result<&mut Dir, FsError> {
         match &mut self.node_mut(ino)?.kind {
             Kind::Dir(dir) => Ok(dir),
-            Kind::File(_) => Err(FsError::NOT_A_DIRECTORY),
+            Kind::File(_) => Err(FsError::NotADirectory),
         }
     }
 
     fn file(&self, ino: u64) -> Result<&File, FsError> {
         match &self.node(ino)?.kind {
             Kind::File(file) => Ok(file),
-            Kind::Dir(_) => Err(FsError::IS_A_DIRECTORY),
+            Kind::Dir(_) => Err(FsError::IsADirectory),
         }
     }
 
     fn file_mut(&mut self, ino: u64) -> Result<&mut File, FsError> {
         match &mut self.node_mut(ino)?.kind {
             Kind::File(file) => Ok(file),
-            Kind::Dir(_) => Err(FsError::IS_A_DIRECTORY),
+            Kind::Dir(_) => Err(FsError::IsADirectory),
         }
     }
 
@@ -615,8 +615,8 @@ impl State {
     fn keep_both(&mut self, parent: u64, ino: u64, conflict: &str, theirs: &str) -> Result<(), FsError> {
         let old_name = self.node(ino)?.name.clone();
         let (their_entry, size, mtime) = {
-            let loaded = self.dir(parent)?.loaded.as_ref().ok_or(FsError::IO)?;
-            let entry = loaded.folder.files.get(theirs).cloned().ok_or(FsError::IO)?;
+            let loaded = self.dir(parent)?.loaded.as_ref().ok_or(FsError::Io)?;
+            let entry = loaded.folder.files.get(theirs).cloned().ok_or(FsError::Io)?;
             let (size, mtime) = loaded
                 .blobs
                 .get(theirs)
@@ -652,7 +652,7 @@ impl State {
             let node = self.node(current)?;
             match &node.kind {
                 Kind::Dir(dir) => uids.push(dir.uid.clone()),
-                Kind::File(_) => return Err(FsError::NOT_A_DIRECTORY),
+                Kind::File(_) => return Err(FsError::NotADirectory),
             }
             current = node.parent;
         }
@@ -977,7 +977,7 @@ impl<R: Remote> Core<R> {
     async fn check_folder_or_unreachable(&self, ino: u64, path: &[String]) -> Result<Result<(), FsError>, Unreachable> {
         match self.vault.folder_view(&self.tree, path).await {
             Err(VaultError::Remote(error)) if error.is_unreachable() => Err(Unreachable),
-            Err(VaultError::NotFound) => Ok(Err(FsError::NOT_FOUND)),
+            Err(VaultError::NotFound) => Ok(Err(FsError::NotFound)),
             Err(error) => Ok(Err(self.fail(error))),
             Ok(fresh) => Ok(self.apply_check(ino, fresh).await),
         }
@@ -992,8 +992,8 @@ impl<R: Remote> Core<R> {
     /// change to the folder by any client rewrites its metadata with a higher counter).
     async fn check_folder(&self, ino: u64, path: &[String]) -> Result<(), FsError> {
         self.check_folder_or_unreachable(ino, path).await.unwrap_or_else(|Unreachable| {
-            tracing::warn!(file_id = self.folder_file_id(ino), errno = FsError::IO.0, "server unreachable");
-            Err(FsError::IO)
+            tracing::warn!(file_id = self.folder_file_id(ino), "server unreachable");
+            Err(FsError::Unreachable)
         })
     }
 
@@ -1017,16 +1017,16 @@ impl<R: Remote> Core<R> {
         }
     }
 
-    /// Logs a vault error (with server ids only) and maps it to an errno.
+    /// Logs a vault error (with server ids only) and maps it to an engine error.
     fn fail(&self, error: VaultError) -> FsError {
-        let errno = errno_of(&error);
+        let failure = FsError::from_vault(&error);
         match &error {
             VaultError::Content { .. } | VaultError::Metadata { .. } | VaultError::MissingBlob(_) => {
                 tracing::error!(%error, "verification failed; refusing the data")
             }
-            _ => tracing::warn!(%error, errno = errno.0, "remote operation failed"),
+            _ => tracing::warn!(%error, ?failure, "remote operation failed"),
         }
-        errno
+        failure
     }
 
     // ----- lookups and listings -----
@@ -1036,7 +1036,7 @@ impl<R: Remote> Core<R> {
         validate_name(name)?;
         self.ensure_current(parent).await?;
         let state = self.state();
-        let child = state.child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let child = state.child(parent, name)?.ok_or(FsError::NotFound)?;
         state.attributes(child)
     }
 
@@ -1097,7 +1097,7 @@ impl<R: Remote> Core<R> {
                 let plaintext: Plaintext =
                     Arc::new(self.download_verified(&path, &uid, &entry, expected_len).await.map_err(|error| {
                         match error {
-                            DownloadError::Spill(error) => errno_of_io(&error),
+                            DownloadError::Spill(error) => FsError::from_io(&error),
                             DownloadError::Remote(error) => self.fail(error),
                         }
                     })?);
@@ -1245,11 +1245,11 @@ impl<R: Remote> Core<R> {
     ) -> Result<T, FsError> {
         self.load_content(ino).await?;
         let state = self.state();
-        let content = state.file(ino)?.content.clone().ok_or(FsError::IO)?;
+        let content = state.file(ino)?.content.clone().ok_or(FsError::Io)?;
         drop(state);
         content.with_range(offset, size as usize, use_bytes).map_err(|error| {
             tracing::error!(%error, ino, "reading local content failed");
-            errno_of_io(&error)
+            FsError::from_io(&error)
         })
     }
 
@@ -1268,7 +1268,7 @@ impl<R: Remote> Core<R> {
         let mut state = self.state();
         let file = state.file_mut(ino)?;
         let content = writable(file.content.get_or_insert_with(Default::default))?;
-        content.set_len(len, &self.spill).map_err(|error| errno_of_io(&error))?;
+        content.set_len(len, &self.spill).map_err(|error| FsError::from_io(&error))?;
         file.size = len;
         Self::mark_changed(file);
         Ok(())
@@ -1290,10 +1290,10 @@ impl<R: Remote> Core<R> {
     fn write_content(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let mut state = self.state();
         let file = state.file_mut(ino)?;
-        let content = writable(file.content.as_mut().ok_or(FsError::IO)?)?;
+        let content = writable(file.content.as_mut().ok_or(FsError::Io)?)?;
         content.write_at(offset, data, &self.spill).map_err(|error| {
             tracing::warn!(%error, ino, "writing local content failed");
-            errno_of_io(&error)
+            FsError::from_io(&error)
         })?;
         file.size = content.len();
         Self::mark_changed(file);
@@ -1304,7 +1304,7 @@ impl<R: Remote> Core<R> {
     pub async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> Result<Attributes, FsError> {
         if let Some(len) = size {
             if matches!(self.state().node(ino)?.kind, Kind::Dir(_)) {
-                return Err(FsError::IS_A_DIRECTORY);
+                return Err(FsError::IsADirectory);
             }
             if len != 0 {
                 self.load_content(ino).await?;
@@ -1360,7 +1360,7 @@ impl<R: Remote> Core<R> {
             if let Err(error) = self.ensure_batch().await {
                 let mut state = self.state();
                 if let Ok(file) = state.file_mut(ino) {
-                    file.error = Some(format!("upload failed: {}", error.describe()));
+                    file.error = Some(format!("upload failed: {}", error));
                 }
                 state.retry_files_at = Some(Instant::now() + self.options.retry_interval);
                 return Err(error);
@@ -1418,7 +1418,7 @@ impl<R: Remote> Core<R> {
                 // Each commit creates one more level of new folders; deeper than this is a folder the server
                 // keeps refusing.
                 if commits == MAX_COMMITS_TO_MATERIALIZE {
-                    return Err(FsError::IO);
+                    return Err(FsError::Io);
                 }
                 commits += 1;
                 tracing::debug!(commits, "waiting for a folder to reach the server");
@@ -1580,7 +1580,7 @@ impl<R: Remote> Core<R> {
         if let Err(error) = &result {
             let mut state = self.state();
             if let Ok(file) = state.file_mut(ino) {
-                file.error = Some(format!("upload failed: {}", error.describe()));
+                file.error = Some(format!("upload failed: {}", error));
             }
             state.retry_files_at = Some(Instant::now() + self.options.retry_interval);
         }
@@ -1592,7 +1592,7 @@ impl<R: Remote> Core<R> {
         let (_, content, version, reuse_uid, path) = {
             let state = self.state();
             let node = state.node(ino)?;
-            let Kind::File(file) = &node.kind else { return Err(FsError::IS_A_DIRECTORY) };
+            let Kind::File(file) = &node.kind else { return Err(FsError::IsADirectory) };
             let content = file.content.clone().unwrap_or_default();
             let reuse = if file.uid_in_batch { file.uid.clone() } else { None };
             (node.name.clone(), content, file.version, reuse, state.remote_path(&self.root_path, parent)?)
@@ -1616,7 +1616,7 @@ impl<R: Remote> Core<R> {
             }
             encrypting.sealed().await.map_err(|error| {
                 tracing::error!(%error, "encryption failed");
-                FsError::IO
+                FsError::Io
             })
         }
         .instrument(tracing::info_span!("upload", server_name = %uid, len = blob_len))
@@ -1651,7 +1651,7 @@ impl<R: Remote> Core<R> {
             let state = self.state();
             let base = state.file(ino)?.uid.clone();
             let dir = state.dir(parent)?;
-            let loaded = dir.loaded.as_ref().ok_or(FsError::IO)?;
+            let loaded = dir.loaded.as_ref().ok_or(FsError::Io)?;
             let current = loaded
                 .folder
                 .files
@@ -1678,7 +1678,7 @@ impl<R: Remote> Core<R> {
         };
         if let Some(old) = &replaced {
             if let Err(error) = self.delete_or_defer(parent, old, &token).await {
-                tracing::warn!(errno = error.0, server_name = %old, "could not delete the replaced blob; retrying later");
+                tracing::warn!(%error, server_name = %old, "could not delete the replaced blob; retrying later");
                 let mut state = self.state();
                 state.deferred_deletes.push((parent, old.clone()));
                 Self::note_change(&mut state);
@@ -1706,7 +1706,7 @@ impl<R: Remote> Core<R> {
         {
             let dir = state.dir_mut(parent)?;
             dir.touched = true;
-            let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+            let loaded = dir.loaded.as_mut().ok_or(FsError::Io)?;
             if let Some(old) = &replaced {
                 loaded.folder.files.remove(old);
                 loaded.blobs.remove(old);
@@ -1750,7 +1750,7 @@ impl<R: Remote> Core<R> {
         match self.vault.delete_blob(&path, token).await {
             Ok(()) => Ok(()),
             // The blob was committed before this lock (not staged): 404 means another client removed it.
-            Err(VaultError::Remote(error)) if error.status() == Some(404) => {
+            Err(VaultError::Remote(error)) if error.kind() == RemoteErrorKind::NotFound => {
                 tracing::warn!(server_name = %uid, "already gone on the server");
                 Ok(())
             }
@@ -1792,7 +1792,7 @@ impl<R: Remote> Core<R> {
         let existing = self.state().child(parent, name)?;
         if let Some(ino) = existing {
             if exclusive {
-                return Err(FsError::EXISTS);
+                return Err(FsError::Exists);
             }
             let opened = self.open(ino, OpenMode { write: true, truncate: mode.truncate }).await?;
             return Ok((self.state().attributes(ino)?, opened));
@@ -1807,7 +1807,7 @@ impl<R: Remote> Core<R> {
         validate_name(name)?;
         self.ensure_current(parent).await?;
         if self.state().child(parent, name)?.is_some() {
-            return Err(FsError::EXISTS);
+            return Err(FsError::Exists);
         }
         let ino = self.state().allocate(parent, name, Kind::File(Self::new_file()));
         self.write_back(ino).await?;
@@ -1822,7 +1822,7 @@ impl<R: Remote> Core<R> {
         self.ensure_current(parent).await?;
         let mut state = self.state();
         if state.child(parent, name)?.is_some() {
-            return Err(FsError::EXISTS);
+            return Err(FsError::Exists);
         }
         let dir = Dir { on_server: false, ..Dir::on_server(&random_server_name()) };
         let ino = state.allocate(parent, name, Kind::Dir(Box::new(dir)));
@@ -1836,7 +1836,7 @@ impl<R: Remote> Core<R> {
         // Write-behind uploads name their files as they are now: let them finish before names change.
         self.wait_for_background().await;
         self.ensure_current(parent).await?;
-        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         let seen_uid = {
             // Checked and detached under one hold of the state (an upload may be finishing right now).
             let mut state = self.state();
@@ -1914,11 +1914,11 @@ impl<R: Remote> Core<R> {
         // Write-behind uploads name their files as they are now: let them finish before names change.
         self.wait_for_background().await;
         self.ensure_current(parent).await?;
-        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         self.state().dir(ino)?;
         self.ensure_current(ino).await?;
         if !self.state().dir(ino)?.children.is_empty() {
-            return Err(FsError::NOT_EMPTY);
+            return Err(FsError::NotEmpty);
         }
         if self.state().local_only(ino) {
             // Never created on the server: nothing to remove there.
@@ -1929,7 +1929,7 @@ impl<R: Remote> Core<R> {
         }
         let (_gate, token) = self.enter_batch(&[parent]).await?;
         if !self.state().dir(ino)?.children.is_empty() {
-            return Err(FsError::NOT_EMPTY);
+            return Err(FsError::NotEmpty);
         }
         self.remove_entry(parent, ino, &token).await
     }
@@ -1949,14 +1949,14 @@ impl<R: Remote> Core<R> {
         validate_name(new_name)?;
         self.ensure_current(parent).await?;
         self.ensure_current(new_parent).await?;
-        let ino = self.state().child(parent, name)?.ok_or(FsError::NOT_FOUND)?;
+        let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         let is_dir = matches!(self.state().node(ino)?.kind, Kind::Dir(_));
         if is_dir {
             // Not into itself or below.
             let mut current = new_parent;
             loop {
                 if current == ino {
-                    return Err(FsError::INVALID);
+                    return Err(FsError::InvalidArgument);
                 }
                 if current == ROOT_INO {
                     break;
@@ -2026,7 +2026,7 @@ impl<R: Remote> Core<R> {
         }
         // Under the lock the listings are current: check again what the names stand for.
         if self.state().child(parent, name)? != Some(ino) {
-            return Err(FsError::NOT_FOUND);
+            return Err(FsError::NotFound);
         }
         let target = self.state().child(new_parent, new_name)?;
         if let Some(target) = target {
@@ -2042,7 +2042,7 @@ impl<R: Remote> Core<R> {
             // destination): a later write or delete of the blob at its new place in the same batch would
             // miss it. Commit now; a failure is retried in the background.
             if let Err(error) = self.commit_now().await {
-                tracing::debug!(errno = error.0, "commit after a move failed; retrying later");
+                tracing::debug!(%error, "commit after a move failed; retrying later");
             }
         }
         Ok(())
@@ -2052,18 +2052,18 @@ impl<R: Remote> Core<R> {
     /// empty folder.
     async fn check_replace(&self, is_dir: bool, target: u64, no_replace: bool) -> Result<(), FsError> {
         if no_replace {
-            return Err(FsError::EXISTS);
+            return Err(FsError::Exists);
         }
         let target_is_dir = matches!(self.state().node(target)?.kind, Kind::Dir(_));
         match (is_dir, target_is_dir) {
-            (false, true) => Err(FsError::IS_A_DIRECTORY),
-            (true, false) => Err(FsError::NOT_A_DIRECTORY),
+            (false, true) => Err(FsError::IsADirectory),
+            (true, false) => Err(FsError::NotADirectory),
             (true, true) => {
                 self.ensure_current(target).await?;
                 if self.state().dir(target)?.children.is_empty() {
                     Ok(())
                 } else {
-                    Err(FsError::NOT_EMPTY)
+                    Err(FsError::NotEmpty)
                 }
             }
             (false, false) => Ok(()),
@@ -2108,7 +2108,7 @@ impl<R: Remote> Core<R> {
             let (folder_name, entry, blob) = {
                 let dir = state.dir_mut(parent)?;
                 dir.touched = true;
-                let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+                let loaded = dir.loaded.as_mut().ok_or(FsError::Io)?;
                 if is_dir {
                     (loaded.folder.folders.remove(uid), None, None)
                 } else {
@@ -2117,7 +2117,7 @@ impl<R: Remote> Core<R> {
             };
             let dir = state.dir_mut(new_parent)?;
             dir.touched = true;
-            let loaded = dir.loaded.as_mut().ok_or(FsError::IO)?;
+            let loaded = dir.loaded.as_mut().ok_or(FsError::Io)?;
             if is_dir {
                 if folder_name.is_some() {
                     loaded.folder.folders.insert(uid.clone(), Zeroizing::new(new_name.to_owned()));

@@ -13,7 +13,7 @@ use fuser::{
 };
 
 use super::core::{Attributes, Core, NodeType, OpenMode};
-use super::errno::FsError;
+use super::error::FsError;
 use crate::remote::Remote;
 
 /// How long the kernel may cache names and attributes. Short, so changes by other clients show up soon
@@ -51,8 +51,31 @@ impl<R: Remote + 'static> FuseAdapter<R> {
     }
 }
 
+/// The errno the kernel reports to the program for an engine error. Server failures, unreachable servers,
+/// tampered data and a lost lock are all EIO: POSIX has nothing more precise, and the log and `cloakfs
+/// status` say which it was.
+pub fn to_errno(error: FsError) -> i32 {
+    match error {
+        FsError::NotFound => libc::ENOENT,
+        FsError::Exists => libc::EEXIST,
+        FsError::NotADirectory => libc::ENOTDIR,
+        FsError::IsADirectory => libc::EISDIR,
+        FsError::NotEmpty => libc::ENOTEMPTY,
+        FsError::InvalidArgument => libc::EINVAL,
+        FsError::NameTooLong => libc::ENAMETOOLONG,
+        FsError::FileTooBig => libc::EFBIG,
+        FsError::NoSpace => libc::ENOSPC,
+        FsError::Busy => libc::EBUSY,
+        FsError::RetryLater => libc::EAGAIN,
+        FsError::CrossDevice => libc::EXDEV,
+        FsError::NotSupported => libc::ENOTSUP,
+        FsError::AccessDenied => libc::EACCES,
+        FsError::Tampered | FsError::Unreachable | FsError::LockLost | FsError::Io => libc::EIO,
+    }
+}
+
 fn errno(error: FsError) -> Errno {
-    Errno::from_i32(error.0)
+    Errno::from_i32(to_errno(error))
 }
 
 fn answer_entry(reply: ReplyEntry, result: Result<Attributes, FsError>, attr: &impl Fn(&Attributes) -> FileAttr) {
@@ -78,7 +101,7 @@ fn answer_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
 
 /// A name from the kernel: must be UTF-8 (metadata stores names as JSON strings).
 fn name_of(name: &OsStr) -> Result<String, FsError> {
-    name.to_str().map(str::to_owned).ok_or(FsError::INVALID)
+    name.to_str().map(str::to_owned).ok_or(FsError::InvalidArgument)
 }
 
 fn to_system_time(time: TimeOrNow) -> SystemTime {

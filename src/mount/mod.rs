@@ -7,7 +7,7 @@ pub mod cache;
 pub mod content;
 pub mod control;
 pub mod core;
-pub mod errno;
+pub mod error;
 pub mod fuse;
 pub mod suspend;
 pub mod upload;

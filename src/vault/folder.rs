@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
 use crate::crypto::file_cipher::{BlobDecryptor, PlaintextSink};
 use crate::metadata::{encode_sub_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataDocument, MetadataError};
-use crate::remote::{LockToken, Remote, RemoteEntry};
+use crate::remote::{LockToken, Remote, RemoteEntry, RemoteErrorKind};
 
 /// A folder locked for a change, freshly read under the lock.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl<R: Remote> Vault<R> {
         remote_path: &[String],
     ) -> Result<(FolderView, Vec<RemoteEntry>), VaultError> {
         let mut entries = match self.remote.list(remote_path, 1).await {
-            Err(error) if error.status() == Some(404) => return Err(VaultError::NotFound),
+            Err(error) if error.kind() == RemoteErrorKind::NotFound => return Err(VaultError::NotFound),
             other => other?,
         };
         let own = entries.remove(0);
@@ -86,8 +86,8 @@ impl<R: Remote> Vault<R> {
         }
         if let Err(error) = received {
             sink.discard();
-            return Err(match error.status() {
-                Some(404) => VaultError::MissingBlob(server_name.to_owned()),
+            return Err(match error.kind() {
+                RemoteErrorKind::NotFound => VaultError::MissingBlob(server_name.to_owned()),
                 _ => error.into(),
             });
         }
@@ -139,11 +139,11 @@ impl<R: Remote> Vault<R> {
                     }
                     return Ok(LockedFolder { token, counter, view });
                 }
-                Err(error) if error.status() == Some(423) => {
+                Err(error) if error.kind() == RemoteErrorKind::Locked => {
                     tracing::debug!(file_id, attempt, "folder locked by another client; waiting");
                     tokio::time::sleep(lock_backoff(attempt)).await;
                 }
-                Err(error) if error.status() == Some(412) => {
+                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
                     tracing::debug!(file_id, counter, "stale counter; retrying higher");
                     minimum_counter = counter.saturating_add(stale_step);
                     stale_step = stale_step.saturating_mul(2);
@@ -163,11 +163,11 @@ impl<R: Remote> Vault<R> {
         for attempt in 1..=self.options.lock_attempts {
             match self.remote.lock(file_id, counter, None).await {
                 Ok(token) => return Ok(Some(token)),
-                Err(error) if error.status() == Some(423) => {
+                Err(error) if error.kind() == RemoteErrorKind::Locked => {
                     tracing::debug!(file_id, attempt, "folder locked by another client; waiting");
                     tokio::time::sleep(lock_backoff(attempt)).await;
                 }
-                Err(error) if error.status() == Some(412) => return Ok(None),
+                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => return Ok(None),
                 Err(error) => return Err(error.into()),
             }
         }

@@ -23,8 +23,8 @@ use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{
     decode_sub_folder, decode_top_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataError, Reader, TreeKeys,
 };
-use crate::remote::trust::{PinnedCertificates, TrustError, TrustStore};
-use crate::remote::{Progress, Remote, RemoteEntry, RemoteError};
+use crate::remote::nextcloud::trust::{PinnedCertificates, TrustError, TrustStore};
+use crate::remote::{Progress, Remote, RemoteEntry, RemoteError, RemoteErrorKind};
 use crate::session::Session;
 
 pub use folder::LockedFolder;
@@ -245,7 +245,7 @@ impl<R: Remote> Vault<R> {
     async fn stat(&self, remote_path: &[String]) -> Result<Option<RemoteEntry>, VaultError> {
         match self.remote.list(remote_path, 0).await {
             Ok(mut entries) => Ok(Some(entries.remove(0))),
-            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) if error.kind() == RemoteErrorKind::NotFound => Ok(None),
             Err(error) => Err(error.into()),
         }
     }
@@ -461,7 +461,9 @@ impl<R: Remote> Vault<R> {
         let mut path = parent.remote_path.clone();
         path.push(server_name.clone());
         let blob = match self.remote.read(&path, None, progress).await {
-            Err(error) if error.status() == Some(404) => return Err(VaultError::MissingBlob(server_name)),
+            Err(error) if error.kind() == RemoteErrorKind::NotFound => {
+                return Err(VaultError::MissingBlob(server_name))
+            }
             other => other?,
         };
         let _span = tracing::debug_span!("decrypt", server_name = %server_name, len = blob.len()).entered();

@@ -10,7 +10,7 @@ use crate::crypto::server_name::random_server_name;
 use crate::crypto::MetadataKey;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{encode_sub_folder, encode_top_folder, FileEntry, FolderMetadata, Signer, TrustedUser};
-use crate::remote::{LockToken, Progress, Remote};
+use crate::remote::{LockToken, Progress, Remote, RemoteErrorKind};
 
 /// How writes behave under contention.
 #[derive(Debug, Clone)]
@@ -107,12 +107,12 @@ impl<R: Remote> Vault<R> {
             let counter = (lock_view.folder().counter + 1).max(minimum_counter);
             let token = match self.remote.lock(lock_view.file_id, counter, None).await {
                 Ok(token) => token,
-                Err(error) if error.status() == Some(423) => {
+                Err(error) if error.kind() == RemoteErrorKind::Locked => {
                     tracing::debug!(file_id = lock_view.file_id, attempt, "folder locked by another client; waiting");
                     tokio::time::sleep(lock_backoff(attempt)).await;
                     continue;
                 }
-                Err(error) if error.status() == Some(412) => {
+                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
                     tracing::debug!(file_id = lock_view.file_id, counter, "stale counter; retrying higher");
                     minimum_counter = counter.saturating_add(stale_step);
                     stale_step = stale_step.saturating_mul(2);

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::{lock, Batch, Core, Dir, File, FsError, Kind, Loaded, State, MAX_BACKGROUND_UPLOADS, ROOT_INO};
 use crate::metadata::FolderMetadata;
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteErrorKind};
 use crate::vault::{FolderView, VaultError};
 
 tokio::task_local! {
@@ -91,7 +91,7 @@ impl<R: Remote> Core<R> {
         if IN_COMMIT.try_with(|_| ()).is_ok() {
             // Asked from inside a commit (an upload into a folder that became staged meanwhile): that work
             // waits for the next commit instead of nesting one.
-            return Err(FsError::AGAIN);
+            return Err(FsError::RetryLater);
         }
         let _one_commit = self.committing.lock().await;
         IN_COMMIT.scope((), self.commit_cycles()).await
@@ -209,7 +209,7 @@ impl<R: Remote> Core<R> {
         {
             let dir = state.dir_mut(parent)?;
             dir.touched = true;
-            dir.loaded.as_mut().ok_or(FsError::IO)?.folder.folders.insert(uid.clone(), Zeroizing::new(name));
+            dir.loaded.as_mut().ok_or(FsError::Io)?.folder.folders.insert(uid.clone(), Zeroizing::new(name));
         }
         let dir = state.dir_mut(ino)?;
         dir.on_server = true;
@@ -237,8 +237,8 @@ impl<R: Remote> Core<R> {
                     }
                     let Ok(_slot) = self.background.acquire().await else { return };
                     if let Err(error) = self.write_back_unless_busy(ino).await {
-                        tracing::warn!(errno = error.0, "upload failed; the file stays in RAM and is retried");
-                        if error == FsError::IO || error == FsError::BUSY {
+                        tracing::warn!(%error, "upload failed; the file stays in RAM and is retried");
+                        if error.is_server_failure() {
                             unreachable.store(true, std::sync::atomic::Ordering::SeqCst);
                         }
                     }
@@ -246,7 +246,7 @@ impl<R: Remote> Core<R> {
             })
             .await;
         if unreachable.into_inner() {
-            return Err(FsError::IO);
+            return Err(FsError::Io);
         }
         Ok(())
     }
@@ -340,12 +340,12 @@ impl<R: Remote> Core<R> {
                 Ok(())
             }
             Err(error) => {
-                // 403 wrong token, 404 not locked, 412 folder not locked: the server dropped our lock.
+                // The server dropped our lock (Nextcloud: 403 wrong token, 404 not locked, 412 folder not locked).
                 let lock_lost =
-                    matches!(&error, VaultError::Remote(remote) if matches!(remote.status(), Some(403 | 404 | 412)));
-                let errno = self.fail(error);
-                self.commit_failed(batch, errno, lock_lost).await;
-                Err(errno)
+                    matches!(&error, VaultError::Remote(remote) if remote.kind() == RemoteErrorKind::LockLost);
+                let failure = self.fail(error);
+                self.commit_failed(batch, failure, lock_lost).await;
+                Err(failure)
             }
         }
     }
@@ -398,12 +398,12 @@ impl<R: Remote> Core<R> {
         tracing::debug!(file_id = self.root_file_id, counter = batch.counter, "batch committed");
     }
 
-    async fn commit_failed(&self, mut batch: Batch, errno: FsError, lock_lost: bool) {
+    async fn commit_failed(&self, mut batch: Batch, failure: FsError, lock_lost: bool) {
         if !lock_lost {
             // The lock is still ours (a network or server error): keep the batch and try again later.
             batch.retry_at = Some(Instant::now() + self.options.retry_interval);
             let mut state = self.state();
-            state.commit_error = Some(format!("commit failed ({}); retrying", errno.describe()));
+            state.commit_error = Some(format!("commit failed ({failure}); retrying"));
             state.batch = Some(batch);
             return;
         }
@@ -415,9 +415,8 @@ impl<R: Remote> Core<R> {
         }
         let mut state = self.state();
         state.commit_error = Some(format!(
-            "the server dropped our lock ({}); file contents will be uploaded again, \
-             renames and deletions of that batch were lost",
-            errno.describe()
+            "the server dropped our lock ({failure}); file contents will be uploaded again, \
+             renames and deletions of that batch were lost"
         ));
         for ino in batch.pending_files {
             if let Ok(file) = state.file_mut(ino) {
@@ -473,7 +472,7 @@ impl<R: Remote> Core<R> {
         };
         if due {
             if let Err(error) = self.commit_now().await {
-                tracing::warn!(errno = error.0, "background commit failed; will retry");
+                tracing::warn!(%error, "background commit failed; will retry");
             }
         }
         let retry = {
@@ -499,7 +498,7 @@ impl<R: Remote> Core<R> {
         };
         if !retry.is_empty() {
             if let Err(error) = self.commit_now().await {
-                tracing::warn!(errno = error.0, "retrying failed uploads failed; will retry");
+                tracing::warn!(%error, "retrying failed uploads failed; will retry");
             }
         }
     }
@@ -521,7 +520,7 @@ impl<R: Remote> Core<R> {
         }
         let mut clean = true;
         if let Err(error) = self.commit_now().await {
-            tracing::warn!(errno = error.0, "commit at unmount failed");
+            tracing::warn!(%error, "commit at unmount failed");
             clean = false;
         }
         let state = self.state();

@@ -8,7 +8,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::client::{root_cause, RemoteError};
+use super::client::root_cause;
+use crate::remote::RemoteError;
 
 /// How long to wait for the user to finish in the browser (Nextcloud's flows expire after 20 minutes).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -71,11 +72,11 @@ pub async fn start_login(http: &reqwest::Client, base_url: &Url) -> Result<Login
         reason: root_cause(&error),
     })?;
     if !response.status().is_success() {
-        return Err(RemoteError::Status {
-            request: "POST /index.php/login/v2".into(),
-            status: response.status().as_u16(),
-            message: "the server does not offer Login Flow v2 (use --app-password)".into(),
-        });
+        return Err(RemoteError::http_status(
+            "POST /index.php/login/v2",
+            response.status().as_u16(),
+            "the server does not offer Login Flow v2 (use --app-password)",
+        ));
     }
     let answer: StartAnswer =
         response.json().await.map_err(|error| protocol(format!("not a login flow answer: {error}")))?;
@@ -110,11 +111,11 @@ pub async fn poll_login(
             }
             Ok(response) if response.status() == StatusCode::NOT_FOUND => {}
             Ok(response) => {
-                return Err(RemoteError::Status {
-                    request: "POST login/v2/poll".into(),
-                    status: response.status().as_u16(),
-                    message: "unexpected answer while polling".into(),
-                })
+                return Err(RemoteError::http_status(
+                    "POST login/v2/poll",
+                    response.status().as_u16(),
+                    "unexpected answer while polling",
+                ))
             }
             Err(error) => tracing::debug!(reason = %root_cause(&error), "poll failed; retrying"),
         }

@@ -3,17 +3,15 @@
 //! folders. Requests are named by method and server-side path in errors; responses are parsed with a real
 //! XML parser ([`super::propfind`]).
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode, Url};
 
-use super::client::{backoff, may_retry, remaining, transport, LockToken, NextcloudClient, RemoteError};
+use super::client::{backoff, may_retry, remaining, transport, NextcloudClient};
 use super::propfind::{parse_multistatus, PropfindEntry, PROPFIND_REQUEST_BODY};
+use crate::remote::{LockToken, Progress, PutResult, RemoteEntry, RemoteError};
 
 /// Characters kept as they are in a URL path segment (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -21,59 +19,25 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 /// Attempts for idempotent WebDAV requests (PROPFIND, GET, PUT).
 const ATTEMPTS: u32 = 3;
 
-/// Reports bytes transferred so far (for progress bars).
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// A file or folder as listed by PROPFIND.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteEntry {
-    /// The name in its parent (percent-decoded); empty for the user's root.
-    pub name: String,
-    /// `oc:fileid`.
-    pub file_id: u64,
-    /// A folder?
-    pub is_dir: bool,
-    /// Size in bytes (files).
-    pub size: u64,
-    /// The entity tag.
-    pub etag: String,
-    /// Last modification.
-    pub modified: Option<SystemTime>,
-    /// Flagged end-to-end encrypted (folders).
-    pub is_encrypted: bool,
-    /// The folder's metadata and signature, if the server sent them.
-    pub metadata: Option<(String, String)>,
-}
-
-impl RemoteEntry {
-    fn from_propfind(entry: PropfindEntry, request: &str) -> Result<Self, RemoteError> {
-        let file_id = entry.file_id.ok_or_else(|| RemoteError::Protocol {
-            request: request.to_owned(),
-            reason: "an entry has no oc:fileid".into(),
-        })?;
-        Ok(Self {
-            name: entry.name(),
-            file_id,
-            is_dir: entry.is_collection,
-            size: entry.content_length.or(entry.size).unwrap_or(0),
-            etag: entry.etag.clone().unwrap_or_default(),
-            modified: entry.last_modified.as_deref().and_then(|date| httpdate::parse_http_date(date).ok()),
-            is_encrypted: entry.is_encrypted.unwrap_or(false),
-            metadata: match (entry.e2ee_metadata, entry.e2ee_metadata_signature) {
-                (Some(json), Some(signature)) if !json.is_empty() => Some((json, signature)),
-                _ => None,
-            },
-        })
-    }
-}
-
-/// What a PUT returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutResult {
-    /// The file id (`OC-FileId`), if sent.
-    pub file_id: Option<u64>,
-    /// The new ETag, if sent.
-    pub etag: Option<String>,
+/// A listed entry from its PROPFIND properties.
+fn entry_from_propfind(entry: PropfindEntry, request: &str) -> Result<RemoteEntry, RemoteError> {
+    let file_id = entry.file_id.ok_or_else(|| RemoteError::Protocol {
+        request: request.to_owned(),
+        reason: "an entry has no oc:fileid".into(),
+    })?;
+    Ok(RemoteEntry {
+        name: entry.name(),
+        file_id,
+        is_dir: entry.is_collection,
+        size: entry.content_length.or(entry.size).unwrap_or(0),
+        etag: entry.etag.clone().unwrap_or_default(),
+        modified: entry.last_modified.as_deref().and_then(|date| httpdate::parse_http_date(date).ok()),
+        is_encrypted: entry.is_encrypted.unwrap_or(false),
+        metadata: match (entry.e2ee_metadata, entry.e2ee_metadata_signature) {
+            (Some(json), Some(signature)) if !json.is_empty() => Some((json, signature)),
+            _ => None,
+        },
+    })
 }
 
 /// Leading digits of an `OC-FileId` (`00000089ocabc` is 89).
@@ -159,11 +123,7 @@ impl NextcloudClient {
             }
             if !status.is_success() && status != StatusCode::MULTI_STATUS {
                 let body = response.text().await.unwrap_or_default();
-                return Err(RemoteError::Status {
-                    request: request_name.to_owned(),
-                    status: status.as_u16(),
-                    message: dav_error_message(&body),
-                });
+                return Err(RemoteError::http_status(request_name, status.as_u16(), dav_error_message(&body)));
             }
             return Ok(response);
         }
@@ -189,10 +149,8 @@ impl NextcloudClient {
         let body = response.bytes().await.map_err(|error| transport(&request_name, &error))?;
         let entries = parse_multistatus(&body)
             .map_err(|error| RemoteError::Protocol { request: request_name.clone(), reason: error.to_string() })?;
-        let mut entries: Vec<RemoteEntry> = entries
-            .into_iter()
-            .map(|entry| RemoteEntry::from_propfind(entry, &request_name))
-            .collect::<Result<_, _>>()?;
+        let mut entries: Vec<RemoteEntry> =
+            entries.into_iter().map(|entry| entry_from_propfind(entry, &request_name)).collect::<Result<_, _>>()?;
         // The entry itself comes first on Nextcloud; make sure of it by its href depth.
         if entries.is_empty() {
             return Err(RemoteError::Protocol { request: request_name, reason: "empty multistatus".into() });
@@ -300,7 +258,7 @@ impl NextcloudClient {
         &self,
         segments: &[String],
         length: u64,
-        body: &(dyn Fn() -> super::backend::BodyStream + Send + Sync),
+        body: &(dyn Fn() -> crate::remote::BodyStream + Send + Sync),
         token: Option<&LockToken>,
     ) -> Result<PutResult, RemoteError> {
         let request_name = Self::request_name("PUT", segments);

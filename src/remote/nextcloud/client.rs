@@ -11,6 +11,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::crypto::PublicKey;
+use crate::remote::{LockToken, RemoteError, RemoteErrorKind};
 
 /// Path of the end-to-end encryption OCS API, version 2.
 pub const E2EE_API: &str = "ocs/v2.php/apps/end_to_end_encryption/api/v2";
@@ -41,75 +42,8 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
-/// Errors talking to a server. Each names the request (method and path, never a clear file name).
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
-    /// The URL is not usable (plain HTTP to a remote host without permission, bad scheme).
-    #[error("{0}")]
-    BadUrl(String),
-    /// The server refused the credentials.
-    #[error("{request}: the server refused the user name or password (HTTP 401); use an app password")]
-    Unauthorized {
-        /// The request.
-        request: String,
-    },
-    /// The server answered with an error status.
-    #[error("{request}: HTTP {status}: {message}")]
-    Status {
-        /// The request.
-        request: String,
-        /// The HTTP status.
-        status: u16,
-        /// The server's message (OCS `data.message` or the body's start).
-        message: String,
-    },
-    /// The request did not complete (connection refused, timeout, TLS).
-    #[error("{request}: {reason}")]
-    Transport {
-        /// The request.
-        request: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The server's answer does not have the expected shape.
-    #[error("{request}: unexpected answer: {reason}")]
-    Protocol {
-        /// The request.
-        request: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-impl RemoteError {
-    /// The HTTP status, when the server answered with one.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Status { status, .. } => Some(*status),
-            Self::Unauthorized { .. } => Some(401),
-            _ => None,
-        }
-    }
-
-    /// The server could not be reached or is down (no connection, timeout, 502/503/504): worth waiting
-    /// for, unlike an answer that refuses or fails verification.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Transport { .. }) || matches!(self.status(), Some(502..=504))
-    }
-}
-
 /// Attempts for idempotent requests (the first try and two retries).
 const ATTEMPTS: u32 = 3;
-
-/// A lock token of the end-to-end encryption API (`e2e-token`). Not secret from the server, but not logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LockToken(pub String);
-
-impl std::fmt::Debug for LockToken {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("LockToken(..)")
-    }
-}
 
 /// A client for one server and user.
 #[derive(Debug, Clone)]
@@ -266,7 +200,10 @@ impl NextcloudClient {
                 &form,
                 &[("X-NC-E2EE-COUNTER", &counter_text)],
             )
-            .await?;
+            .await
+            .map_err(|error| {
+                error.with_status_kinds(|status| (status == 412).then_some(RemoteErrorKind::CounterRefused))
+            })?;
         lock_token_of(&data)
     }
 
@@ -276,6 +213,7 @@ impl NextcloudClient {
         self.ocs_with_headers(Method::DELETE, &format!("lock/{file_id}"), query, &[], &[("e2e-token", &token.0)])
             .await
             .map(|_| ())
+            .map_err(lock_lost_kinds)
     }
 
     /// `GET /meta-data/{id}`: the folder's metadata JSON and its signature; `None` if there is none (404).
@@ -318,6 +256,7 @@ impl NextcloudClient {
         )
         .await
         .map(|_| ())
+        .map_err(lock_lost_kinds)
     }
 
     /// `GET /server-key`: the server's public key.
@@ -362,6 +301,12 @@ impl NextcloudClient {
 }
 
 /// Time left until `deadline` (at least 1 ms: reqwest treats zero as no time at all).
+/// A request made with our lock token: 403 (not our token), 404 (no lock) and 412 (folder not locked) say
+/// that the server no longer holds our lock (SERVER-BEHAVIOUR.md, meta-data and unlock).
+fn lock_lost_kinds(error: RemoteError) -> RemoteError {
+    error.with_status_kinds(|status| matches!(status, 403 | 404 | 412).then_some(RemoteErrorKind::LockLost))
+}
+
 pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
@@ -424,7 +369,7 @@ pub fn parse_ocs(request: &str, status: u16, body: &str) -> Result<Value, Remote
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| body.chars().take(200).collect());
-        return Err(RemoteError::Status { request: request.to_owned(), status: status.as_u16(), message });
+        return Err(RemoteError::http_status(request, status.as_u16(), message));
     }
     data.ok_or_else(|| RemoteError::Protocol { request: request.to_owned(), reason: "not an OCS JSON answer".into() })
 }
