@@ -16,6 +16,7 @@ pub mod cli;
 pub mod crypto;
 pub mod metadata;
 pub mod mount;
+pub mod platform;
 pub mod remote;
 pub mod server;
 pub mod session;

@@ -15,7 +15,9 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use super::common::runtime;
+#[cfg(target_os = "linux")]
 use crate::mount::core::{Core, CoreOptions};
+#[cfg(target_os = "linux")]
 use crate::mount::{self, MountInfo};
 use crate::remote::nextcloud::trust::TrustStore;
 use crate::remote::{NextcloudClient, ServerConfig};
@@ -184,7 +186,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mounting needs the Linux FUSE adapter: elsewhere the demo says so.
+#[cfg(not(target_os = "linux"))]
+fn mount_demo(
+    _runtime: &tokio::runtime::Runtime,
+    _vault: Vault<NextcloudClient>,
+    _mountpoint: &Path,
+    _address: SocketAddr,
+    _user: &str,
+) -> anyhow::Result<()> {
+    anyhow::bail!("mounting is available on Linux only in this version")
+}
+
 /// Mounts the demo folder at `mountpoint` until Ctrl-C (the server keeps running in this process).
+#[cfg(target_os = "linux")]
 fn mount_demo(
     runtime: &tokio::runtime::Runtime,
     vault: Vault<NextcloudClient>,

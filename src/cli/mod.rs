@@ -59,10 +59,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Login(args) => login::run(args),
         Command::Keys(command) => keys::run(command),
+        #[cfg(target_os = "linux")]
         Command::Mount(args) => mount::run(args),
+        #[cfg(target_os = "linux")]
         Command::Unmount(args) => mount::unmount(args),
+        #[cfg(target_os = "linux")]
         Command::Lock(args) => mount::lock(args),
+        #[cfg(target_os = "linux")]
         Command::Status => mount::status(),
+        #[cfg(not(target_os = "linux"))]
+        Command::Mount(_) | Command::Unmount(_) | Command::Lock(_) | Command::Status => anyhow::bail!(
+            "mounting is available on Linux only in this version: the Windows (WinFsp) and macOS adapters \
+             are not built yet; the file commands (ls, get, put, ...) work here"
+        ),
         Command::Forget(args) => forget::run(args),
         Command::Files(command) => files::run(command),
     }

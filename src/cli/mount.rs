@@ -1,18 +1,29 @@
 //! `cloakfs mount`, `cloakfs unmount` and `cloakfs status`.
 
+#[cfg(target_os = "linux")]
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
+#[cfg(target_os = "linux")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use anyhow::{bail, Context};
+#[cfg(target_os = "linux")]
 use zeroize::Zeroizing;
 
-use super::common::{parse_mnemonic, runtime, ConnectionArgs, MnemonicArgs};
+#[cfg(target_os = "linux")]
+use super::common::{parse_mnemonic, runtime};
+use super::common::{ConnectionArgs, MnemonicArgs};
+#[cfg(target_os = "linux")]
 use crate::mount::control::{self, Request};
+#[cfg(target_os = "linux")]
 use crate::mount::core::{Core, CoreOptions};
+#[cfg(target_os = "linux")]
 use crate::mount::{self, MountInfo};
+#[cfg(target_os = "linux")]
 use crate::session::unlock;
+#[cfg(target_os = "linux")]
 use crate::vault::{Vault, VaultError};
 
 /// Options of `cloakfs mount`.
@@ -132,6 +143,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * f64::from(unit)))
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `cloakfs mount`.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
     if args.travel && args.mnemonic.mnemonic_file.is_some() {
@@ -165,6 +177,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     result
 }
 
+#[cfg(target_os = "linux")]
 fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str) -> anyhow::Result<()> {
     let mnemonic = parse_mnemonic(mnemonic_text)?;
     let spill_directory = args.spill_dir.clone().unwrap_or_else(default_spill_dir);
@@ -225,11 +238,13 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// $TMPDIR if set, else /var/tmp (on disk, unlike a tmpfs /tmp, so files larger than RAM fit).
 fn default_spill_dir() -> PathBuf {
     std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
+#[cfg(target_os = "linux")]
 /// Starts this command again as a detached child, hands it the secrets through a pipe, and returns once it
 /// reports the mount ready (or its error).
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
@@ -281,6 +296,7 @@ fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `cloakfs unmount`.
 pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     let target = std::path::absolute(&args.mountpoint).context("the mount point")?;
@@ -312,6 +328,7 @@ pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     bail!("nothing of cloakfs is mounted at {}", target.display())
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `cloakfs lock`: upload, unmount and wipe now (refusing while changes cannot be uploaded, unless
 /// `--discard`).
 pub fn lock(args: LockArgs) -> anyhow::Result<()> {
@@ -357,6 +374,7 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `cloakfs status`.
 pub fn status() -> anyhow::Result<()> {
     let runtime = runtime()?;

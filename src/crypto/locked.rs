@@ -48,25 +48,6 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     warned: false,
 });
 
-/// A fresh private anonymous mapping of `bytes` bytes (zero-filled by the kernel), or `None` if refused.
-pub(crate) fn map_anonymous(bytes: usize) -> Option<std::ptr::NonNull<u8>> {
-    // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-    let address = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
-        return None;
-    }
-    std::ptr::NonNull::new(address.cast())
-}
-
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
     // A poisoned pool still holds valid free lists (every update is a single push or pop).
     POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -75,27 +56,22 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 impl Pool {
     /// Maps one chunk, marks it, tries to lock it, and adds its blocks to the spares.
     fn grow(&mut self) -> bool {
-        let Some(address) = map_anonymous(CHUNK_BYTES) else { return false };
-        let address: *mut libc::c_void = address.as_ptr().cast();
-        #[cfg(target_os = "linux")]
-        // SAFETY: advice on the mapping just created; failures only lose the extra protection.
-        unsafe {
-            libc::madvise(address, CHUNK_BYTES, libc::MADV_DONTDUMP);
-            libc::madvise(address, CHUNK_BYTES, libc::MADV_WIPEONFORK);
+        let Some(mapping) = crate::platform::memory::map_anonymous(CHUNK_BYTES) else { return false };
+        crate::platform::memory::mark_secret(mapping, CHUNK_BYTES, true);
+        match crate::platform::memory::lock_in_ram(mapping, CHUNK_BYTES) {
+            Ok(()) => self.stats.locked_bytes += CHUNK_BYTES,
+            Err(error) if !self.warned => {
+                self.warned = true;
+                tracing::warn!(
+                    %error,
+                    locked_bytes = self.stats.locked_bytes,
+                    "cannot lock key memory in RAM (RLIMIT_MEMLOCK): keys may be written to swap; \
+                     raise the limit (ulimit -l) or use encrypted swap"
+                );
+            }
+            Err(_) => {}
         }
-        // SAFETY: locking the mapping just created.
-        if unsafe { libc::mlock(address, CHUNK_BYTES) } == 0 {
-            self.stats.locked_bytes += CHUNK_BYTES;
-        } else if !self.warned {
-            self.warned = true;
-            let error = std::io::Error::last_os_error();
-            tracing::warn!(
-                %error,
-                locked_bytes = self.stats.locked_bytes,
-                "cannot lock key memory in RAM (RLIMIT_MEMLOCK): keys may be written to swap; \
-                 raise the limit (ulimit -l) or use encrypted swap"
-            );
-        }
+        let address = mapping.as_ptr();
         self.stats.mapped_bytes += CHUNK_BYTES;
         let base = address as usize;
         self.spare_blocks.extend((0..CHUNK_BYTES / BLOCK_BYTES).rev().map(|block| base + block * BLOCK_BYTES));

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,17 +90,19 @@ impl PlainBuffer {
         let layout = std::alloc::Layout::from_size_align(new_capacity, PAGE).expect("buffer too large");
         #[cfg(target_os = "linux")]
         let raw = {
-            let raw = if self.capacity == 0 {
-                crate::crypto::locked::map_anonymous(new_capacity).map_or(libc::MAP_FAILED, |raw| raw.as_ptr().cast())
+            let mapped = if self.capacity == 0 {
+                crate::platform::memory::map_anonymous(new_capacity)
             } else {
                 // SAFETY: the remapping of the mapping `self` owns, with its current size; the kernel
                 // zero-fills the new pages.
-                unsafe { libc::mremap(self.start.as_ptr().cast(), self.capacity, new_capacity, libc::MREMAP_MAYMOVE) }
+                unsafe { crate::platform::memory::remap(self.start, self.capacity, new_capacity) }
             };
-            if raw == libc::MAP_FAILED {
-                std::alloc::handle_alloc_error(layout);
-            }
-            raw.cast::<u8>()
+            let Some(mapped) = mapped else { std::alloc::handle_alloc_error(layout) };
+            // No MADV_HUGEPAGE: 2 MiB pages fault in fewer times, but measured on the benchmark machine a
+            // 256 MiB write took 244–464 ms with them (compaction to find free huge pages) against a steady
+            // 266–304 ms without.
+            crate::platform::memory::mark_secret(mapped, new_capacity, false);
+            mapped.as_ptr()
         };
         #[cfg(not(target_os = "linux"))]
         let raw = {
@@ -117,14 +118,6 @@ impl PlainBuffer {
             self.len = len;
             raw
         };
-        #[cfg(target_os = "linux")]
-        // SAFETY: advice on the page-aligned region just mapped; failure only loses the protection.
-        unsafe {
-            libc::madvise(raw.cast(), new_capacity, libc::MADV_DONTDUMP);
-            // No MADV_HUGEPAGE: 2 MiB pages fault in fewer times, but measured on the benchmark machine a
-            // 256 MiB write took 244–464 ms with them (compaction to find free huge pages) against a steady
-            // 266–304 ms without.
-        }
         let Some(start) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         self.start = start;
         self.capacity = new_capacity;
@@ -166,7 +159,7 @@ impl PlainBuffer {
         #[cfg(target_os = "linux")]
         // SAFETY: the mapping of `capacity` bytes that `self` owns.
         unsafe {
-            libc::munmap(self.start.as_ptr().cast(), self.capacity);
+            crate::platform::memory::unmap(self.start, self.capacity);
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -256,27 +249,7 @@ impl Spill {
     /// Opens a new anonymous spill file: `O_TMPFILE` (no name ever exists); where the file system lacks it,
     /// a random name that is unlinked at once.
     fn create_file(&self) -> io::Result<File> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        #[cfg(target_os = "linux")]
-        {
-            let anonymous = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-                .open(&self.directory);
-            match anonymous {
-                Ok(file) => return Ok(file),
-                Err(error) if matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        let mut random = [0u8; 16];
-        random_bytes(&mut random);
-        let path = self.directory.join(format!(".cloakfs-spill-{}", hex::encode(random)));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
-        std::fs::remove_file(&path)?;
-        Ok(file)
+        crate::platform::create_anonymous_file(&self.directory)
     }
 }
 
@@ -321,7 +294,7 @@ impl SpillFile {
             block.zeroize();
             return Ok(());
         };
-        self.file.read_exact_at(&mut block[..SPILL_BLOCK], (index * SPILL_BLOCK) as u64)?;
+        crate::platform::read_exact_at(&self.file, &mut block[..SPILL_BLOCK], (index * SPILL_BLOCK) as u64)?;
         block[SPILL_BLOCK..].copy_from_slice(&seal.tag);
         let opened = self.spill.cipher().open_in_place(
             Nonce::assume_unique_for_key(seal.nonce),
@@ -347,7 +320,7 @@ impl SpillFile {
                 &mut block[..SPILL_BLOCK],
             )
             .map_err(|_| io::Error::other("spill encryption failed"))?;
-        self.file.write_all_at(&block[..SPILL_BLOCK], (index * SPILL_BLOCK) as u64)?;
+        crate::platform::write_all_at(&self.file, &block[..SPILL_BLOCK], (index * SPILL_BLOCK) as u64)?;
         if self.seals.len() <= index {
             self.seals.resize(index + 1, None);
         }
@@ -718,8 +691,8 @@ mod tests {
         assert!(!on_disk.windows(marker.len()).any(|window| window == marker));
         // A flipped bit on disk is an error, not garbage.
         let mut byte = [0u8; 1];
-        file.file.read_exact_at(&mut byte, 10).unwrap();
-        file.file.write_all_at(&[byte[0] ^ 1], 10).unwrap();
+        crate::platform::read_exact_at(&file.file, &mut byte, 10).unwrap();
+        crate::platform::write_all_at(&file.file, &[byte[0] ^ 1], 10).unwrap();
         assert_eq!(content.read_at(0, 20).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 

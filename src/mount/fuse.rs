@@ -149,7 +149,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.core.note_activity();
         // chmod and chown are accepted without effect: the format stores no owners or modes (DESIGN.md).
         let core = self.core.clone();
         let this = self.attr_maker();
@@ -172,7 +171,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.core.note_activity();
         if mode & libc::S_IFMT != libc::S_IFREG {
             reply.error(Errno::EPERM);
             return;
@@ -190,7 +188,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         let this = self.attr_maker();
@@ -204,7 +201,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         self.spawn(async move {
@@ -217,7 +213,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.core.note_activity();
         let core = self.core.clone();
         let name = name_of(name);
         self.spawn(async move {
@@ -251,7 +246,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.note_activity();
         if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
             reply.error(Errno::EINVAL);
             return;
@@ -274,16 +268,12 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.core.note_activity();
         let mode =
             OpenMode { write: flags.acc_mode() != OpenAccMode::O_RDONLY, truncate: flags.0 & libc::O_TRUNC != 0 };
         let core = self.core.clone();
         self.spawn(async move {
             match core.open(ino.0, mode).await {
                 Ok(opened) => {
-                    if !mode.write {
-                        core.prefetch_after(ino.0);
-                    }
                     let flags = if opened.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                     reply.opened(FileHandle(opened.fh), flags)
                 }
@@ -303,7 +293,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
             let mut reply = Some(reply);
@@ -326,7 +315,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.core.note_activity();
         if let Some(result) = self.core.write_loaded(ino.0, offset, data) {
             match result {
                 Ok(written) => reply.written(written),
@@ -364,13 +352,11 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move { answer_empty(reply, core.fsync(ino.0).await) });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        self.core.note_activity();
         let core = self.core.clone();
         self.spawn(async move {
             let entries = match core.readdir(ino.0).await {
@@ -399,7 +385,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        self.core.note_activity();
         let core = self.core.clone();
         let this = self.attr_maker();
         self.spawn(async move {
@@ -487,7 +472,6 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.core.note_activity();
         let mode = OpenMode { write: true, truncate: flags & libc::O_TRUNC != 0 };
         let exclusive = flags & libc::O_EXCL != 0;
         let core = self.core.clone();

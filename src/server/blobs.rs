@@ -28,16 +28,7 @@ impl BlobWriter {
         for chunk in piece {
             self.file.write_all(chunk.as_ref())?;
         }
-        #[cfg(target_os = "linux")]
-        // SAFETY: an open descriptor and a range of it; SYNC_FILE_RANGE_WRITE only starts write-back.
-        unsafe {
-            libc::sync_file_range(
-                std::os::fd::AsRawFd::as_raw_fd(&self.file),
-                self.written as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        crate::platform::start_write_back(&self.file, self.written, len as u64);
         self.written += len as u64;
         Ok(())
     }
@@ -88,15 +79,10 @@ impl BlobDir {
         Ok(id)
     }
 
-    /// Makes every blob written so far durable, with one `syncfs` of the file system holding them: staged
+    /// Makes every blob written so far durable, with one sync of the file system holding them (`syncfs` on Linux): staged
     /// uploads (under a lock) skip their own fsyncs, and unlock calls this once before committing them.
     pub fn sync_all(&self) -> std::io::Result<()> {
-        let root = std::fs::File::open(&self.root)?;
-        // SAFETY: syncfs takes an open file descriptor, which `root` keeps alive for the call.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        crate::platform::sync_file_system(&self.root)
     }
 
     /// Syncs one blob file and its directory (an upload that skipped its fsyncs but was not staged).

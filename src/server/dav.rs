@@ -367,12 +367,8 @@ async fn get(state: &Shared, user: &str, segments: &[String], request: Request) 
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?;
-    #[cfg(target_os = "linux")]
-    // SAFETY: advice on an open descriptor; a failure only loses the larger read-ahead.
-    unsafe {
-        // Blobs are read whole, front to back: a doubled read-ahead window when they come from disk.
-        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
+    // Blobs are read whole, front to back: a doubled read-ahead window when they come from disk.
+    crate::platform::advise_sequential(&file);
     let reader = file.take(length);
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20);
     Ok((status, headers, Body::from_stream(stream)).into_response())
