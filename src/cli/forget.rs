@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use super::common::{pin_path, runtime};
+use super::common::pin_path;
+#[cfg(unix)]
 use crate::mount::control;
 use crate::remote::nextcloud::trust::TrustStore;
 
@@ -31,7 +32,11 @@ pub struct ForgetArgs {
 
 /// Runs `cloakfs forget`.
 pub fn run(args: ForgetArgs) -> anyhow::Result<()> {
-    let mounts = runtime()?.block_on(control::all_mounts())?;
+    // Elsewhere there are no mounts (the mount is Linux-only in this version).
+    #[cfg(unix)]
+    let mounts = super::common::runtime()?.block_on(control::all_mounts())?;
+    #[cfg(not(unix))]
+    let mounts: Vec<()> = Vec::new();
     if !mounts.is_empty() {
         bail!(
             "{} cloakfs mount(s) running; they record counters in the pin file. Run `cloakfs lock --all` first",
