@@ -113,7 +113,9 @@ impl<R: Remote> Core<R> {
                 let mut files = state.uploadable_files();
                 folders.sort_unstable();
                 files.sort_unstable();
-                (folders, files, state.deferred_deletes.len())
+                // Whether a batch is open counts too: deletions deferred under it become possible once it
+                // committed.
+                (folders, files, state.deferred_deletes.len(), state.batch.is_some())
             };
             // Nothing moved in the last cycle (the files left are being uploaded by the tasks that wait
             // for this commit): another cycle would not do more.
