@@ -157,7 +157,12 @@ impl Drop for PrivateBus {
 fn lock_on_suspend_uploads_then_unmounts_on_sleep_and_on_screen_lock() {
     let account = Account::new("suspend");
     let bus = PrivateBus::start();
-    let env = [("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()), ("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str())];
+    let env = [
+        ("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()),
+        ("DBUS_SESSION_BUS_ADDRESS", bus.address.as_str()),
+        // The watch logs each signal it sees: the test waits for that instead of sleeping.
+        ("RUST_LOG", "warn,cloakfs::mount::suspend=debug"),
+    ];
     let mut mounted =
         account.mount_at_with_env(TempDir::new("suspend-mnt"), &["--lock-on-suspend", "--commit-delay", "60000"], &env);
     assert!(mounted.status().contains("locks on sleep and screen lock"), "{}", mounted.status());
@@ -165,7 +170,11 @@ fn lock_on_suspend_uploads_then_unmounts_on_sleep_and_on_screen_lock() {
     // Resume and an unlocked screen are not lock requests.
     bus.signal("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", "boolean:false");
     bus.signal("/org/gnome/ScreenSaver", "org.gnome.ScreenSaver.ActiveChanged", "boolean:false");
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        mount::eventually(Duration::from_secs(10), || mounted.log().matches("not a lock request").count() == 2),
+        "the mount did not see the resume and unlock signals: {}",
+        mounted.log()
+    );
     assert!(mounted.running() && mount::is_mounted(&mounted.dir.0), "locked on a resume signal");
     bus.signal("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", "boolean:true");
     assert!(mounted.wait_for_exit(Duration::from_secs(20)), "did not lock on sleep");

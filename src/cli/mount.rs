@@ -399,10 +399,11 @@ pub fn status() -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "  cache: {} of {} MiB in {} files; {} uploads, {} commits{}",
+            "  cache: {} of {} MiB in {} files; {} fetching ahead; {} uploads, {} commits{}",
             number("cache_bytes") >> 20,
             number("cache_capacity") >> 20,
             number("cache_entries"),
+            number("fetching_ahead"),
             number("uploads"),
             number("commits"),
             if core.get("batch_open").and_then(serde_json::Value::as_bool) == Some(true) { "; batch open" } else { "" }

@@ -93,6 +93,8 @@ async fn forward(
                 if sender.send(reason).await.is_err() {
                     break;
                 }
+            } else {
+                tracing::debug!(?reason, "signal is not a lock request (resume, unlock); ignored");
             }
         }
     });

@@ -47,7 +47,8 @@ fn opening_a_small_file_fetches_the_next_ones_ahead_and_a_forged_one_is_not_kept
     for i in 1..FILES {
         assert_eq!(std::fs::read(mounted.path(&name(i))).unwrap(), content(i), "{}", name(i));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Every download ahead has ended (none is left that could still add a request).
+    assert!(mount::eventually(Duration::from_secs(10), || mounted.status().contains(" 0 fetching ahead")));
     let fetched = gets.lock().unwrap().clone();
     let distinct: std::collections::BTreeSet<_> = fetched.iter().collect();
     assert_eq!((fetched.len(), distinct.len()), (FILES, FILES), "each blob once: {fetched:?}");
@@ -67,12 +68,14 @@ fn opening_a_small_file_fetches_the_next_ones_ahead_and_a_forged_one_is_not_kept
     });
     assert_eq!(std::fs::read(mounted.path(&name(0))).unwrap(), content(0));
     assert!(mount::eventually(Duration::from_secs(10), || gets.lock().unwrap().len() == 1 + AHEAD));
-    std::thread::sleep(Duration::from_millis(300));
+    // Every download ahead has ended (none is left that could still add a request).
+    assert!(mount::eventually(Duration::from_secs(10), || mounted.status().contains(" 0 fetching ahead")));
     proxy.after(|_, _| {});
     for i in 1..FILES {
         assert_eq!(std::fs::read(mounted.path(&name(i))).unwrap(), content(i), "{}", name(i));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Every download ahead has ended (none is left that could still add a request).
+    assert!(mount::eventually(Duration::from_secs(10), || mounted.status().contains(" 0 fetching ahead")));
     let fetched = gets.lock().unwrap().clone();
     for forged in &fetched[1..=AHEAD] {
         assert_eq!(fetched.iter().filter(|path| *path == forged).count(), 2, "{forged} in {fetched:?}");

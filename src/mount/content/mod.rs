@@ -227,6 +227,7 @@ impl Read for ContentReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::file_cipher::PlaintextSink as _;
 
     fn spill(threshold: u64) -> Arc<Spill> {
         Arc::new(Spill::new(std::env::temp_dir(), threshold))

@@ -196,6 +196,8 @@ pub struct CoreStatus {
     pub uploads: u64,
     /// Spill files created since the mount started (contents above the spill threshold).
     pub spill_files: u64,
+    /// Downloads ahead in flight (see [`Core::prefetch_after`]).
+    pub fetching_ahead: usize,
     /// Whether all key material sits in locked memory (false: RLIMIT_MEMLOCK refused; keys may be swapped).
     pub keys_locked: bool,
 }
@@ -391,6 +393,7 @@ impl<R: Remote> Core<R> {
             commits: state.commits,
             uploads: state.uploads,
             spill_files: self.spill.files_created(),
+            fetching_ahead: lock(&self.prefetching).len(),
             keys_locked: {
                 let stats = crate::crypto::locked::stats();
                 stats.locked_bytes == stats.mapped_bytes
