@@ -87,7 +87,7 @@ pub struct Reply {
 
 /// The directory holding the control sockets, created with mode 0700 if missing.
 pub fn runtime_dir() -> Result<PathBuf, ControlError> {
-    let uid = unsafe { libc::getuid() };
+    let uid = crate::platform::owner_ids().0;
     let path = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(base) if !base.is_empty() => PathBuf::from(base).join("cloakfs"),
         _ => std::env::temp_dir().join(format!("cloakfs-{uid}")),

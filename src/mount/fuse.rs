@@ -522,7 +522,7 @@ impl FuseAttr {
             blocks: attributes.size.div_ceil(512),
             atime: attributes.mtime,
             mtime: attributes.mtime,
-            ctime: attributes.mtime,
+            ctime: attributes.ctime,
             crtime: attributes.mtime,
             kind,
             perm,

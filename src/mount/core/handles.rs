@@ -32,8 +32,12 @@ impl<R: Remote> Core<R> {
     /// reaches the server. Other changed files are uploaded before close returns, so the program sees the
     /// error. Either way the content stays in RAM until the server has it.
     pub async fn close(&self, ino: u64) -> Result<(), FsError> {
-        let Ok((dirty, size)) = self.state().file(ino).map(|file| (file.dirty, file.size)) else { return Ok(()) };
-        if !dirty {
+        let Ok((dirty, size, unlinked)) = self.state().file(ino).map(|file| (file.dirty, file.size, file.unlinked))
+        else {
+            return Ok(());
+        };
+        // An unlinked file is never uploaded (its content lives until the last handle is released).
+        if !dirty || unlinked {
             return Ok(());
         }
         if self.may_write_behind(size) {

@@ -41,3 +41,44 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for KeyedGuard<'_, K> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_per_key_others_free_and_keys_forgotten_when_unused() {
+        let locks: KeyedLocks<u64> = KeyedLocks::new();
+        let first = locks.lock(&1).await;
+        assert!(locks.try_lock(&1).is_none(), "a held key is not handed out twice");
+        let other = locks.try_lock(&2).expect("another key is free");
+        drop(other);
+        // A waiter gets the key once the holder lets go, not before.
+        let waiter = {
+            let locks = &locks;
+            async move {
+                let _guard = locks.lock(&1).await;
+            }
+        };
+        let mut waiter = Box::pin(waiter);
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending(), "the waiter waits while the key is held");
+        drop(first);
+        waiter.await;
+        // Nobody holds or waits: the map keeps nothing.
+        assert!(lock(&locks.0).is_empty(), "unused keys are forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_key_still_waited_for_is_kept_when_its_holder_lets_go() {
+        let locks: KeyedLocks<&str> = KeyedLocks::new();
+        let held = locks.lock(&"blob").await;
+        let mut waiter = Box::pin(locks.lock(&"blob"));
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending());
+        drop(held);
+        assert!(lock(&locks.0).contains_key("blob"), "the waiter's key must survive the first release");
+        let second = waiter.await;
+        assert!(locks.try_lock(&"blob").is_none());
+        drop(second);
+        assert!(lock(&locks.0).is_empty());
+    }
+}

@@ -133,8 +133,10 @@ pub struct Attributes {
     pub kind: NodeType,
     /// Plaintext size.
     pub size: u64,
-    /// Last modification.
+    /// Last modification of the content (files) or of the entries (folders).
     pub mtime: SystemTime,
+    /// Last change of the node: content, size, times, name or place (files); entries (folders).
+    pub ctime: SystemTime,
 }
 
 /// A directory entry.

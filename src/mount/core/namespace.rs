@@ -10,6 +10,7 @@ impl<R: Remote> Core<R> {
             entry: None,
             size: 0,
             mtime: SystemTime::now(),
+            ctime: SystemTime::now(),
             content: Some(Arc::new(Content::empty())),
             dirty: true,
             version: 1,
@@ -42,7 +43,12 @@ impl<R: Remote> Core<R> {
             let opened = self.open_handle(ino, OpenMode { write: true, truncate: mode.truncate }).await?;
             return Ok((self.state().attributes(ino)?, opened));
         }
-        let ino = self.state().allocate(parent, name, Kind::File(Self::new_file()));
+        let ino = {
+            let mut state = self.state();
+            let ino = state.allocate(parent, name, Kind::File(Self::new_file()));
+            state.folder_changed(parent);
+            ino
+        };
         let opened = self.open_handle(ino, mode).await?;
         Ok((self.state().attributes(ino)?, opened))
     }
@@ -55,7 +61,12 @@ impl<R: Remote> Core<R> {
         if self.state().child(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let ino = self.state().allocate(parent, name, Kind::File(Self::new_file()));
+        let ino = {
+            let mut state = self.state();
+            let ino = state.allocate(parent, name, Kind::File(Self::new_file()));
+            state.folder_changed(parent);
+            ino
+        };
         self.write_back(ino).await?;
         self.state().attributes(ino)
     }
@@ -73,8 +84,9 @@ impl<R: Remote> Core<R> {
         }
         let dir = Dir { on_server: false, ..Dir::on_server(&random_server_name()) };
         let ino = state.allocate(parent, name, Kind::Dir(Box::new(dir)));
+        state.folder_changed(parent);
         Self::note_change(&mut state);
-        Ok(Attributes { ino, kind: NodeType::Directory, size: 0, mtime: SystemTime::now() })
+        state.attributes(ino)
     }
 
     /// Removes a file.

@@ -48,6 +48,8 @@ pub(super) struct Dir {
     pub(super) on_server: bool,
     /// Created on the server in the open batch (undone with the batch if the server drops our lock).
     pub(super) created: bool,
+    /// When an entry was last created, removed or renamed in it here (its mtime and ctime while mounted).
+    pub(super) changed: Option<SystemTime>,
 }
 
 impl Dir {
@@ -61,6 +63,7 @@ impl Dir {
             staged: false,
             on_server: true,
             created: false,
+            changed: None,
         }
     }
 }
@@ -74,6 +77,8 @@ pub(super) struct File {
     /// Plaintext size when the content is not loaded.
     pub(super) size: u64,
     pub(super) mtime: SystemTime,
+    /// Last change of the file (content, size, times, name, place).
+    pub(super) ctime: SystemTime,
     /// The plaintext while open or dirty.
     pub(super) content: Option<Plaintext>,
     /// Content differs from what the server has (or will have at commit).
@@ -103,6 +108,7 @@ impl File {
             entry: Some(entry.clone()),
             size,
             mtime,
+            ctime: mtime,
             content: None,
             dirty: false,
             version: 0,
@@ -243,13 +249,25 @@ impl State {
             }
         }
         self.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
+        self.folder_changed(parent);
+        self.folder_changed(new_parent);
         let node = self.node_mut(ino)?;
         node.parent = new_parent;
         node.name = Name(new_name.to_owned());
-        if let Kind::File(File { entry: Some(entry), .. }) = &mut node.kind {
-            entry.filename = Zeroizing::new(new_name.to_owned());
+        if let Kind::File(file) = &mut node.kind {
+            file.ctime = SystemTime::now();
+            if let Some(entry) = &mut file.entry {
+                entry.filename = Zeroizing::new(new_name.to_owned());
+            }
         }
         Ok(())
+    }
+
+    /// Records that an entry of folder `ino` was created, removed or renamed here (its mtime and ctime).
+    pub(super) fn folder_changed(&mut self, ino: u64) {
+        if let Ok(dir) = self.dir_mut(ino) {
+            dir.changed = Some(SystemTime::now());
+        }
     }
 
     /// Detaches `ino` from its parent's index; the node itself stays while files are open.
@@ -259,6 +277,7 @@ impl State {
         if let Ok(dir) = self.dir_mut(parent) {
             if dir.children.get(&name) == Some(&ino) {
                 dir.children.remove(&name);
+                dir.changed = Some(SystemTime::now());
             }
         }
         let drop_node = match &mut self.nodes.get_mut(&ino).map(|node| &mut node.kind) {
@@ -379,16 +398,14 @@ impl State {
         let node = self.node(ino)?;
         Ok(match &node.kind {
             Kind::Dir(dir) => {
-                let mtime = dir
-                    .loaded
-                    .as_ref()
-                    .and_then(|loaded| loaded.blobs.values().map(|(_, time)| *time).max())
-                    .unwrap_or(self.mounted_at);
-                Attributes { ino, kind: NodeType::Directory, size: 0, mtime }
+                let newest_blob =
+                    dir.loaded.as_ref().and_then(|loaded| loaded.blobs.values().map(|(_, time)| *time).max());
+                let mtime = newest_blob.max(dir.changed).unwrap_or(self.mounted_at);
+                Attributes { ino, kind: NodeType::Directory, size: 0, mtime, ctime: mtime }
             }
             Kind::File(file) => {
                 let size = file.content.as_ref().map(|content| content.len()).unwrap_or(file.size);
-                Attributes { ino, kind: NodeType::File, size, mtime: file.mtime }
+                Attributes { ino, kind: NodeType::File, size, mtime: file.mtime, ctime: file.ctime }
             }
         })
     }

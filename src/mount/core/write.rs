@@ -10,6 +10,7 @@ impl<R: Remote> Core<R> {
         file.queued = false;
         file.version += 1;
         file.mtime = SystemTime::now();
+        file.ctime = file.mtime;
         file.kernel_cached = None;
     }
 
@@ -67,10 +68,13 @@ impl<R: Remote> Core<R> {
                 self.write_back(ino).await?;
             }
         }
-        if let Some(mtime) = mtime {
-            if let Ok(file) = self.state().file_mut(ino) {
+        // Every setattr is a change of the file (chmod and chown are accepted without effect, but POSIX
+        // has them change the ctime too).
+        if let Ok(file) = self.state().file_mut(ino) {
+            if let Some(mtime) = mtime {
                 file.mtime = mtime;
             }
+            file.ctime = SystemTime::now();
         }
         self.state().attributes(ino)
     }
