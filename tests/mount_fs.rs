@@ -149,6 +149,7 @@ fn rename_matrix_and_posix_errors() {
     fs::write(p("two/other.txt"), b"O").unwrap();
     let from = CString::new(p("two/other.txt").as_os_str().as_bytes()).unwrap();
     let to = CString::new(p("two/moved.txt").as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated paths.
     let result =
         unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
     assert_eq!(result, -1);
@@ -170,6 +171,7 @@ fn rename_matrix_and_posix_errors() {
     assert_eq!(errno_of(fs::hard_link(p("two/moved.txt"), p("hard"))), libc::EPERM);
     let file = CString::new(p("two/moved.txt").as_os_str().as_bytes()).unwrap();
     let attribute = CString::new("user.test").unwrap();
+    // SAFETY: valid NUL-terminated strings and a one-byte value.
     let set = unsafe { libc::setxattr(file.as_ptr(), attribute.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
     assert_eq!(set, -1);
     assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOTSUP));
@@ -217,6 +219,7 @@ fn open_flags_truncate_append_and_partial_writes() {
     assert_eq!(fs::read(&path).unwrap(), b"new");
     // truncate(2) by path, on a closed file.
     let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::truncate(c_path.as_ptr(), 1) }, 0);
     assert_eq!(fs::read(&path).unwrap(), b"n");
     // mtime is settable (kept while mounted); chmod is accepted without effect.

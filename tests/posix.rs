@@ -86,7 +86,7 @@ fn a_file_unlinked_while_open_lives_on_through_its_handles_and_is_dropped_withou
     let before = uploads(&mounted.status());
     for name in ["kept.txt", "scratch.tmp"] {
         let path = mounted.path(name);
-        let mut handle = OpenOptions::new().read(true).write(true).create(true).open(&path).unwrap();
+        let mut handle = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
         fs::remove_file(&path).unwrap();
         assert_eq!(errno_of(fs::metadata(&path)), libc::ENOENT, "{name}: the name is gone");
         handle.set_len(0).unwrap();
@@ -133,7 +133,7 @@ fn open_and_ftruncate_flags_behave_as_on_a_local_file_system() {
         assert_eq!(fs::read(&path).unwrap(), b"abcdef");
         // O_CREAT|O_EXCL on an existing name, O_CREAT in a missing folder, a folder opened for writing.
         assert_eq!(errno_of(OpenOptions::new().write(true).create_new(true).open(&path)), libc::EEXIST);
-        assert_eq!(errno_of(OpenOptions::new().write(true).create(true).open(root.join("no/f"))), libc::ENOENT);
+        assert_eq!(errno_of(OpenOptions::new().write(true).create(true).truncate(true).open(root.join("no/f"))), libc::ENOENT);
         fs::create_dir(root.join("d")).unwrap();
         assert_eq!(errno_of(OpenOptions::new().write(true).open(root.join("d"))), libc::EISDIR);
         // O_RDONLY refuses writes; O_WRONLY refuses reads.

@@ -54,6 +54,7 @@ fn lock_uploads_first_refuses_during_an_outage_and_discard_drops() {
     let mut file = fs::File::create(mounted.path("unsaved.txt")).unwrap();
     std::io::Write::write_all(&mut file, b"cannot be uploaded").unwrap();
     // close(2) itself must report the failed upload (Rust's File drop would ignore it).
+    // SAFETY: the descriptor was just taken out of the File, which no longer closes it.
     let closed = unsafe { libc::close(std::os::fd::IntoRawFd::into_raw_fd(file)) };
     assert_eq!((closed, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EIO)));
     let status = String::from_utf8_lossy(&mounted.control(&["status"]).stdout).into_owned();
@@ -87,6 +88,7 @@ fn processes_cannot_dump_core() {
     let core_line = limits.lines().find(|line| line.starts_with("Max core file size")).unwrap().to_owned();
     let fields: Vec<&str> = core_line.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core_line}");
+    // SAFETY: a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGABRT) };
     let status = child.wait().unwrap();
     assert!(!status.success());
@@ -106,6 +108,7 @@ impl SpawnUnlimitedCore for std::process::Command {
     /// Spawns with `ulimit -c unlimited`, so only the process itself can forbid core dumps.
     fn spawn_with_unlimited_core(&mut self) -> std::process::Child {
         use std::os::unix::process::CommandExt as _;
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
         unsafe {
             self.pre_exec(|| {
                 let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };

@@ -62,9 +62,10 @@ impl Drop for Context {
 
 impl Context {
     fn new(direction: Direction, key: &[u8], nonce: &[u8]) -> Result<Self, GcmError> {
-        // SAFETY: the cipher getters return pointers to static tables.
         let cipher = match key.len() {
+            // SAFETY: the cipher getters return pointers to static tables.
             16 => unsafe { ffi::EVP_aes_128_gcm() },
+            // SAFETY: as above.
             32 => unsafe { ffi::EVP_aes_256_gcm() },
             _ => return Err(GcmError::InvalidParameter("key must be 16 or 32 bytes")),
         };
