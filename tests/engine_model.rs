@@ -722,3 +722,36 @@ fn a_file_uploaded_and_unlinked_in_one_batch_is_gone_after_one_flush() {
     let steps = vec![Step::Create(a(), false), Step::Create(a(), false), Step::Truncate(a(), 0), Step::Unlink(a())];
     run_case(&harness, "uploaded-then-unlinked", &steps).unwrap();
 }
+
+/// The idle timeout in paused time: the engine's own operations count as activity (a listing does, a
+/// getattr does not), and the wait ends exactly one timeout after the last of them, without sleeping.
+#[test]
+fn the_idle_timeout_counts_from_the_last_user_operation() {
+    let harness = Harness::new();
+    harness.runtime.block_on(harness.new_case("idle"));
+    let engine = harness.runtime.block_on(async {
+        let engine = harness.engine("laptop", "idle").await;
+        engine.readdir(ROOT_INO).await.unwrap(); // loaded now: later listings come from RAM
+        engine
+    });
+    let paused = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    paused.block_on(async {
+        const TIMEOUT: Duration = Duration::from_secs(900);
+        engine.readdir(ROOT_INO).await.unwrap();
+        let waiting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.idle_after(TIMEOUT).await }
+        });
+        tokio::time::advance(Duration::from_secs(600)).await;
+        engine.getattr(ROOT_INO).await.unwrap(); // not activity
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "unmounted before the timeout");
+        engine.readdir(ROOT_INO).await.unwrap(); // activity: the timeout starts again
+        tokio::time::advance(Duration::from_secs(600)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a listing did not count as activity");
+        tokio::time::advance(Duration::from_secs(301)).await;
+        waiting.await.unwrap();
+        assert!(engine.idle_for() >= TIMEOUT);
+    });
+}

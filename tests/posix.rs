@@ -133,7 +133,10 @@ fn open_and_ftruncate_flags_behave_as_on_a_local_file_system() {
         assert_eq!(fs::read(&path).unwrap(), b"abcdef");
         // O_CREAT|O_EXCL on an existing name, O_CREAT in a missing folder, a folder opened for writing.
         assert_eq!(errno_of(OpenOptions::new().write(true).create_new(true).open(&path)), libc::EEXIST);
-        assert_eq!(errno_of(OpenOptions::new().write(true).create(true).truncate(true).open(root.join("no/f"))), libc::ENOENT);
+        assert_eq!(
+            errno_of(OpenOptions::new().write(true).create(true).truncate(true).open(root.join("no/f"))),
+            libc::ENOENT
+        );
         fs::create_dir(root.join("d")).unwrap();
         assert_eq!(errno_of(OpenOptions::new().write(true).open(root.join("d"))), libc::EISDIR);
         // O_RDONLY refuses writes; O_WRONLY refuses reads.

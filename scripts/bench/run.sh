@@ -16,6 +16,7 @@
 # Every mount and process the script starts is unmounted and stopped (by PID) on exit, also on Ctrl-C
 # and on failure; each step runs under a time limit. Results: a markdown table on stdout (and --out);
 # --update-docs rewrites docs/BENCHMARKS.md with it. Methods and caveats: docs/BENCHMARKS.md.
+# CLOAKFS=PATH (with CLOAKFS_BENCH_NO_BUILD=1) measures another cloakfs binary, e.g. the build before a change.
 set -euo pipefail
 
 SIZE_MIB=256        # the big file
@@ -180,7 +181,7 @@ mkdir -p "$MP"
 MOUNT_PID=""
 
 # cloakfs over cloakfs serve
-CLOAKFS="$ROOT/target/release/cloakfs"
+CLOAKFS="${CLOAKFS:-$ROOT/target/release/cloakfs}"   # CLOAKFS=PATH: another build (e.g. the one before a change)
 CLOAKFS_ENV=(env XDG_CONFIG_HOME="$W/cloakfs-config" XDG_RUNTIME_DIR="$W/cloakfs-run" TMPDIR="$W/cloakfs-tmp"
   CLOAKFS_PASSWORD=bench-password-1234)
 CLOAKFS_ENV_BASE=("${CLOAKFS_ENV[@]}")

@@ -267,13 +267,9 @@ async fn next_lock(watch: &mut Option<suspend::SuspendWatch>) -> suspend::LockRe
 
 /// Resolves once the mount has been idle for `timeout` (never without one).
 async fn idle<R: Remote + 'static>(core: &Core<R>, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else { return std::future::pending().await };
-    loop {
-        let idle = core.idle_for();
-        if idle >= timeout {
-            return;
-        }
-        tokio::time::sleep((timeout - idle).min(Duration::from_secs(1))).await;
+    match timeout {
+        Some(timeout) => core.idle_after(timeout).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -224,7 +224,8 @@ pub struct Core<R: Remote> {
     uploads: KeyedLocks<u64>,
     owner: (u32, u32),
     /// The last user-initiated file-system operation (for the idle timeout).
-    last_activity: Mutex<Instant>,
+    /// (tokio's clock, so tests can run the idle timeout in paused time.)
+    last_activity: Mutex<tokio::time::Instant>,
     /// Until when cached listings are shown without revalidation (the server was unreachable).
     offline_until: Mutex<Option<Instant>>,
     /// Slots of a commit's uploads ([`MAX_BACKGROUND_UPLOADS`]); all free when none runs.
@@ -286,7 +287,7 @@ impl<R: Remote> Core<R> {
             downloads: KeyedLocks::new(),
             uploads: KeyedLocks::new(),
             owner,
-            last_activity: Mutex::new(Instant::now()),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
             offline_until: Mutex::new(None),
             background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_UPLOADS)),
             prefetching: Mutex::new(HashSet::new()),
@@ -309,12 +310,24 @@ impl<R: Remote> Core<R> {
     /// lookups, statfs and idle open handles do not count, so a file manager polling the mount or a
     /// forgotten open file cannot keep it mounted.
     pub fn note_activity(&self) {
-        *lock(&self.last_activity) = Instant::now();
+        *lock(&self.last_activity) = tokio::time::Instant::now();
     }
 
     /// Time since the last activity.
     pub fn idle_for(&self) -> Duration {
         lock(&self.last_activity).elapsed()
+    }
+
+    /// Resolves once the file system has seen no user activity for `timeout` (travel mode's idle timeout;
+    /// see [`Self::note_activity`] for what counts).
+    pub async fn idle_after(&self, timeout: Duration) {
+        loop {
+            let idle = self.idle_for();
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
+        }
     }
 
     /// Drops every change not yet on the server (`cloakfs lock --discard`): aborts the open batch (the
