@@ -32,7 +32,7 @@ UPDATE_DOCS=0
 STEP_TIMEOUT=600    # seconds, per timed step and per wait for durability
 CACHE_SIZE=512M     # cloakfs --cache-size (the RSS budget is this + 64 MiB)
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) SIZE_MIB=32 SMALL_FILES=200 ENTRIES=400 OPS=50 COMMITS=100; shift ;;
