@@ -1,149 +1,22 @@
-//! `cloakfs mount`, `cloakfs unmount` and `cloakfs status`.
+//! The mount commands on Linux: mount (in the foreground or as a daemon), unmount, lock and status over
+//! the control sockets.
 
-#[cfg(target_os = "linux")]
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
-#[cfg(target_os = "linux")]
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
 use anyhow::{bail, Context};
-#[cfg(target_os = "linux")]
 use zeroize::Zeroizing;
 
-#[cfg(target_os = "linux")]
-use super::common::{parse_mnemonic, runtime};
-use super::common::{ConnectionArgs, MnemonicArgs};
-#[cfg(target_os = "linux")]
+use super::super::common::{parse_mnemonic, runtime};
+use super::{LockArgs, MountArgs, UnmountArgs, TRAVEL_IDLE_TIMEOUT};
 use crate::mount::control::{self, Request};
-#[cfg(target_os = "linux")]
 use crate::mount::core::{Core, CoreOptions};
-#[cfg(target_os = "linux")]
 use crate::mount::{self, MountInfo};
-#[cfg(target_os = "linux")]
 use crate::session::unlock;
-#[cfg(target_os = "linux")]
 use crate::vault::{Vault, VaultError};
 
-/// Options of `cloakfs mount`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct MountArgs {
-    /// The encrypted folder on the server, e.g. /Vault (or a folder inside one).
-    pub remote: String,
-    /// Where to mount it (an existing, empty directory).
-    pub mountpoint: PathBuf,
-    /// The server and user.
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
-    /// The mnemonic.
-    #[command(flatten)]
-    pub mnemonic: MnemonicArgs,
-    /// Seconds a folder listing is trusted before its ETag is checked again (changes by other clients
-    /// appear after at most this long).
-    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
-    pub dir_cache_time: f64,
-    /// RAM for decrypted file contents, e.g. 512M or 2G (open and unsaved files come on top).
-    #[arg(long, default_value = "512M", value_parser = parse_size, value_name = "SIZE")]
-    pub cache_size: u64,
-    /// Files larger than this are kept, encrypted under a random key that exists only in RAM, in an
-    /// anonymous temporary file instead of RAM (default: the cache size).
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub spill_above: Option<u64>,
-    /// Directory for those anonymous files (default: $TMPDIR, else /var/tmp). Only ciphertext is written, and
-    /// the files have no name (O_TMPFILE) and vanish with the process.
-    #[arg(long, value_name = "DIR")]
-    pub spill_dir: Option<PathBuf>,
-    /// This device's name in conflicted copies, "NAME (conflicted copy DEVICE DATE)", made when another
-    /// device changed a file this mount also changed (default: the host name). Stored encrypted.
-    #[arg(long, value_name = "NAME")]
-    pub device: Option<String>,
-    /// Files up to this size are queued at close and uploaded by the next commit, so close returns at once
-    /// (fast `tar x`, `cp -r`, `git`) and a file removed or replaced before the commit never reaches the
-    /// server; larger files, and all files after a failed upload, are uploaded before close returns so close
-    /// reports errors. 0: close always waits. fsync always waits for the server.
-    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
-    pub write_behind: u64,
-    /// Milliseconds of quiet after the last change before the batch is committed to the server.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pub commit_delay: u64,
-    /// Unmount, wipe and exit after this long without file activity (reads, writes, listings, changes; an
-    /// idle open file does not count), e.g. 15m, 90s, 1h.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub idle_timeout: Option<Duration>,
-    /// Travel profile: the app password is never taken from the OS keyring (CLOAKFS_PASSWORD or a prompt),
-    /// the mnemonic is asked at each mount (no --mnemonic-file), and --idle-timeout defaults to 15m.
-    #[arg(long)]
-    pub travel: bool,
-    /// Lock (upload, unmount, wipe) when the system is about to sleep or the screen locks (logind and
-    /// screen-saver signals over D-Bus). Refuses to mount if the system D-Bus cannot be watched.
-    #[arg(long)]
-    pub lock_on_suspend: bool,
-    /// Detach and run in the background (logs are discarded; see `cloakfs status`).
-    #[arg(long)]
-    pub daemon: bool,
-    /// Internal: read the password and mnemonic from stdin and report readiness on stdout (used by --daemon).
-    #[arg(long, hide = true)]
-    pub daemon_child: bool,
-}
-
-/// The idle timeout of `--travel` when none is given.
-pub const TRAVEL_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// Options of `cloakfs unmount`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UnmountArgs {
-    /// The mount point.
-    pub mountpoint: PathBuf,
-}
-
-/// Options of `cloakfs lock`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LockArgs {
-    /// The mount point (or --all).
-    #[arg(required_unless_present = "all")]
-    pub mountpoint: Option<PathBuf>,
-    /// Lock every cloakfs mount of this user.
-    #[arg(long, conflicts_with = "mountpoint")]
-    pub all: bool,
-    /// Drop changes that cannot be uploaded instead of refusing to lock.
-    #[arg(long)]
-    pub discard: bool,
-    /// Confirm --discard without asking (for scripts).
-    #[arg(long, requires = "discard")]
-    pub yes: bool,
-}
-
-/// Parses `512M`, `2G`, `64K` or a number of bytes.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, shift) = match text.chars().last().map(|last| last.to_ascii_uppercase()) {
-        Some('K') => (&text[..text.len() - 1], 10),
-        Some('M') => (&text[..text.len() - 1], 20),
-        Some('G') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    let value: u64 = number.trim().parse().map_err(|_| format!("not a size: {text:?} (e.g. 512M, 2G)"))?;
-    value.checked_shl(shift).filter(|bytes| bytes >> shift == value).ok_or_else(|| "size too large".to_owned())
-}
-
-/// Parses `90s`, `15m`, `1h` or a number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.chars().last() {
-        Some('s') => (&text[..text.len() - 1], 1),
-        Some('m') => (&text[..text.len() - 1], 60),
-        Some('h') => (&text[..text.len() - 1], 3600),
-        _ => (text, 1),
-    };
-    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?} (e.g. 90s, 15m, 1h)"))?;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(format!("not a positive duration: {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(value * f64::from(unit)))
-}
-
-#[cfg(target_os = "linux")]
 /// Runs `cloakfs mount`.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
     if args.travel && args.mnemonic.mnemonic_file.is_some() {
@@ -177,7 +50,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     result
 }
 
-#[cfg(target_os = "linux")]
 fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str) -> anyhow::Result<()> {
     let mnemonic = parse_mnemonic(mnemonic_text)?;
     let spill_directory = args.spill_dir.clone().unwrap_or_else(default_spill_dir);
@@ -238,13 +110,11 @@ fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
 /// $TMPDIR if set, else /var/tmp (on disk, unlike a tmpfs /tmp, so files larger than RAM fit).
 fn default_spill_dir() -> PathBuf {
     std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
-#[cfg(target_os = "linux")]
 /// Starts this command again as a detached child, hands it the secrets through a pipe, and returns once it
 /// reports the mount ready (or its error).
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
@@ -296,7 +166,6 @@ fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(target_os = "linux")]
 /// Runs `cloakfs unmount`.
 pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     let target = std::path::absolute(&args.mountpoint).context("the mount point")?;
@@ -328,7 +197,6 @@ pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     bail!("nothing of cloakfs is mounted at {}", target.display())
 }
 
-#[cfg(target_os = "linux")]
 /// Runs `cloakfs lock`: upload, unmount and wipe now (refusing while changes cannot be uploaded, unless
 /// `--discard`).
 pub fn lock(args: LockArgs) -> anyhow::Result<()> {
@@ -374,7 +242,6 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
 /// Runs `cloakfs status`.
 pub fn status() -> anyhow::Result<()> {
     let runtime = runtime()?;
@@ -439,28 +306,4 @@ pub fn status() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        use std::time::Duration;
-        assert_eq!(super::parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(super::parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(super::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(super::parse_duration("0").is_err());
-        assert!(super::parse_duration("soon").is_err());
-    }
 }
