@@ -7,27 +7,21 @@
 //! `CLOAKFS_MODEL_CASES` sets the number of sequences (default 48, each of 1 to 40 operations) and
 //! `CLOAKFS_MODEL_SEED` the seed (default 19, so that CI runs the same sequences each time).
 
+#[path = "common/engine.rs"]
+mod engine;
 #[path = "common/mount.rs"]
 mod mount;
 #[path = "common/server.rs"]
 mod server;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cloakfs::crypto::Mnemonic;
-use cloakfs::mount::core::{Core, CoreOptions, NodeType, OpenMode, ROOT_INO};
+use cloakfs::mount::core::{NodeType, OpenMode, ROOT_INO};
 use cloakfs::mount::error::FsError;
-use cloakfs::remote::nextcloud::trust::TrustStore;
-use cloakfs::remote::{NextcloudClient, ServerConfig};
-use cloakfs::vault::Vault;
-use mount::Account;
+use engine::{Engine, Harness};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use zeroize::Zeroizing;
-
-type Engine = Arc<Core<NextcloudClient>>;
 
 /// Operations run, by kind and outcome (shown at the end, to see that the sequences do reach the engine).
 static STATS: std::sync::Mutex<BTreeMap<(String, bool), usize>> = std::sync::Mutex::new(BTreeMap::new());
@@ -376,68 +370,6 @@ impl Model {
 
 // ----- the engine side -----
 
-/// How to build engines for one account.
-struct Harness {
-    account: Account,
-    mnemonic: Mnemonic,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Harness {
-    fn new() -> Self {
-        // RUST_LOG=cloakfs=debug shows the engine's log (server-side names only).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let account = Account::new("engine-model");
-        let words = std::fs::read_to_string(&account.mnemonic).unwrap();
-        let mnemonic = Mnemonic::parse(words.trim()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        Self { account, mnemonic, runtime }
-    }
-
-    /// A vault client as device `device` (its own pin file, copied from the account's).
-    async fn vault(&self, device: &str) -> Vault<NextcloudClient> {
-        let client = NextcloudClient::new(ServerConfig {
-            base_url: url::Url::parse(&self.account.url).unwrap(),
-            user: self.account.user.clone(),
-            password: Zeroizing::new(server::PASSWORD.to_owned()),
-            timeout: Duration::from_secs(20),
-            allow_insecure_http: false,
-        })
-        .unwrap();
-        let pins = self.account.config.0.join("cloakfs/pins.json");
-        let device_pins = self.account.config.0.join(format!("pins-{device}.json"));
-        if !device_pins.exists() {
-            std::fs::copy(&pins, &device_pins).unwrap();
-        }
-        let mut trust = TrustStore::load(&device_pins).unwrap();
-        let session = cloakfs::session::unlock(client, &mut trust, &self.mnemonic).await.unwrap();
-        let (client, parts) = session.into_parts();
-        Vault::new(client, self.account.url.clone(), parts, trust)
-    }
-
-    /// A new engine over the encrypted folder `/{case}`, as device `device`.
-    async fn engine(&self, device: &str, case: &str) -> Engine {
-        let vault = self.vault(device).await;
-        let (tree, root) = vault.open_folder(&format!("/{case}")).await.unwrap();
-        let options = CoreOptions {
-            dir_cache_time: Duration::from_secs(60),
-            device: device.to_owned(),
-            spill_directory: std::env::temp_dir(),
-            ..CoreOptions::default()
-        };
-        Arc::new(Core::new(vault, tree, root, options))
-    }
-
-    /// A new encrypted top folder `/{case}` (each sequence has its own, with its own lock: a sequence that
-    /// fails while holding its lock cannot hold up the next).
-    async fn new_case(&self, case: &str) {
-        self.vault("setup").await.create_encrypted_folder(&format!("/{case}")).await.unwrap();
-    }
-}
-
 /// Resolves `path` below the engine's root (the case folder).
 async fn resolve(engine: &Engine, _case: &str, path: &[&str]) -> Result<u64, FsError> {
     let mut ino = ROOT_INO;
@@ -689,7 +621,7 @@ fn run_case(harness: &Harness, case: &str, steps: &[Step]) -> Result<(), TestCas
 
 #[test]
 fn random_operation_sequences_agree_with_a_posix_model_across_remounts_and_devices() {
-    let harness = Harness::new();
+    let harness = Harness::new("engine-model");
     let cases = std::env::var("CLOAKFS_MODEL_CASES").ok().and_then(|text| text.parse().ok()).unwrap_or(48);
     // A fixed seed by default, so CI runs the same sequences every time; CLOAKFS_MODEL_SEED=N explores others.
     let seed: u64 = std::env::var("CLOAKFS_MODEL_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or(19);
@@ -717,7 +649,7 @@ fn random_operation_sequences_agree_with_a_posix_model_across_remounts_and_devic
 /// (unmount, `cloakfs lock`) must run that next batch instead of reporting files left behind.
 #[test]
 fn a_file_uploaded_and_unlinked_in_one_batch_is_gone_after_one_flush() {
-    let harness = Harness::new();
+    let harness = Harness::new("engine-model");
     let a = || Pick::Any(vec!["a"]);
     let steps = vec![Step::Create(a(), false), Step::Create(a(), false), Step::Truncate(a(), 0), Step::Unlink(a())];
     run_case(&harness, "uploaded-then-unlinked", &steps).unwrap();
@@ -727,7 +659,7 @@ fn a_file_uploaded_and_unlinked_in_one_batch_is_gone_after_one_flush() {
 /// getattr does not), and the wait ends exactly one timeout after the last of them, without sleeping.
 #[test]
 fn the_idle_timeout_counts_from_the_last_user_operation() {
-    let harness = Harness::new();
+    let harness = Harness::new("engine-model");
     harness.runtime.block_on(harness.new_case("idle"));
     let engine = harness.runtime.block_on(async {
         let engine = harness.engine("laptop", "idle").await;

@@ -20,6 +20,7 @@ pub mod suspend;
 #[cfg(target_os = "linux")]
 mod table;
 pub mod upload;
+pub mod winfs;
 
 use std::path::PathBuf;
 use std::time::Duration;

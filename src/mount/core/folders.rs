@@ -209,6 +209,16 @@ impl<R: Remote> Core<R> {
             .collect()
     }
 
+    /// Where `ino` is now: its folder and its clear name (an unlinked file: [`FsError::NotFound`]).
+    pub fn location(&self, ino: u64) -> Result<(u64, Zeroizing<String>), FsError> {
+        let state = self.state();
+        let node = state.node(ino)?;
+        if ino != ROOT_INO && !state.nodes.contains_key(&node.parent) {
+            return Err(FsError::NotFound);
+        }
+        Ok((node.parent, Zeroizing::new(node.name.0.clone())))
+    }
+
     /// The parent of folder `ino`.
     pub fn parent_of(&self, ino: u64) -> u64 {
         self.state().nodes.get(&ino).map(|node| node.parent).unwrap_or(ROOT_INO)
