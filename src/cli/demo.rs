@@ -15,9 +15,9 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use super::common::runtime;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::mount::core::{Core, CoreOptions};
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::mount::{self, MountInfo};
 use crate::remote::nextcloud::trust::TrustStore;
 use crate::remote::{NextcloudClient, ServerConfig};
@@ -186,8 +186,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mounting needs the Linux FUSE adapter: elsewhere the demo says so.
-#[cfg(not(target_os = "linux"))]
+/// Mounting needs the FUSE adapter (Linux, macOS): elsewhere the demo says so.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn mount_demo(
     _runtime: &tokio::runtime::Runtime,
     _vault: Vault<NextcloudClient>,
@@ -195,11 +195,13 @@ fn mount_demo(
     _address: SocketAddr,
     _user: &str,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("mounting is available on Linux only in this version")
+    anyhow::bail!(
+        "the demo mounts through FUSE, on Linux and macOS only (on Windows: the WinFsp build, README \"Windows\")"
+    )
 }
 
 /// Mounts the demo folder at `mountpoint` until Ctrl-C (the server keeps running in this process).
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn mount_demo(
     runtime: &tokio::runtime::Runtime,
     vault: Vault<NextcloudClient>,

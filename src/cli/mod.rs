@@ -52,26 +52,44 @@ pub enum Command {
     Files(files::FileCommand),
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line, mounting with this build's own adapter (FUSE on Linux and macOS; none in
+/// this library on Windows, whose WinFsp adapter is the separate platform/windows binary).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    run_with(cli, mount_here)
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn mount_here(args: mount::MountArgs) -> anyhow::Result<()> {
+    mount::run(args)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn mount_here(_: mount::MountArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this cloakfs build has no mount adapter for this system: on Windows, mounting needs the WinFsp build \
+         (platform/windows, see the README's \"Windows\" section); the file commands (ls, get, put, ...) work here"
+    )
+}
+
+/// Runs the parsed command line with `mount` as the platform's `cloakfs mount` (the Windows binary passes
+/// its WinFsp mount here).
+pub fn run_with(cli: Cli, platform_mount: impl FnOnce(mount::MountArgs) -> anyhow::Result<()>) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Login(args) => login::run(args),
         Command::Keys(command) => keys::run(command),
-        #[cfg(target_os = "linux")]
-        Command::Mount(args) => mount::run(args),
-        #[cfg(target_os = "linux")]
+        Command::Mount(args) => platform_mount(args),
+        #[cfg(any(unix, windows))]
         Command::Unmount(args) => mount::unmount(args),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(unix, windows))]
         Command::Lock(args) => mount::lock(args),
-        #[cfg(target_os = "linux")]
+        #[cfg(any(unix, windows))]
         Command::Status => mount::status(),
-        #[cfg(not(target_os = "linux"))]
-        Command::Mount(_) | Command::Unmount(_) | Command::Lock(_) | Command::Status => anyhow::bail!(
-            "mounting is available on Linux only in this version: the Windows (WinFsp) and macOS adapters \
-             are not built yet; the file commands (ls, get, put, ...) work here"
-        ),
+        #[cfg(not(any(unix, windows)))]
+        Command::Unmount(_) | Command::Lock(_) | Command::Status => {
+            anyhow::bail!("no control channel to mounts on this system")
+        }
         Command::Forget(args) => forget::run(args),
         Command::Files(command) => files::run(command),
     }

@@ -1,6 +1,8 @@
-//! The control socket of a running mount, for `cloakfs status` and `cloakfs unmount`. Sockets live in the
-//! user's runtime directory (`$XDG_RUNTIME_DIR/cloakfs`, a tmpfs; else `/tmp/cloakfs-UID`, mode 0700) and are
-//! named by process id only; they carry no content and disappear with the mount.
+//! The control channel of a running mount, for `cloakfs status`, `unmount` and `lock`: one JSON request
+//! line, one JSON reply line. On Unix a socket in the user's runtime directory (`$XDG_RUNTIME_DIR/cloakfs`,
+//! a tmpfs; else `/tmp/cloakfs-UID`, mode 0700); on Windows a local named pipe `\\.\pipe\cloakfs-USER-PID`
+//! (remote clients refused; the default DACL lets only the creator, administrators and SYSTEM write to
+//! it). Named by process id only; they carry no content and disappear with the mount.
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +88,7 @@ pub struct Reply {
 }
 
 /// The directory holding the control sockets, created with mode 0700 if missing.
+#[cfg(unix)]
 pub fn runtime_dir() -> Result<PathBuf, ControlError> {
     let uid = crate::platform::owner_ids().0;
     let path = match std::env::var_os("XDG_RUNTIME_DIR") {
@@ -109,14 +112,18 @@ pub fn runtime_dir() -> Result<PathBuf, ControlError> {
 }
 
 /// The socket path of this process.
+#[cfg(unix)]
 pub fn own_socket() -> Result<PathBuf, ControlError> {
     Ok(runtime_dir()?.join(format!("{}.sock", std::process::id())))
 }
 
-/// Sends `request` to the mount listening on `socket`.
+/// Sends `request` to the mount listening on `socket` (a socket path; on Windows a pipe name).
 pub async fn send(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
     let error = |reason: String| ControlError::Socket { path: socket.to_owned(), reason };
+    #[cfg(unix)]
     let mut stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| error(e.to_string()))?;
+    #[cfg(windows)]
+    let mut stream = pipe::connect(socket).await.map_err(|e| error(e.to_string()))?;
     let mut line = serde_json::to_string(request).map_err(|e| error(e.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await.map_err(|e| error(e.to_string()))?;
@@ -127,6 +134,7 @@ pub async fn send(socket: &Path, request: &Request) -> Result<Reply, ControlErro
 }
 
 /// The status of every running mount of this user (stale sockets are removed).
+#[cfg(unix)]
 pub async fn all_mounts() -> Result<Vec<(PathBuf, MountStatus)>, ControlError> {
     let directory = runtime_dir()?;
     let mut mounts = Vec::new();
@@ -148,4 +156,86 @@ pub async fn all_mounts() -> Result<Vec<(PathBuf, MountStatus)>, ControlError> {
     }
     mounts.sort_by(|left, right| left.1.mountpoint.cmp(&right.1.mountpoint));
     Ok(mounts)
+}
+
+/// The status of every running mount of this user: the pipes named `cloakfs-USER-*`.
+#[cfg(windows)]
+pub async fn all_mounts() -> Result<Vec<(PathBuf, MountStatus)>, ControlError> {
+    let directory = PathBuf::from(pipe::PIPES);
+    let prefix = pipe::prefix();
+    let entries = std::fs::read_dir(&directory)
+        .map_err(|e| ControlError::RuntimeDir { path: directory.clone(), reason: e.to_string() })?;
+    let mut mounts = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let path = directory.join(&name);
+        if let Ok(Reply { status: Some(status), .. }) = send(&path, &Request::Status).await {
+            mounts.push((path, status));
+        }
+    }
+    mounts.sort_by(|left, right| left.1.mountpoint.cmp(&right.1.mountpoint));
+    Ok(mounts)
+}
+
+/// Named pipes: the control channel on Windows.
+#[cfg(windows)]
+pub mod pipe {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions};
+
+    /// Where Windows lists named pipes.
+    pub const PIPES: &str = r"\\.\pipe\";
+
+    /// `cloakfs-USER-`: the start of this user's pipe names.
+    pub fn prefix() -> String {
+        let user = std::env::var("USERNAME").unwrap_or_default();
+        let user: String = user.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+        format!("cloakfs-{user}-")
+    }
+
+    /// The pipe name of this process.
+    pub fn own_pipe() -> PathBuf {
+        PathBuf::from(format!("{PIPES}{}{}", prefix(), std::process::id()))
+    }
+
+    /// Accepts connections on this process's pipe, one instance after the other.
+    pub struct PipeListener {
+        name: PathBuf,
+        next: NamedPipeServer,
+    }
+
+    impl PipeListener {
+        /// Creates the pipe (refusing if another process already has the name, and remote clients).
+        pub fn bind(name: &Path) -> std::io::Result<Self> {
+            let next = ServerOptions::new().first_pipe_instance(true).reject_remote_clients(true).create(name)?;
+            Ok(Self { name: name.to_owned(), next })
+        }
+
+        /// The next client's connection.
+        pub async fn accept(&mut self) -> std::io::Result<NamedPipeServer> {
+            self.next.connect().await?;
+            let fresh = ServerOptions::new().reject_remote_clients(true).create(&self.name)?;
+            Ok(std::mem::replace(&mut self.next, fresh))
+        }
+    }
+
+    /// Connects to the pipe `name`, waiting while all its instances are busy.
+    pub async fn connect(name: &Path) -> std::io::Result<NamedPipeClient> {
+        // ERROR_PIPE_BUSY
+        const PIPE_BUSY: i32 = 231;
+        for _ in 0..50 {
+            match ClientOptions::new().open(name) {
+                Err(error) if error.raw_os_error() == Some(PIPE_BUSY) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => return other,
+            }
+        }
+        ClientOptions::new().open(name)
+    }
 }

@@ -16,6 +16,28 @@ use super::core::{Attributes, Core, NodeType, OpenMode};
 use super::error::FsError;
 use crate::remote::Remote;
 
+/// `S_IFMT` and `S_IFREG` as the u32 of FUSE's mode argument (`mode_t` is u16 on macOS).
+#[allow(clippy::unnecessary_cast)]
+const FILE_TYPE_MASK: u32 = libc::S_IFMT as u32;
+#[allow(clippy::unnecessary_cast)]
+const REGULAR_FILE: u32 = libc::S_IFREG as u32;
+
+/// Whether a rename must not replace its target (`renameat2`'s RENAME_NOREPLACE); exchange and whiteout
+/// are refused with EINVAL.
+#[cfg(target_os = "linux")]
+fn no_replace(flags: RenameFlags) -> Result<bool, Errno> {
+    if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(flags.contains(RenameFlags::RENAME_NOREPLACE))
+}
+
+/// macFUSE passes no rename flags: every rename may replace its target, as rename(2) does.
+#[cfg(target_os = "macos")]
+fn no_replace(_flags: RenameFlags) -> Result<bool, Errno> {
+    Ok(false)
+}
+
 /// How long the kernel may cache names and attributes. Short, so changes by other clients show up soon
 /// after the core's own dir cache time.
 const ATTR_TTL: Duration = Duration::from_secs(1);
@@ -171,7 +193,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
+        if mode & FILE_TYPE_MASK != REGULAR_FILE {
             reply.error(Errno::EPERM);
             return;
         }
@@ -246,11 +268,13 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            reply.error(Errno::EINVAL);
-            return;
-        }
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let no_replace = match no_replace(flags) {
+            Ok(no_replace) => no_replace,
+            Err(errno) => {
+                reply.error(errno);
+                return;
+            }
+        };
         let core = self.core.clone();
         let names = name_of(name).and_then(|name| Ok((name, name_of(newname)?)));
         self.spawn(async move {

@@ -1,23 +1,26 @@
 //! The mount. [`core`] is the file-system engine (platform-neutral: no FUSE, no errno), with its plaintext
-//! [`cache`], [`content`] buffers and [`upload`] streams; [`error`] its errors. On Linux, `fuse` adapts the
-//! engine to fuser, `control` answers `cloakfs status`, `unmount` and `lock`, `suspend` watches logind and
-//! the screen locker, `table` reads the kernel's mount table, and `run` (src/mount/session.rs) ties them
-//! together: mount, serve until Ctrl-C / SIGTERM / `cloakfs unmount` / an external unmount / the idle
-//! timeout, then upload everything, unmount and wipe.
+//! [`cache`], [`content`] buffers and [`upload`] streams; [`error`] its errors. On Linux and macOS, `fuse`
+//! adapts the engine to fuser, `control` answers `cloakfs status`, `unmount` and `lock`, `suspend` watches
+//! logind and the screen locker (Linux; a clear refusal on macOS), `table` reads the mount table, and `run`
+//! (src/mount/session.rs) ties them together: mount, serve until Ctrl-C / SIGTERM / `cloakfs unmount` / an
+//! external unmount / the idle timeout, then upload everything, unmount and wipe. [`winfs`] is the same
+//! engine with Windows' semantics (paths, names, delete-on-close, NTSTATUS), platform-neutral and tested on
+//! Linux; the WinFsp binding that calls it lives in platform/windows.
 
 pub mod cache;
 pub mod content;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub mod control;
 pub mod core;
 pub mod error;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fuse;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod session;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg_attr(target_os = "macos", path = "suspend_macos.rs")]
 pub mod suspend;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod table;
 pub mod upload;
 pub mod winfs;
@@ -25,9 +28,9 @@ pub mod winfs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use session::run;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use table::{detach, is_mounted};
 
 /// Errors of mounting.
@@ -50,11 +53,11 @@ pub enum MountError {
         reason: String,
     },
     /// The control socket failed.
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     #[error(transparent)]
     Control(#[from] control::ControlError),
-    /// `--lock-on-suspend` was asked for but the system bus cannot be watched.
-    #[cfg(target_os = "linux")]
+    /// `--lock-on-suspend` was asked for but cannot work (no system bus on Linux; not built on macOS).
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
     #[error(transparent)]
     Suspend(#[from] suspend::WatchError),
 }

@@ -5,10 +5,16 @@ use std::time::Duration;
 
 use super::common::{ConnectionArgs, MnemonicArgs};
 
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "linux")]
-pub use linux::{lock, run, status, unmount};
+#[cfg(any(unix, windows))]
+mod commands;
+mod engine;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod unix;
+#[cfg(any(unix, windows))]
+pub use commands::{lock, status, unmount};
+pub use engine::open_engine;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub use unix::run;
 
 /// Options of `cloakfs mount`.
 #[derive(Debug, Clone, clap::Args)]

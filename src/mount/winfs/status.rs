@@ -66,6 +66,8 @@ status_table! {
     DELETE_PENDING = 0xC000_0056;
     /// A read-only file cannot be deleted.
     CANNOT_DELETE = 0xC000_0121;
+    /// A buffer too small for the answer.
+    BUFFER_OVERFLOW = 0x8000_0005;
     /// A request the file system does not handle.
     INVALID_DEVICE_REQUEST = 0xC000_0010;
 }

@@ -1,0 +1,70 @@
+//! Opening the engine of a mount, the same on every platform: keys unlocked, the encrypted folder opened
+//! and verified, the engine built from the mount options. The platform's adapter takes it from there.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use zeroize::Zeroizing;
+
+use super::super::common::{parse_mnemonic, runtime};
+use super::{MountArgs, TRAVEL_IDLE_TIMEOUT};
+use crate::mount::core::{Core, CoreOptions};
+use crate::mount::MountInfo;
+use crate::remote::NextcloudClient;
+use crate::session::unlock;
+use crate::vault::{Vault, VaultError};
+
+/// Everything of a mount before the platform's adapter: the keys unlocked, the folder opened and verified,
+/// the engine built with the options of `args` (spill files in `args.spill_dir`, else `default_spill_dir`).
+pub fn open_engine(
+    args: &MountArgs,
+    password: Zeroizing<String>,
+    mnemonic_text: &str,
+    default_spill_dir: PathBuf,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Core<NextcloudClient>>, MountInfo)> {
+    let mnemonic = parse_mnemonic(mnemonic_text)?;
+    let spill_directory = args.spill_dir.clone().unwrap_or(default_spill_dir);
+    crate::mount::content::Spill::new(spill_directory.clone(), 0).check().with_context(|| {
+        format!("cannot create temporary files in {} (give another --spill-dir)", spill_directory.display())
+    })?;
+    let client = args.connection.client_with(password)?;
+    let mut trust = args.connection.trust_store()?;
+    let runtime = runtime()?;
+    let session = runtime.block_on(unlock(client, &mut trust, &mnemonic)).context("unlocking the keys")?;
+    drop(mnemonic);
+    let (client, parts) = session.into_parts();
+    let server = args.connection.server.trim_end_matches('/').to_owned();
+    let vault = Vault::new(client, server.clone(), parts, trust);
+    let (tree, root) = match runtime.block_on(vault.open_folder(&args.remote)) {
+        Ok(found) => found,
+        Err(VaultError::NotEncrypted) => bail!(
+            "{} is not an end-to-end encrypted folder: cloakfs mounts only encrypted folders \
+             (create one with `cloakfs mkdir --encrypted {}`)",
+            args.remote,
+            args.remote
+        ),
+        Err(error) => return Err(error).with_context(|| format!("opening {}", args.remote)),
+    };
+    let options = CoreOptions {
+        dir_cache_time: Duration::from_secs_f64(args.dir_cache_time.max(0.0)),
+        cache_size: args.cache_size,
+        commit_delay: Duration::from_millis(args.commit_delay),
+        spill_above: args.spill_above.unwrap_or(args.cache_size),
+        spill_directory,
+        device: args.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
+        write_behind: args.write_behind,
+        ..CoreOptions::default()
+    };
+    let core = Arc::new(Core::new(vault, tree, root, options));
+    let info = MountInfo {
+        mountpoint: args.mountpoint.clone(),
+        server,
+        user: args.connection.user.clone(),
+        remote: args.remote.clone(),
+        idle_timeout: args.idle_timeout.or(args.travel.then_some(TRAVEL_IDLE_TIMEOUT)),
+        lock_on_suspend: args.lock_on_suspend,
+    };
+    Ok((runtime, core, info))
+}
