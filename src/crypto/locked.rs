@@ -1,6 +1,7 @@
 //! Locked memory for key material: small buffers carved from a few dedicated pages that are locked in RAM
-//! (`mlock`, so they never reach swap), left out of core dumps (`MADV_DONTDUMP`), wiped in a forked child
-//! (`MADV_WIPEONFORK`), and zeroed when a buffer is dropped.
+//! (`mlock`, or `VirtualLock` on Windows, so they never reach swap), left out of core dumps (`MADV_DONTDUMP`;
+//! on Windows excluded from Windows Error Reporting's dumps), wiped in a forked child (`MADV_WIPEONFORK`),
+//! and zeroed when a buffer is dropped (src/platform/memory.rs).
 //!
 //! The pool grows in chunks of [`CHUNK_BYTES`] and never returns them to the system (freed slots are zeroed
 //! and reused). If the `RLIMIT_MEMLOCK` limit does not allow another chunk, the chunk is still used, unlocked,
@@ -65,8 +66,8 @@ impl Pool {
                 tracing::warn!(
                     %error,
                     locked_bytes = self.stats.locked_bytes,
-                    "cannot lock key memory in RAM (RLIMIT_MEMLOCK): keys may be written to swap; \
-                     raise the limit (ulimit -l) or use encrypted swap"
+                    "cannot lock key memory in RAM: keys may be written to swap; raise the limit \
+                     (Unix: RLIMIT_MEMLOCK, ulimit -l) or use encrypted swap"
                 );
             }
             Err(_) => {}

@@ -4,8 +4,8 @@
 //! systems that keeps the promise or says plainly that it cannot (see each function). The engine
 //! (src/mount/core), the vault and the crypto compile for Linux, macOS and Windows through this module.
 //!
-//! The FUSE adapter, the mount table and the mount session (src/mount) are Linux code and are compiled only
-//! there; a WinFsp or macOS adapter brings its own.
+//! The FUSE adapter, the mount table and the mount session (src/mount) are compiled on Linux and macOS; the
+//! Windows drive letter is the WinFsp binary in platform/windows over src/mount/winfs.
 
 use std::fs::File;
 use std::io;
@@ -198,9 +198,20 @@ pub fn sync_file_system(directory: &Path) -> io::Result<()> {
 
 /// Keeps this process from writing memory to disk when it crashes, and other processes of the same user
 /// from reading it: no core dumps (`RLIMIT_CORE` 0) and, on Linux, not dumpable (no ptrace attach, no
-/// /proc/PID/mem). Windows: not done here (Windows Error Reporting is configured per machine; see
-/// THREAT-MODEL.md).
+/// /proc/PID/mem). Windows has no per-process switch for crash dumps: here the crash dialog and critical-error
+/// boxes are turned off (`SetErrorMode`), key memory is excluded from Windows Error Reporting's dumps
+/// ([`memory::mark_secret`]), and what remains is said in THREAT-MODEL.md ("Windows").
 pub fn forbid_core_dumps() {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Diagnostics::Debug::{
+            SetErrorMode, SEM_FAILCRITICALERRORS, SEM_NOGPFAULTERRORBOX,
+        };
+        // SAFETY: sets this process's error mode; no pointers.
+        unsafe {
+            SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX);
+        }
+    }
     #[cfg(unix)]
     {
         let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -38,12 +38,8 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     // Spill files: %TEMP%, opened delete-on-close and encrypted under a key that exists only in RAM.
     let (runtime, core, info) = cloakfs::cli::mount::open_engine(&args, password, &mnemonic, std::env::temp_dir())?;
     drop(mnemonic);
-    let watch = if info.lock_on_suspend {
-        eprintln!("cloakfs: --lock-on-suspend on Windows locks before sleep; a screen lock is not watched yet");
-        Some(crate::power::watch().map_err(|reason| anyhow!(reason))?)
-    } else {
-        None
-    };
+    let watch =
+        if info.lock_on_suspend { Some(crate::power::watch().map_err(|reason| anyhow!(reason))?) } else { None };
     let _winfsp = winfsp::winfsp_init().map_err(|error| {
         anyhow!("WinFsp cannot be loaded ({error:?}): install it from https://winfsp.dev/rel/ and try again")
     })?;
@@ -101,7 +97,7 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
 /// Why the mount stops.
 enum Stop {
     Now,
-    Suspend,
+    Suspend(crate::power::LockReason),
     Unmount(NamedPipeServer),
     Lock(NamedPipeServer, bool),
 }
@@ -168,7 +164,7 @@ async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::S
                 Request::Lock { discard } => Stop::Lock(connection, discard),
                 _ => Stop::Unmount(connection),
             },
-            Some(()) = next_suspend(&mut watch) => Stop::Suspend,
+            Some(reason) = next_suspend(&mut watch) => Stop::Suspend(reason),
             _ = idle(&core, idle_timeout) => {
                 eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
                 Stop::Now
@@ -176,8 +172,8 @@ async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::S
         };
         match stop {
             Stop::Now => break,
-            Stop::Suspend => {
-                eprintln!("cloakfs: the system is going to sleep: uploading, unmounting and wiping");
+            Stop::Suspend(reason) => {
+                eprintln!("cloakfs: {reason}: uploading, unmounting and wiping");
                 let _ = tokio::time::timeout(Duration::from_secs(4), core.flush_all()).await;
                 break;
             }
@@ -215,9 +211,9 @@ async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::S
     Ok(())
 }
 
-async fn next_suspend(watch: &mut Option<crate::power::SuspendWatch>) -> Option<()> {
+async fn next_suspend(watch: &mut Option<crate::power::SuspendWatch>) -> Option<crate::power::LockReason> {
     match watch {
-        Some(watch) => watch.suspends.recv().await,
+        Some(watch) => watch.requests.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -2,6 +2,7 @@
 //! channels (Unix sockets; named pipes on Windows), the same on every platform.
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
@@ -9,12 +10,40 @@ use super::super::common::runtime;
 use super::{LockArgs, UnmountArgs};
 use crate::mount::control::{self, Request};
 
+/// Whether a mount reported at `mounted` is the one the user named as `named`: the same absolute path; on
+/// Windows also ignoring case and a trailing separator, and a drive letter given as `X:` or `X:\`.
+fn same_mountpoint(mounted: &Path, named: &Path) -> bool {
+    same_mountpoint_on(cfg!(windows), mounted, named)
+}
+
+fn same_mountpoint_on(windows: bool, mounted: &Path, named: &Path) -> bool {
+    let key = |path: &Path| -> PathBuf {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        if windows {
+            path.to_string_lossy().to_uppercase().trim_end_matches(['\\', '/']).into()
+        } else {
+            path
+        }
+    };
+    let drive = |path: &Path| {
+        let text = path.to_string_lossy();
+        let is_drive =
+            matches!(text.as_bytes(), [letter, b':'] | [letter, b':', b'\\' | b'/'] if letter.is_ascii_alphabetic());
+        (windows && is_drive).then(|| text[..2].to_uppercase())
+    };
+    match (drive(mounted), drive(named)) {
+        (Some(mounted), Some(named)) => mounted == named,
+        (None, None) => key(mounted) == key(named),
+        _ => false,
+    }
+}
+
 /// Runs `cloakfs unmount`.
 pub fn unmount(args: UnmountArgs) -> anyhow::Result<()> {
     let target = std::path::absolute(&args.mountpoint).context("the mount point")?;
     let runtime = runtime()?;
     let mounts = runtime.block_on(control::all_mounts())?;
-    if let Some((socket, _)) = mounts.iter().find(|(_, status)| status.mountpoint == target) {
+    if let Some((socket, _)) = mounts.iter().find(|(_, status)| same_mountpoint(&status.mountpoint, &args.mountpoint)) {
         eprintln!("cloakfs: uploading pending changes, then unmounting {}", target.display());
         let reply = runtime.block_on(control::send(socket, &Request::Unmount))?;
         if let Some(error) = reply.error {
@@ -60,10 +89,10 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
     let mounts = runtime.block_on(control::all_mounts())?;
     let targets: Vec<_> = match &args.mountpoint {
         Some(mountpoint) => {
-            let target = std::path::absolute(mountpoint).context("the mount point")?;
-            let found: Vec<_> = mounts.into_iter().filter(|(_, status)| status.mountpoint == target).collect();
+            let found: Vec<_> =
+                mounts.into_iter().filter(|(_, status)| same_mountpoint(&status.mountpoint, mountpoint)).collect();
             if found.is_empty() {
-                bail!("nothing of cloakfs is mounted at {}", target.display());
+                bail!("nothing of cloakfs is mounted at {}", mountpoint.display());
             }
             found
         }
@@ -123,14 +152,18 @@ pub fn status() -> anyhow::Result<()> {
             Some(seconds) => format!("locks after {seconds} s idle"),
             None => "no idle timeout".to_owned(),
         };
-        let suspend = if status.lock_on_suspend { "; locks on sleep and screen lock" } else { "" };
+        let suspend = match (status.lock_on_suspend, cfg!(windows)) {
+            (false, _) => "",
+            (true, false) => "; locks on sleep and screen lock",
+            (true, true) => "; locks on sleep and session lock",
+        };
         writeln!(out, "  travel: {idle}{suspend}")?;
         writeln!(
             out,
             "  spill files: {} (encrypted, unnamed); key memory: {}",
             number("spill_files"),
             if core.get("keys_locked").and_then(serde_json::Value::as_bool) == Some(false) {
-                "NOT locked (RLIMIT_MEMLOCK too low: keys may reach swap)"
+                "NOT locked (over the system's limit, RLIMIT_MEMLOCK on Unix: keys may reach swap)"
             } else {
                 "locked"
             }
@@ -150,4 +183,22 @@ pub fn status() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_match_the_way_each_system_names_them() {
+        let same = |windows, a: &str, b: &str| same_mountpoint_on(windows, Path::new(a), Path::new(b));
+        assert!(same(false, "/home/alice/Vault", "/home/alice/Vault/"));
+        assert!(!same(false, "/home/alice/Vault", "/home/alice/vault"));
+        assert!(same(true, "X:", "x:\\"));
+        assert!(same(true, "X:\\", "x:"));
+        assert!(!same(true, "X:", "Y:"));
+        assert!(!same(true, "X:", "X:\\Vault"));
+        assert!(same(true, "C:\\Users\\me\\Vault", "c:\\users\\ME\\vault\\"));
+        assert!(!same(true, "C:\\Users\\me\\Vault", "C:\\Users\\me\\Vault2"));
+    }
 }
