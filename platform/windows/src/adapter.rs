@@ -49,6 +49,24 @@ impl CloakFs {
         self.runtime.block_on(future).map_err(fsp)
     }
 
+    /// Copies the volume's security descriptor into WinFsp's buffer, if one is given; answers its size.
+    fn get_security_into(&self, buffer: Option<&mut [c_void]>) -> winfsp::Result<u64> {
+        if let Some(buffer) = buffer {
+            if buffer.len() < self.security.len() {
+                return Err(fsp(NtStatus::BUFFER_OVERFLOW));
+            }
+            // SAFETY: `buffer` is WinFsp's writable buffer of `buffer.len()` bytes (checked above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.security.as_ptr(),
+                    buffer.as_mut_ptr().cast::<u8>(),
+                    self.security.len(),
+                );
+            }
+        }
+        Ok(self.security.len() as u64)
+    }
+
     fn opened(&self, opened: cloakfs::mount::winfs::Opened, file_info: &mut OpenFileInfo) -> WinHandle {
         fill(file_info.as_mut(), &opened.info);
         file_info.set_normalized_name(&opened.normalized_path, None);
@@ -66,19 +84,10 @@ impl FileSystemContext for CloakFs {
         _reparse_point_resolver: impl FnOnce(&U16CStr) -> Option<FileSecurity>,
     ) -> winfsp::Result<FileSecurity> {
         let attributes = self.block_on(self.winfs.get_security_by_name(file_name.as_slice()))?;
-        if let Some(buffer) = security_descriptor {
-            if buffer.len() >= self.security.len() {
-                // SAFETY: `buffer` is WinFsp's writable buffer of `buffer.len()` bytes (checked above).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.security.as_ptr(),
-                        buffer.as_mut_ptr().cast::<u8>(),
-                        self.security.len(),
-                    );
-                }
-            }
-        }
-        Ok(FileSecurity { reparse: false, sz_security_descriptor: self.security.len() as u64, attributes })
+        // The descriptor is the same small one for every node (well under WinFsp's buffers): a buffer too
+        // small for it is an error, never a success with the descriptor left unwritten.
+        let size = self.get_security_into(security_descriptor)?;
+        Ok(FileSecurity { reparse: false, sz_security_descriptor: size, attributes })
     }
 
     fn open(
@@ -139,20 +148,7 @@ impl FileSystemContext for CloakFs {
         _context: &Self::FileContext,
         security_descriptor: Option<&mut [c_void]>,
     ) -> winfsp::Result<u64> {
-        if let Some(buffer) = security_descriptor {
-            if buffer.len() < self.security.len() {
-                return Err(fsp(NtStatus::BUFFER_OVERFLOW));
-            }
-            // SAFETY: `buffer` is WinFsp's writable buffer of `buffer.len()` bytes (checked above).
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.security.as_ptr(),
-                    buffer.as_mut_ptr().cast::<u8>(),
-                    self.security.len(),
-                );
-            }
-        }
-        Ok(self.security.len() as u64)
+        self.get_security_into(security_descriptor)
     }
 
     fn overwrite(
