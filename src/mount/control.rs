@@ -70,6 +70,22 @@ pub struct MountStatus {
     pub core: CoreStatusReport,
 }
 
+impl MountStatus {
+    /// The status of this process's mount of `info` at `mountpoint`, with the engine's report now.
+    pub fn describe(info: &super::MountInfo, mountpoint: &Path, core: &CoreStatus) -> Self {
+        Self {
+            pid: std::process::id(),
+            mountpoint: mountpoint.to_owned(),
+            server: info.server.clone(),
+            user: info.user.clone(),
+            remote: info.remote.clone(),
+            idle_timeout_seconds: info.idle_timeout.map(|timeout| timeout.as_secs()),
+            lock_on_suspend: info.lock_on_suspend,
+            core: report(core),
+        }
+    }
+}
+
 /// [`CoreStatus`] as sent over the socket.
 pub type CoreStatusReport = serde_json::Value;
 

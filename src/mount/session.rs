@@ -64,31 +64,14 @@ async fn serve<R: Remote + 'static>(
         .map_err(|error| control::ControlError::Socket { path: socket_path.to_owned(), reason: error.to_string() })?;
     ready(mountpoint);
 
-    let ticker = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                core.tick().await;
-            }
-        })
-    };
+    let ticker = core.spawn_ticker();
     // Unmount and lock requests hand over their connection: the reply is written after the unmount.
     let (stop_sender, mut stop_requests) = tokio::sync::mpsc::channel::<(Request, tokio::net::unix::OwnedWriteHalf)>(4);
     let status_of = {
         let core = core.clone();
         let info = info.clone();
         let mountpoint = mountpoint.to_owned();
-        move || MountStatus {
-            pid: std::process::id(),
-            mountpoint: mountpoint.clone(),
-            server: info.server.clone(),
-            user: info.user.clone(),
-            remote: info.remote.clone(),
-            idle_timeout_seconds: info.idle_timeout.map(|timeout| timeout.as_secs()),
-            lock_on_suspend: info.lock_on_suspend,
-            core: control::report(&core.status()),
-        }
+        move || MountStatus::describe(&info, &mountpoint, &core.status())
     };
     let control_task = {
         let status_of = status_of.clone();

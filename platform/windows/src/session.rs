@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use cloakfs::cli::mount::MountArgs;
-use cloakfs::mount::control::{self, pipe, MountStatus, Reply, Request};
+use cloakfs::mount::control::{pipe, MountStatus, Reply, Request};
 use cloakfs::mount::core::Core;
 use cloakfs::mount::winfs::info::to_filetime;
 use cloakfs::mount::winfs::WinFs;
@@ -103,28 +103,11 @@ enum Stop {
 }
 
 async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::SuspendWatch>) -> anyhow::Result<()> {
-    let ticker = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                core.tick().await;
-            }
-        })
-    };
+    let ticker = core.spawn_ticker();
     let status_of = {
         let core = core.clone();
         let info = info.clone();
-        move || MountStatus {
-            pid: std::process::id(),
-            mountpoint: info.mountpoint.clone(),
-            server: info.server.clone(),
-            user: info.user.clone(),
-            remote: info.remote.clone(),
-            idle_timeout_seconds: info.idle_timeout.map(|timeout| timeout.as_secs()),
-            lock_on_suspend: info.lock_on_suspend,
-            core: control::report(&core.status()),
-        }
+        move || MountStatus::describe(&info, &info.mountpoint, &core.status())
     };
     let (stop_sender, mut stop_requests) = tokio::sync::mpsc::channel::<(Request, NamedPipeServer)>(4);
     let mut listener = pipe::PipeListener::bind(&pipe::own_pipe()).context("creating the control pipe")?;

@@ -459,6 +459,21 @@ impl<R: Remote> Core<R> {
         }
     }
 
+    /// Runs [`Core::tick`] every 200 ms on the current tokio runtime until the returned task is aborted
+    /// (every platform's mount session starts one).
+    pub fn spawn_ticker(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()>
+    where
+        R: 'static,
+    {
+        let core = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                core.tick().await;
+            }
+        })
+    }
+
     /// One round of background work: commit once changes have been quiet for `--commit-delay` (or waited
     /// `--max-batch-age`, or queued much plaintext), retry failed uploads.
     pub async fn tick(&self) {
