@@ -222,20 +222,42 @@ pub mod pipe {
     /// Accepts connections on this process's pipe, one instance after the other.
     pub struct PipeListener {
         name: PathBuf,
+        /// The self-relative security descriptor every instance is created with.
+        descriptor: Vec<u8>,
         next: NamedPipeServer,
     }
 
+    /// One instance of the pipe `name`, created with `descriptor`.
+    fn instance(name: &Path, descriptor: &mut [u8], first: bool) -> std::io::Result<NamedPipeServer> {
+        use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+        let mut attributes = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: descriptor.as_mut_ptr().cast(),
+            bInheritHandle: 0,
+        };
+        // SAFETY: the attributes point at a self-relative descriptor that outlives the call
+        // (CreateNamedPipeW copies it).
+        unsafe {
+            ServerOptions::new()
+                .first_pipe_instance(first)
+                .reject_remote_clients(true)
+                .create_with_security_attributes_raw(name, (&mut attributes as *mut SECURITY_ATTRIBUTES).cast())
+        }
+    }
+
     impl PipeListener {
-        /// Creates the pipe (refusing if another process already has the name, and remote clients).
-        pub fn bind(name: &Path) -> std::io::Result<Self> {
-            let next = ServerOptions::new().first_pipe_instance(true).reject_remote_clients(true).create(name)?;
-            Ok(Self { name: name.to_owned(), next })
+        /// Creates the pipe with `descriptor` (a self-relative security descriptor, e.g. full access for
+        /// the user and SYSTEM only, instead of Windows' default pipe DACL, which lets Everyone read),
+        /// refusing if another process already has the name, and refusing remote clients.
+        pub fn bind(name: &Path, mut descriptor: Vec<u8>) -> std::io::Result<Self> {
+            let next = instance(name, &mut descriptor, true)?;
+            Ok(Self { name: name.to_owned(), descriptor, next })
         }
 
         /// The next client's connection.
         pub async fn accept(&mut self) -> std::io::Result<NamedPipeServer> {
             self.next.connect().await?;
-            let fresh = ServerOptions::new().reject_remote_clients(true).create(&self.name)?;
+            let fresh = instance(&self.name, &mut self.descriptor, false)?;
             Ok(std::mem::replace(&mut self.next, fresh))
         }
     }

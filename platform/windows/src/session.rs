@@ -67,7 +67,7 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     let file_system = CloakFs {
         winfs: WinFs::new(core.clone()),
         runtime: runtime.handle().clone(),
-        security,
+        security: security.clone(),
         label: "cloakfs".to_owned(),
     };
     // FineGuard: WinFsp's per-operation locking, so that reads of different files run in parallel.
@@ -87,7 +87,7 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
         mountpoint.display(),
         mountpoint.display()
     );
-    let result = runtime.block_on(serve(core.clone(), &info, watch));
+    let result = runtime.block_on(serve(core.clone(), &info, watch, security));
     host.stop();
     host.unmount();
     core.wipe();
@@ -102,7 +102,14 @@ enum Stop {
     Lock(NamedPipeServer, bool),
 }
 
-async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::SuspendWatch>) -> anyhow::Result<()> {
+/// Serves the control pipe (created with `pipe_security`, the drive's own descriptor: the user and SYSTEM
+/// only) until a stop request, Ctrl-C, the idle timeout or a lock notification.
+async fn serve(
+    core: Engine,
+    info: &MountInfo,
+    mut watch: Option<crate::power::SuspendWatch>,
+    pipe_security: Vec<u8>,
+) -> anyhow::Result<()> {
     let ticker = core.spawn_ticker();
     let status_of = {
         let core = core.clone();
@@ -110,7 +117,8 @@ async fn serve(core: Engine, info: &MountInfo, mut watch: Option<crate::power::S
         move || MountStatus::describe(&info, &info.mountpoint, &core.status())
     };
     let (stop_sender, mut stop_requests) = tokio::sync::mpsc::channel::<(Request, NamedPipeServer)>(4);
-    let mut listener = pipe::PipeListener::bind(&pipe::own_pipe()).context("creating the control pipe")?;
+    let mut listener =
+        pipe::PipeListener::bind(&pipe::own_pipe(), pipe_security).context("creating the control pipe")?;
     let control_task = {
         let status_of = status_of.clone();
         tokio::spawn(async move {
