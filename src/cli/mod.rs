@@ -52,10 +52,31 @@ pub enum Command {
     Files(files::FileCommand),
 }
 
-/// Runs the parsed command line, mounting with this build's own adapter (FUSE on Linux and macOS; none in
-/// this library on Windows, whose WinFsp adapter is the separate platform/windows binary).
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    run_with(cli, mount_here)
+/// The whole `cloakfs` program with `platform_mount` as `cloakfs mount`: no core dumps, logs to stderr
+/// (level from RUST_LOG, default warnings), the command line parsed and run, an error printed as the
+/// user should read it. Both binaries (src/main.rs, platform/windows) are this one call.
+pub fn main_with(platform_mount: impl FnOnce(mount::MountArgs) -> anyhow::Result<()>) -> std::process::ExitCode {
+    crate::platform::forbid_core_dumps();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run_with(Cli::parse(), platform_mount) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cloakfs: error: {}", describe_error(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The program with this build's own mount adapter (FUSE on Linux and macOS; none in this library on
+/// Windows, whose WinFsp adapter is the separate platform/windows binary): see [`main_with`].
+pub fn main() -> std::process::ExitCode {
+    main_with(mount_here)
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]

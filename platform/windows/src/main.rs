@@ -15,23 +15,7 @@ mod session;
 fn main() -> std::process::ExitCode {
     #[cfg(windows)]
     {
-        use clap::Parser as _;
-        cloakfs::platform::forbid_core_dumps();
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
-        let cli = cloakfs::cli::Cli::parse();
-        match cloakfs::cli::run_with(cli, session::mount) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("cloakfs: error: {}", cloakfs::cli::describe_error(&error));
-                std::process::ExitCode::FAILURE
-            }
-        }
+        cloakfs::cli::main_with(session::mount)
     }
     #[cfg(not(windows))]
     {
