@@ -1,8 +1,8 @@
 //! The control channel of a running mount, for `cloakfs status`, `unmount` and `lock`: one JSON request
 //! line, one JSON reply line. On Unix a socket in the user's runtime directory (`$XDG_RUNTIME_DIR/cloakfs`,
 //! a tmpfs; else `/tmp/cloakfs-UID`, mode 0700); on Windows a local named pipe `\\.\pipe\cloakfs-USER-PID`
-//! (remote clients refused; the default DACL lets only the creator, administrators and SYSTEM write to
-//! it). Named by process id only; they carry no content and disappear with the mount.
+//! (remote clients refused; created with the security descriptor the mount passes, the user and SYSTEM
+//! only). Named by process id only; they carry no content and disappear with the mount.
 
 use std::path::{Path, PathBuf};
 
