@@ -105,7 +105,8 @@ pub enum FileCommand {
     },
 }
 
-fn open(args: &VaultArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vault<NextcloudClient>> {
+/// Unlocks the keys and opens the vault of a file or sharing command.
+pub(super) fn open(args: &VaultArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vault<NextcloudClient>> {
     // The connection first: a bad URL is reported before anything secret is asked for.
     let client = args.connection.client()?;
     let mnemonic = args.mnemonic.read()?;

@@ -9,7 +9,9 @@ pub mod keys;
 pub mod login;
 pub mod mount;
 pub mod progress;
+pub mod recovery;
 pub mod serve;
+pub mod sharing;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +52,12 @@ pub enum Command {
     /// File commands inside end-to-end encrypted folders.
     #[command(flatten)]
     Files(files::FileCommand),
+    /// Sharing, members, audit trail and file drops.
+    #[command(flatten)]
+    Sharing(sharing::SharingCommand),
+    /// The offline recovery key.
+    #[command(subcommand)]
+    Recovery(recovery::RecoveryCommand),
 }
 
 /// The whole `cloakfs` program with `platform_mount` as `cloakfs mount`: no core dumps, logs to stderr
@@ -113,6 +121,8 @@ pub fn run_with(cli: Cli, platform_mount: impl FnOnce(mount::MountArgs) -> anyho
         }
         Command::Forget(args) => forget::run(args),
         Command::Files(command) => files::run(command),
+        Command::Sharing(command) => sharing::run(command),
+        Command::Recovery(command) => recovery::run(command),
     }
 }
 

@@ -180,6 +180,15 @@ pub fn signed_bytes(document: &Value) -> Result<String, MetadataError> {
     Ok(BASE64.encode(to_canonical_string(&signed)))
 }
 
+/// Who of `signers` made `signature_base64` over `document` (verifying it), and when they say they did.
+pub fn signer_of(
+    document: &Value,
+    signature_base64: &str,
+    signers: &[TrustedUser],
+) -> Result<(String, Option<SystemTime>), MetadataError> {
+    verify_signature(document, signature_base64, signers)
+}
+
 fn verify_signature(
     document: &Value,
     signature_base64: &str,
@@ -195,6 +204,30 @@ fn verify_signature(
     let certificates: Vec<&UserCertificate> = signers.iter().map(|user| &user.certificate).collect();
     let verified = verify_detached(&signature, content.as_bytes(), &certificates)?;
     Ok((signers[verified.signer_index].user_id.clone(), verified.signing_time))
+}
+
+/// Verifies the outer part of a top folder's metadata without its key (what a file-drop uploader can check):
+/// every user's certificate trusted, and the signature by one of them. Returns the users.
+pub fn verify_top_folder_users(
+    json: &str,
+    signature_base64: &str,
+    trust: &dyn CertificateTrust,
+) -> Result<Vec<TrustedUser>, MetadataError> {
+    let (value, document) = parse_document(json)?;
+    let users = document.users.as_deref().unwrap_or_default();
+    if users.is_empty() || users.len() > MAX_USERS {
+        return Err(MetadataError::Malformed { field: "users", reason: "a top folder must list its users".into() });
+    }
+    let mut trusted = Vec::with_capacity(users.len());
+    for user in users {
+        let certificate = UserCertificate::from_pem(&user.certificate).map_err(|error| {
+            MetadataError::UntrustedCertificate { user_id: user.user_id.clone(), reason: error.to_string() }
+        })?;
+        trust.check(&user.user_id, &certificate)?;
+        trusted.push(TrustedUser { user_id: user.user_id.clone(), certificate });
+    }
+    verify_signature(&value, signature_base64, &trusted)?;
+    Ok(trusted)
 }
 
 /// Decodes and verifies the metadata of a top-level encrypted folder.
@@ -274,7 +307,8 @@ pub fn decode_sub_folder(
     Ok(DecodedFolder { folder, document, signed_by, signed_at })
 }
 
-fn check_counter(folder: &FolderMetadata, min_counter: Option<u64>) -> Result<(), MetadataError> {
+/// Refuses a folder whose counter is below the highest this reader saw.
+pub fn check_counter(folder: &FolderMetadata, min_counter: Option<u64>) -> Result<(), MetadataError> {
     match min_counter {
         Some(last_seen) if folder.counter < last_seen => {
             Err(MetadataError::RolledBack { last_seen, received: folder.counter })
@@ -371,8 +405,14 @@ pub fn decrypt_block_to_json(block: &EncryptedBlock, key: &MetadataKey) -> Resul
 /// Compresses and encrypts inner metadata under `key` with a fresh nonce.
 pub fn encrypt_block(folder: &FolderMetadata, key: &MetadataKey) -> Result<EncryptedBlock, MetadataError> {
     let json = Zeroizing::new(serde_json::to_vec(folder).map_err(|error| MetadataError::Json(error.to_string()))?);
+    encrypt_json_block(&json, key)
+}
+
+/// Compresses and encrypts JSON bytes under `key` with a fresh nonce (the shape of the inner metadata and of
+/// file-drop entries).
+pub fn encrypt_json_block(json: &[u8], key: &MetadataKey) -> Result<EncryptedBlock, MetadataError> {
     let mut compressed = Zeroizing::new(Vec::new());
-    GzEncoder::new(json.as_slice(), flate2::Compression::default())
+    GzEncoder::new(json, flate2::Compression::default())
         .read_to_end(&mut compressed)
         .map_err(|error| MetadataError::Decompression(error.to_string()))?;
     let nonce = Nonce::generate();
@@ -407,6 +447,18 @@ pub fn encode_top_folder(
     previous: Option<&MetadataDocument>,
     signer: Signer<'_>,
 ) -> Result<EncodedMetadata, MetadataError> {
+    encode_top_folder_with_recovery(folder, key, users, previous, signer, None)
+}
+
+/// [`encode_top_folder`], also wrapping `key` for an offline recovery key (see [`super::recovery`]).
+pub fn encode_top_folder_with_recovery(
+    folder: &FolderMetadata,
+    key: &MetadataKey,
+    users: &[TrustedUser],
+    previous: Option<&MetadataDocument>,
+    signer: Signer<'_>,
+    recovery: Option<&PublicKey>,
+) -> Result<EncodedMetadata, MetadataError> {
     if users.is_empty() {
         return Err(MetadataError::Malformed { field: "users", reason: "a top folder must list its users".into() });
     }
@@ -432,13 +484,16 @@ pub fn encode_top_folder(
         });
     }
     let version = if users.iter().any(|user| user.user_id.starts_with("s:")) { "2.1" } else { "2.0" };
-    let document = MetadataDocument {
+    let mut document = MetadataDocument {
         metadata: encrypt_block(&folder, key)?,
         users: Some(entries),
         filedrop: previous.and_then(|document| document.filedrop.clone()),
         version: Value::String(version.into()),
         unknown: previous.map(|document| document.unknown.clone()).unwrap_or_default(),
     };
+    if let Some(recovery) = recovery {
+        super::recovery::attach(&mut document, recovery, key)?;
+    }
     sign_document(&document, signer)
 }
 

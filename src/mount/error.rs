@@ -88,6 +88,9 @@ impl FsError {
             VaultError::Content { source: FileCipherError::Io(io), .. } => Self::from_io(io),
             VaultError::Metadata { .. } | VaultError::Content { .. } | VaultError::MissingBlob(_) => Self::Tampered,
             VaultError::Trust(_) | VaultError::NoMetadata(_) | VaultError::NotEncrypted => Self::Tampered,
+            // A membership change nobody trusted signed, or a broken audit trail: refuse like tampering.
+            VaultError::UnauthorisedMembershipChange { .. } | VaultError::Audit { .. } => Self::Tampered,
+            VaultError::NoKeys(_) | VaultError::NotTopFolder => Self::InvalidArgument,
             VaultError::NotFound => Self::NotFound,
             VaultError::NotAFolder => Self::NotADirectory,
             VaultError::IsAFolder => Self::IsADirectory,

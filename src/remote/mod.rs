@@ -146,3 +146,62 @@ pub trait Remote: Send + Sync {
         create: bool,
     ) -> impl Future<Output = Result<(), RemoteError>> + Send;
 }
+
+/// What a share allows its recipient (Nextcloud's permission bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharePermissions {
+    /// Read only (1).
+    Read,
+    /// Read, update, create and delete (15): a member who writes.
+    Write,
+    /// Create only (4): a file drop; the recipient uploads but cannot read.
+    Drop,
+}
+
+impl SharePermissions {
+    /// Nextcloud's permission bits.
+    pub fn bits(self) -> i64 {
+        match self {
+            Self::Read => 1,
+            Self::Write => 15,
+            Self::Drop => 4,
+        }
+    }
+}
+
+/// A share as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareInfo {
+    /// The server's share id.
+    pub id: String,
+    /// Who it is shared with.
+    pub recipient: String,
+    /// Nextcloud's permission bits.
+    pub permissions: i64,
+    /// A share with a user (type 0), as opposed to links, groups or federated shares.
+    pub is_user_share: bool,
+}
+
+/// A server that shares folders with other users and hands out their certificates (Nextcloud's share API
+/// and the end-to-end encryption keys API). What a share means for the keys is the engine's business
+/// (src/vault/members.rs): the server only decides who may reach the ciphertext.
+pub trait Sharing: Remote {
+    /// Users' certificates (PEM) by user id; `None` when any of them has no keys.
+    fn certificates(
+        &self,
+        users: &[&str],
+    ) -> impl Future<Output = Result<Option<std::collections::BTreeMap<String, String>>, RemoteError>> + Send;
+    /// Shares the folder at `path` with `recipient`.
+    fn share(
+        &self,
+        path: &[String],
+        recipient: &str,
+        permissions: SharePermissions,
+    ) -> impl Future<Output = Result<ShareInfo, RemoteError>> + Send;
+    /// The shares of the folder at `path`.
+    fn shares(&self, path: &[String]) -> impl Future<Output = Result<Vec<ShareInfo>, RemoteError>> + Send;
+    /// Removes a share.
+    fn unshare(&self, id: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Adds file-drop entries (a JSON object, server name to entry) to a top folder's metadata.
+    fn add_filedrop(&self, file_id: u64, entries_json: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
+}

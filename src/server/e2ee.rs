@@ -32,6 +32,7 @@ pub fn routes() -> Router<Shared> {
             &format!("{OCS_E2EE_BASE}/{{version}}/meta-data/{{id}}"),
             axum::routing::get(get_metadata).post(create_metadata).put(update_metadata).delete(delete_metadata),
         )
+        .route(&format!("{OCS_E2EE_BASE}/{{version}}/meta-data/{{id}}/filedrop"), put(add_filedrop))
 }
 
 /// A file id as PHP's integer cast reads it: leading digits (so `00000089ocabc` is 89).
@@ -167,7 +168,7 @@ async fn get_metadata(
     v2_only(&version)?;
     let id = parse_file_id(&id)?;
     let connection = state.store.lock();
-    tree::owned_folder(&connection, &user, id)?;
+    tree::owned_folder(&connection, &user, id, tree::Access::Read)?;
     let (json, signature) = locking::metadata(&connection, id)?
         .ok_or_else(|| Ocs::error(StatusCode::NOT_FOUND, "Could not find metadata for this folder"))?;
     let mut response = Ocs::ok(json!({ "meta-data": json })).into_response();
@@ -256,4 +257,30 @@ async fn delete_metadata(
     headers: HeaderMap,
 ) -> Result<Ocs, Ocs> {
     write_metadata(state, version, id, user, headers, Bytes::new(), MetadataWrite::Delete).await
+}
+
+/// `PUT /meta-data/{id}/filedrop`: merges file-drop entries into the folder's committed metadata at once
+/// (no client lock; 412 while the folder is locked), as Nextcloud does under its internal lock. The entries
+/// are not signed (by protocol): the members' clients move them into `files` and sign.
+async fn add_filedrop(
+    State(state): State<Shared>,
+    Path((version, id)): Path<(String, String)>,
+    _client: E2eeClient,
+    AuthenticatedUser(user): AuthenticatedUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Ocs, Ocs> {
+    v2_only(&version)?;
+    let id = parse_file_id(&id)?;
+    let parameters = body_parameters(&headers, &body)?;
+    let entries: serde_json::Map<String, serde_json::Value> = parameters
+        .get("filedrop")
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| Ocs::error(StatusCode::BAD_REQUEST, "filedrop must be a JSON object"))?;
+    let mut connection = state.store.lock();
+    let transaction = connection.transaction().map_err(ApiError::from)?;
+    let merged = locking::add_filedrop(&transaction, &user, id, entries)?;
+    transaction.commit().map_err(ApiError::from)?;
+    tracing::debug!(file_id = id, "file drop added");
+    Ok(Ocs::ok(json!({ "filedrop": merged })))
 }

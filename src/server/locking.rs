@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::error::{ApiError, ApiResult};
 use super::tree::{
     self, chain, delete_subtree, in_encrypted_tree, now, owned_folder, place, stored_children, touch, unreferenced,
-    Node, DELETE_SUFFIX, SAVE_SUFFIX,
+    Access, Node, DELETE_SUFFIX, SAVE_SUFFIX,
 };
 use crate::crypto::secret::random_bytes;
 
@@ -86,7 +86,7 @@ pub fn lock(
     ttl_seconds: i64,
 ) -> ApiResult<String> {
     expire_stale_locks(transaction, ttl_seconds)?;
-    let folder = owned_folder(transaction, owner, id)?;
+    let folder = owned_folder(transaction, owner, id, Access::Write)?;
     if folder.parent.is_none() || !folder.encrypted {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "not an end-to-end encrypted folder"));
     }
@@ -121,7 +121,7 @@ pub fn lock(
 /// `DELETE /lock/{id}`: finalizes (or with `abort`, reverts) the staged changes of the folders whose metadata
 /// was written under the lock, and commits (or drops) that metadata. Returns blobs to remove once committed.
 pub fn unlock(transaction: &Transaction<'_>, owner: &str, id: i64, token: &str, abort: bool) -> ApiResult<Vec<String>> {
-    let folder = owned_folder(transaction, owner, id)?;
+    let folder = owned_folder(transaction, owner, id, Access::Write)?;
     let lock = lock_of(transaction, id)?
         .filter(|lock| lock.token == token)
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "folder not locked or wrong token"))?;
@@ -266,7 +266,7 @@ pub fn write_metadata(
     write: MetadataWrite,
     content: Option<(&str, &str)>,
 ) -> ApiResult<()> {
-    let folder = owned_folder(transaction, owner, id)?;
+    let folder = owned_folder(transaction, owner, id, Access::Write)?;
     if !in_encrypted_tree(transaction, &folder)? {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "not an end-to-end encrypted folder"));
     }
@@ -304,4 +304,48 @@ pub fn write_metadata(
         )?
         .execute(params![id, token, json, signature])?;
     Ok(())
+}
+
+/// Merges file-drop `entries` (server name to entry) into the committed metadata of top folder `id`: refused
+/// while the folder is locked (412), for a name already dropped (409), and for names that are not 32 hex
+/// digits (400). Returns the merged `filedrop` object.
+pub fn add_filedrop(
+    transaction: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    entries: serde_json::Map<String, serde_json::Value>,
+) -> ApiResult<serde_json::Value> {
+    let folder = owned_folder(transaction, user, id, Access::Drop)?;
+    if !folder.encrypted {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not an end-to-end encrypted folder"));
+    }
+    if !locks_on_chain(transaction, &folder)?.is_empty() {
+        return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "Folder is locked"));
+    }
+    let (json, _) = metadata(transaction, id)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Could not find metadata for this folder"))?;
+    let mut document: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored metadata is not JSON"))?;
+    let object = document
+        .as_object_mut()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored metadata is not an object"))?;
+    let filedrop = object.entry("filedrop").or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let filedrop = filedrop
+        .as_object_mut()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored filedrop is not an object"))?;
+    for (name, entry) in entries {
+        if name.len() != 32 || !name.bytes().all(|byte| byte.is_ascii_hexdigit()) || !entry.is_object() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "filedrop entries are objects under 32-hex names"));
+        }
+        if filedrop.contains_key(&name) {
+            return Err(ApiError::new(StatusCode::CONFLICT, "a file drop of that name exists"));
+        }
+        filedrop.insert(name, entry);
+    }
+    let merged = serde_json::Value::Object(filedrop.clone());
+    transaction
+        .prepare_cached("UPDATE metadata SET json = ?2 WHERE node = ?1")?
+        .execute(params![id, document.to_string()])?;
+    touch(transaction, id)?;
+    Ok(merged)
 }

@@ -12,6 +12,7 @@ pub mod locking;
 pub mod login;
 pub mod ocs;
 pub mod session;
+pub mod shares;
 pub mod store;
 pub mod tree;
 
@@ -86,6 +87,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(ocs::routes())
         .merge(e2ee::routes())
+        .merge(shares::routes())
         .merge(dav::routes())
         .merge(login::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::authenticate))

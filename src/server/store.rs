@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS locks (
     counter INTEGER NOT NULL,
     created INTEGER NOT NULL
 );
+-- User shares (Nextcloud's OCS share API, share type 0): `node` of `owner` appears in `recipient`'s root as
+-- `mount_name`. `permissions` uses Nextcloud's bits: 1 read, 2 update, 4 create, 8 delete, 16 share.
+CREATE TABLE IF NOT EXISTS shares (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    node INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    recipient TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    permissions INTEGER NOT NULL,
+    mount_name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE(node, recipient),
+    UNIQUE(recipient, mount_name)
+);
 ";
 
 /// Errors of the server's store.

@@ -153,16 +153,21 @@ pub fn children(connection: &Connection, parent: i64) -> ApiResult<Vec<Node>> {
     Ok(shown)
 }
 
-/// Walks `segments` from `owner`'s root by stored names; `None` if a segment does not exist (a staged
-/// creation is not reachable by its final name, as on Nextcloud).
-pub fn resolve(connection: &Connection, owner: &str, segments: &[String]) -> ApiResult<Option<Node>> {
-    let mut current = root(connection, owner)?;
-    for segment in segments {
+/// Walks `segments` from `user`'s root by stored names; `None` if a segment does not exist (a staged
+/// creation is not reachable by its final name, as on Nextcloud). A first segment that is not a child of the
+/// root may name a folder shared with `user` (its mount name, see [`super::shares`]).
+pub fn resolve(connection: &Connection, user: &str, segments: &[String]) -> ApiResult<Option<Node>> {
+    let mut current = root(connection, user)?;
+    for (index, segment) in segments.iter().enumerate() {
         if !current.is_dir {
             return Ok(None);
         }
         match child(connection, current.id, segment)? {
             Some(next) => current = next,
+            None if index == 0 => match super::shares::mounted(connection, user, segment)? {
+                Some(shared) => current = shared,
+                None => return Ok(None),
+            },
             None => return Ok(None),
         }
     }
@@ -402,7 +407,7 @@ pub fn move_node(
 
 /// Sets the encrypted flag of an empty folder owned by `owner`.
 pub fn set_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> ApiResult<()> {
-    let folder = owned_folder(transaction, owner, id)?;
+    let folder = owned_folder(transaction, owner, id, Access::Write)?;
     if folder.parent.is_none() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be encrypted"));
     }
@@ -420,7 +425,7 @@ pub fn set_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> Api
 
 /// Removes the encrypted flag and the metadata of a folder.
 pub fn unset_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> ApiResult<()> {
-    owned_folder(transaction, owner, id)?;
+    owned_folder(transaction, owner, id, Access::Write)?;
     transaction.prepare_cached("UPDATE nodes SET encrypted = 0 WHERE id = ?1")?.execute(params![id])?;
     transaction.prepare_cached("DELETE FROM metadata WHERE node = ?1")?.execute(params![id])?;
     transaction.prepare_cached("DELETE FROM intermediate_metadata WHERE node = ?1")?.execute(params![id])?;
@@ -428,11 +433,70 @@ pub fn unset_encrypted(transaction: &Transaction<'_>, owner: &str, id: i64) -> A
     Ok(())
 }
 
-/// A folder by id that `owner` owns: 404 otherwise (other users' ids are not revealed).
-pub fn owned_folder(connection: &Connection, owner: &str, id: i64) -> ApiResult<Node> {
-    let node = node(connection, id)?
-        .filter(|node| node.owner == owner)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "file not found"))?;
+/// What a request wants to do with a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read it (listing, download, metadata).
+    Read,
+    /// Change it or its contents (uploads, deletes, locks, metadata writes).
+    Write,
+    /// Add a file drop to it (a share with the create permission: new files and `filedrop` entries only).
+    Drop,
+}
+
+/// Whether `user` may `access` `node`: their own, or inside a folder shared with them with the permission
+/// the access needs (read for reading; update, create or delete for writing).
+pub fn may(connection: &Connection, user: &str, node: &Node, access: Access) -> ApiResult<bool> {
+    if node.owner == user {
+        return Ok(true);
+    }
+    let Some(permissions) = super::shares::permissions_on_chain(connection, user, node)? else { return Ok(false) };
+    let read = permissions & super::shares::PERMISSION_READ != 0;
+    Ok(match access {
+        Access::Read => read,
+        Access::Write => read && permissions & super::shares::PERMISSION_WRITE_ANY != 0,
+        Access::Drop => permissions & super::shares::PERMISSION_CREATE != 0,
+    })
+}
+
+/// Whether a PUT of `name` into `folder` without a lock token is a file-drop upload `user` may make: a
+/// share with the create permission but no write permission, straight into the shared folder, a new name.
+/// Such an upload is stored at once (not staged); the uploader then adds its `filedrop` metadata entry.
+pub fn is_drop_upload(
+    connection: &Connection,
+    user: &str,
+    folder: &Node,
+    name: &str,
+    token: Option<&str>,
+) -> ApiResult<bool> {
+    Ok(token.is_none()
+        && !may(connection, user, folder, Access::Write)?
+        && may(connection, user, folder, Access::Drop)?
+        && super::shares::is_mount_of(connection, user, folder)?
+        && child(connection, folder.id, name)?.is_none())
+}
+
+/// Refuses a write by `user` into `node` without write permission (403, as Nextcloud's read-only shares).
+pub fn check_may_write(connection: &Connection, user: &str, node: &Node) -> ApiResult<()> {
+    if may(connection, user, node, Access::Write)? {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow writing"))
+    }
+}
+
+/// A folder by id that `user` may `access` (own, or shared with them; a file-drop share may read the
+/// metadata, for the members' certificates): 404 otherwise (other users' ids are
+/// not revealed), 403 when shared without the permission the access needs.
+pub fn owned_folder(connection: &Connection, user: &str, id: i64, access: Access) -> ApiResult<Node> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "file not found");
+    let node = node(connection, id)?.ok_or_else(not_found)?;
+    if !may(connection, user, &node, Access::Read)? && !may(connection, user, &node, Access::Drop)? {
+        return Err(not_found());
+    }
+    if !may(connection, user, &node, access)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow writing"));
+    }
     if !node.is_dir {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "not a folder"));
     }

@@ -21,10 +21,18 @@ pub struct LockedFolder {
 }
 
 impl<R: Remote> Vault<R> {
-    /// Resolves `clear_path` to a folder of an encrypted tree (the mount root).
+    /// Resolves `clear_path` to a folder of an encrypted tree (the mount root). A top folder with file drops
+    /// for this user gets them moved into its files first.
     pub async fn open_folder(&self, clear_path: &str) -> Result<(TreeRoot, FolderView), VaultError> {
         let clear = split_clear_path(clear_path)?;
-        match self.resolve_in_tree(&clear).await? {
+        let mut resolved = self.resolve_in_tree(&clear).await?;
+        if let (tree, Target::Folder(view)) = &resolved {
+            if view.is_top && self.has_filedrop_for_me(view) {
+                self.absorb_filedrop(tree).await?;
+                resolved = self.resolve_in_tree(&clear).await?;
+            }
+        }
+        match resolved {
             (tree, Target::Folder(view)) => Ok((tree, view)),
             (_, Target::File { .. }) => Err(VaultError::NotAFolder),
             (_, Target::Missing { .. }) => Err(VaultError::NotFound),

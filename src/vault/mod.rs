@@ -7,8 +7,11 @@
 //! the metadata, then the blobs; unlock. Any failure after the lock unlocks with `abort`, so the server
 //! rolls the change back and nothing half-done becomes visible.
 
+mod filedrop;
 mod folder;
 mod fsck;
+mod members;
+mod rekey;
 pub use fsck::FsckReport;
 mod write;
 
@@ -28,6 +31,7 @@ use crate::remote::{Progress, Remote, RemoteEntry, RemoteError, RemoteErrorKind}
 use crate::session::Session;
 
 pub use folder::LockedFolder;
+pub use members::{MemberInfo, MembershipReport, ShareOutcome, TrailStatus};
 pub use write::{mime_type, WriteOptions};
 
 /// Errors of vault operations. Messages name server-side ids, never clear names (the CLI adds the path
@@ -92,6 +96,34 @@ pub enum VaultError {
     /// Another client kept the folder locked.
     #[error("folder (file id {0}) stayed locked by another client; try again later")]
     Busy(u64),
+    /// The membership of a top folder changed in a way no member this device trusts signed.
+    #[error(
+        "the members of encrypted folder (file id {file_id}) changed without a member this device trusts signing          the change (signed by {signer:?}; added: {added:?}; removed: {removed:?}). A server can add users and          issue them certificates, so this is refused. If you know the change is right, check it with the folder's          owner and run `cloakfs members --accept` on that folder"
+    )]
+    UnauthorisedMembershipChange {
+        /// The folder.
+        file_id: u64,
+        /// Who signed the new metadata.
+        signer: String,
+        /// Users added since this device last looked.
+        added: Vec<String>,
+        /// Users removed since.
+        removed: Vec<String>,
+    },
+    /// The audit trail does not verify or was cut.
+    #[error("encrypted folder (file id {file_id}): {source}")]
+    Audit {
+        /// The folder.
+        file_id: u64,
+        /// What failed.
+        source: crate::metadata::audit::AuditError,
+    },
+    /// A user to share with has no end-to-end encryption keys.
+    #[error("user {0:?} has no end-to-end encryption keys on the server yet: they must run `cloakfs keys init` first")]
+    NoKeys(String),
+    /// Sharing needs the top folder of a tree.
+    #[error("only the top end-to-end encrypted folder can be shared (its sub-folders share its key)")]
+    NotTopFolder,
     /// The metadata names a file the server does not have.
     #[error("file {0} is listed in the metadata but missing on the server")]
     MissingBlob(String),
@@ -195,6 +227,14 @@ pub struct Vault<R: Remote> {
     trust: std::sync::Mutex<TrustStore>,
     options: WriteOptions,
     progress: Option<Progress>,
+    last_membership: std::sync::Mutex<Option<MembershipReport>>,
+    /// The offline recovery key new and re-keyed folders wrap their key for (this device's setting).
+    recovery_key: Option<PublicKey>,
+    /// `identity` is an offline recovery key, not a member's key: folders are opened through their
+    /// recovery wrap, read-only.
+    recovery_mode: bool,
+    /// Top folders whose recovery key was already warned about in this process.
+    recovery_warned: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// Splits a user path (`/Vault/a/b`) into its segments; empty for `/`.
@@ -217,6 +257,16 @@ pub fn plaintext_len(blob_len: u64) -> u64 {
 impl<R: Remote> Vault<R> {
     /// A vault over `remote` for an unlocked session (`server` is the pin-store key of the server).
     pub fn new(remote: R, server: String, session_parts: SessionParts, trust: TrustStore) -> Self {
+        let recovery_key =
+            trust.server(&server).and_then(|pins| pins.recovery_key.as_deref()).and_then(
+                |pem| match PublicKey::from_pem(pem) {
+                    Ok(key) => Some(key),
+                    Err(error) => {
+                        tracing::warn!(%error, "the recovery key in the pin file is unusable; ignored");
+                        None
+                    }
+                },
+            );
         Self {
             remote,
             server,
@@ -227,7 +277,19 @@ impl<R: Remote> Vault<R> {
             trust: std::sync::Mutex::new(trust),
             options: WriteOptions::default(),
             progress: None,
+            last_membership: std::sync::Mutex::new(None),
+            recovery_key,
+            recovery_mode: false,
+            recovery_warned: Default::default(),
         }
+    }
+
+    /// A read-only vault that opens folders with an offline recovery key (`identity` of `session_parts` is the
+    /// recovery key) instead of a member's key.
+    pub fn for_recovery(remote: R, server: String, session_parts: SessionParts, trust: TrustStore) -> Self {
+        let mut vault = Self::new(remote, server, session_parts, trust);
+        vault.recovery_mode = true;
+        vault
     }
 
     /// Sets the write options (lock retries).
@@ -277,9 +339,19 @@ impl<R: Remote> Vault<R> {
             store: std::sync::Mutex::new(&mut store),
         };
         let reader = Reader { user_id: &self.user, identity: &self.identity };
-        let decoded =
-            decode_top_folder(json, signature, reader, &trust, min_counter).map_err(metadata_error(entry.file_id))?;
+        let decoded = if self.recovery_mode {
+            crate::metadata::recovery::decode_top_folder_with_recovery(json, signature, &self.identity, &trust)
+                .and_then(|decoded| {
+                    crate::metadata::codec::check_counter(&decoded.decoded.folder, min_counter)?;
+                    Ok(decoded)
+                })
+        } else {
+            decode_top_folder(json, signature, reader, &trust, min_counter)
+        }
+        .map_err(metadata_error(entry.file_id))?;
+        let report = self.check_membership(&mut store, entry.file_id, &decoded)?;
         store.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
+        *self.last_membership.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(report);
         Ok((decoded.decoded, decoded.tree))
     }
 
@@ -413,7 +485,13 @@ impl<R: Remote> Vault<R> {
                 })
                 .collect());
         }
-        let (_, target) = self.resolve_in_tree(&clear).await?;
+        let (tree, mut target) = self.resolve_in_tree(&clear).await?;
+        if let Target::Folder(folder) = &target {
+            if folder.is_top && self.has_filedrop_for_me(folder) {
+                self.absorb_filedrop(&tree).await?;
+                target = self.resolve_in_tree(&clear).await?.1;
+            }
+        }
         let folder = match target {
             Target::Folder(folder) => folder,
             Target::File { .. } => return Err(VaultError::NotAFolder),

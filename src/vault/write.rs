@@ -8,8 +8,9 @@ use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault,
 use crate::crypto::file_cipher::encrypt_buffer;
 use crate::crypto::server_name::random_server_name;
 use crate::crypto::MetadataKey;
+use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::codec::is_valid_clear_name;
-use crate::metadata::{encode_sub_folder, encode_top_folder, FileEntry, FolderMetadata, Signer, TrustedUser};
+use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata, Signer, TrustedUser};
 use crate::remote::{LockToken, Progress, Remote, RemoteErrorKind};
 
 /// How writes behave under contention.
@@ -26,7 +27,7 @@ impl Default for WriteOptions {
 }
 
 /// A server-side step of a change, run under the lock after the metadata is written.
-enum BlobOp {
+pub(super) enum BlobOp {
     /// Upload a blob.
     Put { path: Vec<String>, body: Bytes },
     /// Delete a file or folder.
@@ -70,16 +71,26 @@ impl<R: Remote> Vault<R> {
         view: &FolderView,
         folder: &FolderMetadata,
     ) -> Result<(String, String), VaultError> {
+        // File-drop entries now in `files` were absorbed: they leave the `filedrop` section.
+        let mut previous = view.decoded.document.clone();
+        if let Some(drops) = previous.filedrop.as_mut() {
+            drops.retain(|uid, _| !folder.files.contains_key(uid));
+            if drops.is_empty() {
+                previous.filedrop = None;
+            }
+        }
         let encoded = if view.is_top {
-            encode_top_folder(
+            let recovery = self.recovery_for(view.file_id, Some(&view.decoded.document), false)?;
+            encode_top_folder_with_recovery(
                 folder,
                 &tree.keys.metadata_key,
                 &tree.keys.users,
-                Some(&view.decoded.document),
+                Some(&previous),
                 self.signer(),
+                recovery.as_ref(),
             )
         } else {
-            encode_sub_folder(folder, &tree.keys.metadata_key, Some(&view.decoded.document), self.signer())
+            encode_sub_folder(folder, &tree.keys.metadata_key, Some(&previous), self.signer())
         }
         .map_err(super::metadata_error(view.file_id))?;
         Ok((encoded.json, encoded.signature_base64))
@@ -89,7 +100,7 @@ impl<R: Remote> Vault<R> {
     /// edit fresh copies of their metadata and name the blob steps, write the metadata (each folder's
     /// counter + 1; the locked folder's equals the lock counter), run the steps, unlock. On failure the
     /// lock is released with `abort`.
-    async fn transact<F>(
+    pub(super) async fn transact<F>(
         &self,
         tree: &TreeRoot,
         lock_path: &[String],
@@ -99,6 +110,7 @@ impl<R: Remote> Vault<R> {
     where
         F: FnMut(&mut [FolderMetadata], &[FolderView]) -> Result<Vec<BlobOp>, VaultError>,
     {
+        self.refuse_in_recovery_mode()?;
         let mut minimum_counter = 0u64;
         // As in `lock_folder`: after each 412 the counter grows by 1, 2, 4, ...
         let mut stale_step = 1u64;
@@ -385,6 +397,7 @@ impl<R: Remote> Vault<R> {
     /// Creates a new end-to-end encrypted top folder at `clear_path` (outside any encrypted folder): MKCOL,
     /// the encrypted flag, then the first metadata (counter 1, this user only) under a lock.
     pub async fn create_encrypted_folder(&self, clear_path: &str) -> Result<u64, VaultError> {
+        self.refuse_in_recovery_mode()?;
         let clear = split_clear_path(clear_path)?;
         if clear.is_empty() {
             return Err(VaultError::Exists);
@@ -398,11 +411,13 @@ impl<R: Remote> Vault<R> {
         let file_id = self.remote.make_folder(&clear, None).await?;
         self.remote.set_encrypted(file_id).await?;
         let key = MetadataKey::generate();
-        let folder =
+        let mut folder =
             FolderMetadata { counter: 1, key_checksums: Some(vec![key.sha256_hex()]), ..FolderMetadata::default() };
+        self.genesis_audit(&mut folder, &key)?;
+        let recovery = self.recovery_key.clone();
         let users = [TrustedUser { user_id: self.user.clone(), certificate: self.certificate.clone() }];
-        let encoded =
-            encode_top_folder(&folder, &key, &users, None, self.signer()).map_err(super::metadata_error(file_id))?;
+        let encoded = encode_top_folder_with_recovery(&folder, &key, &users, None, self.signer(), recovery.as_ref())
+            .map_err(super::metadata_error(file_id))?;
         let token = self.remote.lock(file_id, 1, None).await?;
         let stored = self.remote.store_metadata(file_id, &token, &encoded.json, &encoded.signature_base64, true).await;
         if let Err(error) = stored {
@@ -417,5 +432,41 @@ impl<R: Remote> Vault<R> {
     /// Sets the progress callback used for uploads.
     pub fn set_progress(&mut self, progress: Option<Progress>) {
         self.progress = progress;
+    }
+}
+
+impl<R: Remote> Vault<R> {
+    /// Writes are refused to a vault opened with a recovery key.
+    pub(crate) fn refuse_in_recovery_mode(&self) -> Result<(), VaultError> {
+        if self.recovery_mode {
+            Err(VaultError::Unsupported("a recovery key only reads; share the folder anew to write"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The recovery key a top folder's next metadata wraps its key for: the one it names (a member added it
+    /// and signed it), else this device's when the key is being rotated (or when this device saw the folder
+    /// with a recovery key that a client which does not keep it dropped since).
+    pub(crate) fn recovery_for(
+        &self,
+        file_id: u64,
+        previous: Option<&crate::metadata::MetadataDocument>,
+        rotating: bool,
+    ) -> Result<Option<crate::crypto::PublicKey>, VaultError> {
+        if let Some(document) = previous {
+            if let Some(key) =
+                crate::metadata::recovery::recovery_key_of(document).map_err(super::metadata_error(file_id))?
+            {
+                return Ok(Some(key));
+            }
+        }
+        let Some(own) = &self.recovery_key else { return Ok(None) };
+        let dropped_since = self
+            .trust()
+            .folder(&self.server, file_id)
+            .and_then(|pins| pins.recovery.clone())
+            .is_some_and(|fingerprint| fingerprint == own.fingerprint());
+        Ok((rotating || previous.is_none() || dropped_since).then(|| own.clone()))
     }
 }

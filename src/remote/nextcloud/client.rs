@@ -123,8 +123,21 @@ impl NextcloudClient {
         form: &[(&str, &str)],
         headers: &[(&str, &str)],
     ) -> Result<(Value, reqwest::header::HeaderMap), RemoteError> {
-        let request_name = format!("{method} /{E2EE_API}/{endpoint}");
-        let url = self.url(&format!("{E2EE_API}/{endpoint}"))?;
+        self.ocs_call(E2EE_API, method, endpoint, query, form, headers).await
+    }
+
+    /// One OCS call below `api` (e.g. [`E2EE_API`]); returns `ocs.data` and the response headers.
+    pub(crate) async fn ocs_call(
+        &self,
+        api: &str,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Result<(Value, reqwest::header::HeaderMap), RemoteError> {
+        let request_name = format!("{method} /{api}/{endpoint}");
+        let url = self.url(&format!("{api}/{endpoint}"))?;
         let idempotent = method == Method::GET;
         let deadline = Instant::now() + self.config.timeout;
         let mut attempt = 0;

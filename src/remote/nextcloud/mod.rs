@@ -6,6 +6,7 @@
 pub mod client;
 pub mod login;
 pub mod propfind;
+pub mod sharing;
 pub mod trust;
 pub mod webdav;
 

@@ -22,6 +22,28 @@ pub struct ServerPins {
     /// The highest metadata counter seen, by folder file id (rollback protection across runs).
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// The offline recovery key (public half, PEM) new and re-keyed folders wrap their key for, if set up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<String>,
+    /// What this device accepted about each top folder's membership, by file id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub folders: BTreeMap<String, FolderPins>,
+}
+
+/// The membership of one top folder as this device last accepted it (user ids and fingerprints; no names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FolderPins {
+    /// Members (user id, certificate fingerprint), sorted.
+    pub members: Vec<(String, String)>,
+    /// Entries of the audit trail seen.
+    #[serde(default)]
+    pub trail_len: u64,
+    /// Hash of the last audit entry seen.
+    #[serde(default)]
+    pub trail_head: String,
+    /// Fingerprint of the recovery key the folder wraps its key for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
 }
 
 /// All pins, by server URL.
@@ -204,6 +226,55 @@ impl TrustStore {
         }
     }
 
+    /// The certificate fingerprint pinned for `user` on `server`.
+    pub fn pinned_certificate(&self, server: &str, user: &str) -> Option<&str> {
+        self.server(server).and_then(|pins| pins.certificates.get(user)).map(String::as_str)
+    }
+
+    /// Pins `fingerprint` for `user` if nothing is pinned yet (a changed one is refused elsewhere). Saves.
+    pub fn pin_certificate(&mut self, server: &str, user: &str, fingerprint: &str) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        if pins.certificates.contains_key(user) {
+            return Ok(());
+        }
+        pins.certificates.insert(user.to_owned(), fingerprint.to_owned());
+        self.save()
+    }
+
+    /// What this device accepted about top folder `file_id`.
+    pub fn folder(&self, server: &str, file_id: u64) -> Option<&FolderPins> {
+        self.server(server).and_then(|pins| pins.folders.get(&file_id.to_string()))
+    }
+
+    /// Records what this device accepts about top folder `file_id`. Saves when it changed.
+    pub fn record_folder(&mut self, server: &str, file_id: u64, folder: FolderPins) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        if pins.folders.get(&file_id.to_string()) == Some(&folder) {
+            return Ok(());
+        }
+        pins.folders.insert(file_id.to_string(), folder);
+        self.save()
+    }
+
+    /// Forgets the members accepted for top folder `file_id` (keeping the audit trail pin): the next read
+    /// accepts the members it finds. Saves.
+    pub fn forget_folder_members(&mut self, server: &str, file_id: u64) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        match pins.folders.get_mut(&file_id.to_string()) {
+            Some(folder) if !folder.members.is_empty() => {
+                folder.members.clear();
+                self.save()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets (or with `None` clears) the recovery public key (PEM) of `server` on this device. Saves.
+    pub fn set_recovery_key(&mut self, server: &str, pem: Option<String>) -> Result<(), TrustError> {
+        self.pins.servers.entry(server.to_owned()).or_default().recovery_key = pem;
+        self.save()
+    }
+
     /// The highest metadata counter seen for folder `file_id` on `server`.
     pub fn counter(&self, server: &str, file_id: u64) -> Option<u64> {
         self.server(server).and_then(|pins| pins.counters.get(&file_id.to_string()).copied())
@@ -244,7 +315,8 @@ impl TrustStore {
 }
 
 /// Certificate trust for metadata decoding: issued by the (pinned) server key for that user id, and equal to
-/// the certificate pinned for the user on first use.
+/// the certificate pinned for the user, if one is. New users are not pinned here: the vault pins them once
+/// the membership change that brought them in is accepted (src/vault/members.rs).
 pub struct PinnedCertificates<'a> {
     /// The server (pin key).
     pub server: &'a str,
@@ -261,8 +333,19 @@ impl crate::metadata::CertificateTrust for PinnedCertificates<'_> {
             reason,
         };
         certificate.verify_for_user(self.server_key, user_id).map_err(|error| untrusted(error.to_string()))?;
-        let mut store = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.check_certificate(self.server, user_id, certificate).map_err(|error| untrusted(error.to_string()))?;
-        Ok(())
+        let store = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let presented = certificate.fingerprint();
+        match store.pinned_certificate(self.server, user_id) {
+            Some(pinned) if pinned != presented => Err(untrusted(
+                TrustError::CertificateChanged {
+                    server: self.server.to_owned(),
+                    user: user_id.to_owned(),
+                    pinned: pinned.to_owned(),
+                    presented,
+                }
+                .to_string(),
+            )),
+            _ => Ok(()),
+        }
     }
 }

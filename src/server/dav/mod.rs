@@ -178,6 +178,10 @@ fn split_last(segments: &[String]) -> ApiResult<(&[String], &String)> {
 /// fallback to `x.e2e-to-delete`).
 fn readable(state: &Shared, user: &str, segments: &[String]) -> ApiResult<Node> {
     let connection = state.store.lock();
-    tree::resolve_for_read(&connection, user, segments)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))
+    let node = tree::resolve_for_read(&connection, user, segments)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    if !tree::may(&connection, user, &node, tree::Access::Read)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow reading"));
+    }
+    Ok(node)
 }

@@ -17,13 +17,26 @@ pub(super) async fn propfind(state: &Shared, user: &str, segments: &[String], re
     let connection = state.store.lock();
     let target = tree::resolve_for_read(&connection, user, segments)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found"))?;
+    if !tree::may(&connection, user, &target, tree::Access::Read)? {
+        // A file-drop share shows its folder (with the metadata, for the members' certificates), not its content.
+        let drop_root = tree::may(&connection, user, &target, tree::Access::Drop)?
+            && crate::server::shares::is_mount_of(&connection, user, &target)?;
+        if !drop_root || depth != 0 {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow reading"));
+        }
+    }
     let target_encrypted = tree::in_encrypted_tree(&connection, &target)?;
     if target_encrypted && target.is_dir && !e2ee {
         return Err(client_not_allowed());
     }
     let mut entries = vec![(segments.to_vec(), target.clone(), target_encrypted)];
     if depth == 1 && target.is_dir {
-        for child in tree::children(&connection, target.id)? {
+        let mut children = tree::children(&connection, target.id)?;
+        if target.parent.is_none() {
+            // The user's root also shows the folders shared with them, under their mount names.
+            children.extend(crate::server::shares::mounts(&connection, user)?);
+        }
+        for child in children {
             let mut child_segments = segments.to_vec();
             child_segments.push(child.listed_name().to_owned());
             let encrypted = target_encrypted || child.encrypted;

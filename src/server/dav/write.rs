@@ -27,9 +27,16 @@ pub(super) fn writable_folder(
     parents: &[String],
     token: Option<&str>,
     headers: &HeaderMap,
+    drop_name: Option<&str>,
 ) -> ApiResult<Node> {
     let connection = state.store.lock();
     let folder = parent_folder(&connection, user, parents)?;
+    if let Some(name) = drop_name {
+        if tree::is_drop_upload(&connection, user, &folder, name, token)? {
+            return Ok(folder);
+        }
+    }
+    tree::check_may_write(&connection, user, &folder)?;
     if tree::check_write_token(&connection, &folder, token)?.is_some() && !e2ee_supported(headers) {
         return Err(client_not_allowed());
     }
@@ -52,7 +59,7 @@ pub(super) async fn put(
     request: Request,
 ) -> ApiResult<Response> {
     let (parents, name) = split_last(segments)?;
-    writable_folder(state, user, parents, token, request.headers())?;
+    writable_folder(state, user, parents, token, request.headers(), Some(name))?;
     // Stream the body into a temp file, synced before it is renamed into place. A write under a lock is
     // staged: invisible until unlock, which syncs all blobs at once before committing (one syncfs instead of
     // two fsyncs per file of a `tar x`).
@@ -124,7 +131,12 @@ pub(super) async fn put(
         let result = (|| {
             let transaction = connection.transaction()?;
             let folder = parent_folder(&transaction, user, parents)?;
-            let token = tree::check_write_token(&transaction, &folder, token)?;
+            let token = if tree::is_drop_upload(&transaction, user, &folder, name, token)? {
+                None
+            } else {
+                tree::check_may_write(&transaction, user, &folder)?;
+                tree::check_write_token(&transaction, &folder, token)?
+            };
             if let Some(quota) = state.quota_bytes {
                 let used: i64 = transaction
                     .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE owner = ?1 AND is_dir = 0")?
@@ -170,7 +182,7 @@ pub(super) async fn mkcol(
     request: Request,
 ) -> ApiResult<Response> {
     let (parents, name) = split_last(segments)?;
-    writable_folder(state, user, parents, token, request.headers())?;
+    writable_folder(state, user, parents, token, request.headers(), None)?;
     let body = axum::body::to_bytes(request.into_body(), 1024)
         .await
         .map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "MKCOL with a body is not supported"))?;
@@ -202,6 +214,7 @@ pub(super) fn delete(
         let target = tree::resolve(&transaction, user, segments)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("File with name {} could not be located", segments.join("/")))
         })?;
+        check_may_change(&transaction, user, &target)?;
         let token = tree::check_write_token(&transaction, &target, token)?;
         if token.is_some() && !e2ee_supported(headers) {
             return Err(client_not_allowed());
@@ -212,6 +225,17 @@ pub(super) fn delete(
     };
     state.blobs.remove(&freed);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Refuses deleting or moving `target` unless `user` may write to its folder; the mount point of a share is
+/// the owner's folder and cannot be deleted or moved by its recipient.
+fn check_may_change(connection: &rusqlite::Connection, user: &str, target: &Node) -> ApiResult<()> {
+    if crate::server::shares::is_mount_of(connection, user, target)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "a share's mount point cannot be deleted or moved"));
+    }
+    let parent = tree::node(connection, target.parent.unwrap_or_default())?
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be changed"))?;
+    tree::check_may_write(connection, user, &parent)
 }
 
 /// The path of a `Destination` header (absolute URL or absolute path) below the user's tree.
@@ -252,6 +276,8 @@ pub(super) fn move_request(
         let target_folder = tree::resolve(&transaction, user, destination_parents)?
             .filter(|node| node.is_dir)
             .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the destination folder does not exist"))?;
+        check_may_change(&transaction, user, &source)?;
+        tree::check_may_write(&transaction, user, &target_folder)?;
         let source_parent = tree::node(&transaction, source.parent.unwrap_or_default())?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "the root folder cannot be moved"))?;
         if tree::in_encrypted_tree(&transaction, &source_parent)?

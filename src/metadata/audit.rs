@@ -1,0 +1,356 @@
+//! The audit trail of a top folder: who changed the membership, rotated the key or changed devices, as a
+//! hash chain of entries each signed by the member who made the change.
+//!
+//! It lives in the top folder's *encrypted* inner metadata under `cloakfsAudit` (docs/FORMAT.md §6), so the
+//! server sees none of it and cannot change it without breaking the metadata signature; rolling it back means
+//! rolling back the metadata, which the counter catches. Members' clients pin the length and head hash they
+//! saw, so a member who shortens or rewrites it is caught too. The trail holds user ids, certificate
+//! fingerprints, key checksums and counters: no file names, no contents, no keys.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::canonical_json::to_canonical_string;
+use crate::crypto::{PrivateIdentity, PublicKey, UserCertificate};
+
+/// The key of the trail in the inner metadata.
+pub const AUDIT_FIELD: &str = "cloakfsAudit";
+/// The `previous` of a trail's first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Most entries a trail may hold (a membership change a day for 25 years).
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditEvent {
+    /// The folder was created (first entry).
+    FolderCreated,
+    /// The trail starts on a folder that had none (created by another client, or the trail was dropped by a
+    /// client that does not keep it); `previous` is the last head the writer knew, if any.
+    TrailStarted,
+    /// A member was added (the key was rotated).
+    MemberAdded,
+    /// A member was removed (the key was rotated).
+    MemberRemoved,
+    /// Every file was re-encrypted under fresh keys.
+    FilesRekeyed,
+    /// A recovery key now receives the metadata key.
+    RecoveryEnabled,
+    /// A member's certificate changed (a new key pair: a new device or a reset).
+    NewCertificate,
+}
+
+/// One member: user id and certificate fingerprint.
+pub type Member = (String, String);
+
+/// One entry of the trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Position in the trail, from 0.
+    pub seq: u64,
+    /// Hex SHA-256 of the previous entry (signature included); [`GENESIS`] for the first.
+    pub previous: String,
+    /// When, by the writer's clock (seconds since the epoch; informational).
+    pub time: u64,
+    /// The metadata counter of the version that carries the change.
+    pub counter: u64,
+    /// Who made the change.
+    pub actor: String,
+    /// The actor's certificate fingerprint (its PEM is in the trail's `certificates`).
+    pub actor_certificate: String,
+    /// What happened.
+    pub event: AuditEvent,
+    /// The member concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The concerned member's certificate fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_certificate: Option<String>,
+    /// Checksum of the metadata key in force after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_checksum: Option<String>,
+    /// The members after the change, sorted.
+    pub members: Vec<Member>,
+    /// Fingerprint of the recovery key receiving the metadata key after the change, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
+    /// Base64 RSASSA-PKCS1-v1_5/SHA-256 by the actor over the canonical JSON of the entry without this field.
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// The trail as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditTrail {
+    /// The entries, oldest first.
+    pub entries: Vec<AuditEntry>,
+    /// Every certificate an entry names, PEM, by fingerprint.
+    #[serde(default)]
+    pub certificates: std::collections::BTreeMap<String, String>,
+}
+
+/// Why a trail does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// Not the expected JSON.
+    #[error("audit trail is malformed: {0}")]
+    Malformed(String),
+    /// An entry is out of sequence or its hash link is wrong (an entry was edited, removed or reordered).
+    #[error("audit trail entry {seq}: the chain is broken (an entry was edited, removed or reordered)")]
+    BrokenChain {
+        /// The entry.
+        seq: u64,
+    },
+    /// An entry's signature does not verify with its actor's certificate.
+    #[error("audit trail entry {seq}: signature by {actor:?} does not verify")]
+    BadSignature {
+        /// The entry.
+        seq: u64,
+        /// The claimed actor.
+        actor: String,
+    },
+    /// An entry's actor certificate is missing or not issued to the actor by the server key.
+    #[error("audit trail entry {seq}: the certificate of {actor:?} is missing or not issued to them: {reason}")]
+    BadCertificate {
+        /// The entry.
+        seq: u64,
+        /// The claimed actor.
+        actor: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An entry was made by someone who was not a member before it.
+    #[error("audit trail entry {seq}: {actor:?} changed the folder without being a member")]
+    NotAMember {
+        /// The entry.
+        seq: u64,
+        /// The actor.
+        actor: String,
+    },
+    /// The trail is shorter than, or differs from, what this device saw before.
+    #[error(
+        "the audit trail was cut or rewritten: this device saw {pinned_len} entries ending in {pinned_head}, \
+         now there are {len}"
+    )]
+    Truncated {
+        /// Entries seen before.
+        pinned_len: u64,
+        /// Head hash seen before.
+        pinned_head: String,
+        /// Entries now.
+        len: u64,
+    },
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+impl AuditEntry {
+    /// The bytes the signature covers: the canonical JSON of the entry without `signature`.
+    pub fn signed_bytes(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("an entry serialises");
+        if let Value::Object(object) = &mut value {
+            object.remove("signature");
+        }
+        to_canonical_string(&value)
+    }
+
+    /// Hex SHA-256 of the whole entry (signature included): the next entry's `previous`.
+    pub fn hash(&self) -> String {
+        hex_sha256(to_canonical_string(&serde_json::to_value(self).expect("an entry serialises")).as_bytes())
+    }
+}
+
+/// A change to record, before it is chained and signed.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// What happened.
+    pub event: AuditEvent,
+    /// The member concerned.
+    pub subject: Option<Member>,
+    /// Checksum of the metadata key after the change.
+    pub key_checksum: Option<String>,
+    /// Members after the change.
+    pub members: Vec<Member>,
+    /// Recovery key fingerprint after the change.
+    pub recovery: Option<String>,
+}
+
+impl AuditTrail {
+    /// Reads the trail from inner metadata fields; `None` when there is none.
+    pub fn from_fields(fields: &serde_json::Map<String, Value>) -> Result<Option<Self>, AuditError> {
+        match fields.get(AUDIT_FIELD) {
+            None => Ok(None),
+            Some(value) => {
+                let trail: Self =
+                    serde_json::from_value(value.clone()).map_err(|error| AuditError::Malformed(error.to_string()))?;
+                if trail.entries.len() > MAX_ENTRIES {
+                    return Err(AuditError::Malformed(format!("more than {MAX_ENTRIES} entries")));
+                }
+                Ok(Some(trail))
+            }
+        }
+    }
+
+    /// Writes the trail into inner metadata fields.
+    pub fn store_in(&self, fields: &mut serde_json::Map<String, Value>) {
+        fields.insert(AUDIT_FIELD.to_owned(), serde_json::to_value(self).expect("a trail serialises"));
+    }
+
+    /// The hash of the last entry ([`GENESIS`] when empty).
+    pub fn head(&self) -> String {
+        self.entries.last().map(AuditEntry::hash).unwrap_or_else(|| GENESIS.to_owned())
+    }
+
+    /// The members after the last entry.
+    pub fn members(&self) -> Option<&[Member]> {
+        self.entries.last().map(|entry| entry.members.as_slice())
+    }
+
+    /// Appends `record` as made by `actor` (with `certificate` and `identity`) in metadata version `counter`.
+    /// `previous_head` links a new trail to the head of a lost one (else [`GENESIS`]).
+    pub fn append(
+        &mut self,
+        record: AuditRecord,
+        counter: u64,
+        actor: &str,
+        certificate: &UserCertificate,
+        identity: &PrivateIdentity,
+        previous_head: Option<&str>,
+    ) -> Result<(), crate::crypto::IdentityError> {
+        let previous = match self.entries.last() {
+            Some(last) => last.hash(),
+            None => previous_head.unwrap_or(GENESIS).to_owned(),
+        };
+        let mut members = record.members;
+        members.sort();
+        let mut entry = AuditEntry {
+            seq: self.entries.len() as u64,
+            previous,
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_secs())
+                .unwrap_or(0),
+            counter,
+            actor: actor.to_owned(),
+            actor_certificate: certificate.fingerprint(),
+            event: record.event,
+            subject: record.subject.as_ref().map(|(user, _)| user.clone()),
+            subject_certificate: record.subject.map(|(_, fingerprint)| fingerprint),
+            key_checksum: record.key_checksum,
+            members,
+            recovery: record.recovery,
+            signature: String::new(),
+        };
+        entry.signature = BASE64.encode(identity.sign_pkcs1_sha256(entry.signed_bytes().as_bytes())?);
+        self.certificates.insert(certificate.fingerprint(), certificate.to_pem());
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Verifies the whole trail: sequence and hash links, every signature by a certificate the server key
+    /// issued to the actor, and every change after the first made by a member of the state before it.
+    pub fn verify(&self, server_key: &PublicKey) -> Result<(), AuditError> {
+        let mut previous_hash: Option<String> = None;
+        let mut previous_members: Option<&[Member]> = None;
+        for (index, entry) in self.entries.iter().enumerate() {
+            let seq = entry.seq;
+            if seq != index as u64 {
+                return Err(AuditError::BrokenChain { seq });
+            }
+            if let Some(expected) = &previous_hash {
+                if entry.previous != *expected {
+                    return Err(AuditError::BrokenChain { seq });
+                }
+            }
+            let bad_certificate =
+                |reason: String| AuditError::BadCertificate { seq, actor: entry.actor.clone(), reason };
+            let pem = self
+                .certificates
+                .get(&entry.actor_certificate)
+                .ok_or_else(|| bad_certificate("not in the trail".into()))?;
+            let certificate = UserCertificate::from_pem(pem).map_err(|error| bad_certificate(error.to_string()))?;
+            if certificate.fingerprint() != entry.actor_certificate {
+                return Err(bad_certificate("fingerprint differs".into()));
+            }
+            certificate
+                .verify_for_user(server_key, &entry.actor)
+                .map_err(|error| bad_certificate(error.to_string()))?;
+            let signature = BASE64
+                .decode(entry.signature.trim())
+                .map_err(|_| AuditError::BadSignature { seq, actor: entry.actor.clone() })?;
+            let algorithm = const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION;
+            crate::crypto::identity::verify_rsa_signature(
+                certificate.public_key(),
+                &algorithm,
+                entry.signed_bytes().as_bytes(),
+                &signature,
+            )
+            .map_err(|_| AuditError::BadSignature { seq, actor: entry.actor.clone() })?;
+            let actor = (entry.actor.clone(), entry.actor_certificate.clone());
+            let authorised = match previous_members {
+                Some(members) => members.contains(&actor),
+                // The first entry: its actor must be among the members it records.
+                None => entry.members.contains(&actor),
+            };
+            if !authorised {
+                return Err(AuditError::NotAMember { seq, actor: entry.actor.clone() });
+            }
+            previous_hash = Some(entry.hash());
+            previous_members = Some(&entry.members);
+        }
+        Ok(())
+    }
+
+    /// Checks that this trail extends the one this device saw (`pinned_len` entries ending in `pinned_head`).
+    pub fn check_extends(&self, pinned_len: u64, pinned_head: &str) -> Result<(), AuditError> {
+        if pinned_len == 0 {
+            return Ok(());
+        }
+        let truncated = || AuditError::Truncated {
+            pinned_len,
+            pinned_head: pinned_head.to_owned(),
+            len: self.entries.len() as u64,
+        };
+        let entry = self.entries.get(pinned_len as usize - 1).ok_or_else(truncated)?;
+        if entry.hash() != pinned_head {
+            return Err(truncated());
+        }
+        Ok(())
+    }
+
+    /// Whether the entries after the first `from_len` lead, each made by a member of the state before it,
+    /// from `from_members` to `to_members`. With a verified trail this proves that a membership change this
+    /// device did not see was made by members it trusts.
+    pub fn authorises(&self, from_len: u64, from_members: &[Member], to_members: &[Member]) -> bool {
+        let mut state: Vec<Member> = from_members.to_vec();
+        state.sort();
+        let mut start = from_len as usize;
+        // The pinned state must be what the trail says at that point (when the trail covers it).
+        if start > 0 {
+            match self.entries.get(start - 1) {
+                Some(entry) if entry.members == state => {}
+                _ => return false,
+            }
+        } else if let Some(position) = self.entries.iter().rposition(|entry| entry.members == state) {
+            // No pinned trail: start from the last entry whose members are the pinned ones.
+            start = position + 1;
+        } else {
+            return false;
+        }
+        for entry in &self.entries[start.min(self.entries.len())..] {
+            if !state.contains(&(entry.actor.clone(), entry.actor_certificate.clone())) {
+                return false;
+            }
+            state = entry.members.clone();
+        }
+        let mut wanted = to_members.to_vec();
+        wanted.sort();
+        state == wanted
+    }
+}

@@ -1,0 +1,123 @@
+//! Processing a top folder's file drops, as the protocol requires of every client that sees them: under the
+//! lock, each entry wrapped for this user is opened and moved into `files` (a name already taken gets
+//! " (dropped N)" before its extension), the `filedrop` section loses those entries, and the folder is
+//! re-signed. Entries not wrapped for this user stay for a member they were wrapped for.
+
+use bytes::Bytes;
+
+use super::{split_clear_path, FolderView, TreeRoot, Vault, VaultError};
+use crate::crypto::file_cipher::encrypt_buffer;
+use crate::crypto::server_name::random_server_name;
+use crate::metadata::codec::{is_valid_clear_name, verify_top_folder_users};
+use crate::metadata::filedrop::{open_entry, seal_entry};
+use crate::metadata::{FileEntry, Reader};
+use crate::remote::nextcloud::trust::PinnedCertificates;
+use crate::remote::{Remote, Sharing};
+
+/// `name` with " (dropped N)" before its extension.
+fn dropped_name(name: &str, attempt: usize) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => format!("{stem} (dropped {attempt}).{extension}"),
+        _ => format!("{name} (dropped {attempt})"),
+    }
+}
+
+impl<R: Remote> Vault<R> {
+    /// Whether `view` (a top folder) has file drops this user can open.
+    pub(crate) fn has_filedrop_for_me(&self, view: &FolderView) -> bool {
+        let Some(drops) = view.decoded.document.filedrop.as_ref() else { return false };
+        drops.values().any(|entry| {
+            entry.get("users").and_then(serde_json::Value::as_array).is_some_and(|users| {
+                users.iter().any(|user| user.get("userId").and_then(|id| id.as_str()) == Some(&self.user))
+            })
+        })
+    }
+
+    /// Moves the file drops of the top folder of `tree` into its files; returns how many.
+    pub async fn absorb_filedrop(&self, tree: &TreeRoot) -> Result<usize, VaultError> {
+        let top_path = tree.path.clone();
+        let mut absorbed = 0;
+        self.transact(tree, &top_path, std::slice::from_ref(&top_path), |folders, views| {
+            absorbed = 0;
+            let folder = &mut folders[0];
+            let Some(drops) = views[0].decoded.document.filedrop.as_ref() else { return Ok(Vec::new()) };
+            let reader = Reader { user_id: &self.user, identity: &self.identity };
+            for (uid, value) in drops {
+                if folder.files.contains_key(uid) || folder.folders.contains_key(uid) {
+                    continue;
+                }
+                let mut entry: FileEntry = match open_entry(uid, value, reader) {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        // Anyone who may drop (and the server) can write this section: a bad entry is left
+                        // where it is and named in the log, and the folder stays usable.
+                        tracing::warn!(server_name = %uid, %error, "file drop cannot be opened; left in place");
+                        continue;
+                    }
+                };
+                let taken = |name: &str| {
+                    folder.files.values().any(|existing| existing.filename.as_str() == name)
+                        || folder.folders.values().any(|existing| existing.as_str() == name)
+                };
+                if taken(&entry.filename) {
+                    let original = entry.filename.clone();
+                    let free = (2..10_000).map(|attempt| dropped_name(&original, attempt)).find(|name| !taken(name));
+                    *entry.filename = free.ok_or(VaultError::Exists)?;
+                }
+                folder.files.insert(uid.clone(), entry);
+                absorbed += 1;
+            }
+            Ok(Vec::new())
+        })
+        .await?;
+        if absorbed > 0 {
+            tracing::info!(count = absorbed, "moved file drops into the folder");
+        }
+        Ok(absorbed)
+    }
+}
+
+impl<R: Sharing> Vault<R> {
+    /// Drops a file into the top folder at `clear_path` without reading it (a file-drop share): checks the
+    /// members' certificates and the signature of the folder's metadata, encrypts `plaintext` with a fresh
+    /// key, uploads the blob under a new random name, and adds a `filedrop` entry wrapped for every member.
+    pub async fn drop_file(&self, clear_path: &str, name: &str, plaintext: &[u8]) -> Result<(), VaultError> {
+        if !is_valid_clear_name(name) {
+            return Err(VaultError::InvalidName);
+        }
+        let clear = split_clear_path(clear_path)?;
+        let entry = self.stat(&clear).await?.ok_or(VaultError::NotFound)?;
+        if !entry.is_dir || !entry.is_encrypted {
+            return Err(VaultError::NotEncrypted);
+        }
+        let (json, signature) = self.metadata_of(&entry).await?;
+        let members = {
+            let mut store = self.trust();
+            let trust = PinnedCertificates {
+                server: &self.server,
+                server_key: &self.server_key,
+                store: std::sync::Mutex::new(&mut store),
+            };
+            verify_top_folder_users(&json, &signature, &trust).map_err(super::metadata_error(entry.file_id))?
+        };
+        let (blob, sealed) =
+            encrypt_buffer(plaintext).map_err(|source| VaultError::Content { server_name: "(new)".into(), source })?;
+        let file = FileEntry {
+            filename: zeroize::Zeroizing::new(name.to_owned()),
+            mimetype: super::mime_type(name).to_owned(),
+            key: sealed.key.clone(),
+            nonce: sealed.nonce.clone(),
+            authentication_tag: sealed.tag,
+            unknown: Default::default(),
+        };
+        let dropped = seal_entry(&file, &members).map_err(super::metadata_error(entry.file_id))?;
+        let uid = random_server_name();
+        let mut blob_path = clear.clone();
+        blob_path.push(uid.clone());
+        self.remote.write(&blob_path, Bytes::from(blob), None, None).await?;
+        let entries = serde_json::json!({ uid: dropped }).to_string();
+        self.remote.add_filedrop(entry.file_id, &entries).await?;
+        Ok(())
+    }
+}

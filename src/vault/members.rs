@@ -1,0 +1,498 @@
+//! Who holds a tree's key: sharing a top folder with a user, taking it back, checking every membership
+//! change against what this device already trusts, and the audit trail of those changes.
+//!
+//! A membership change always rotates the metadata key (as Nextcloud's clients do): under the top folder's
+//! lock, a fresh key is wrapped for every member, its checksum appended to `keyChecksums`, every sub-folder's
+//! metadata re-encrypted under it, an audit entry signed, and everything unlocked at once. Files keep their
+//! own keys (see docs/THREAT-MODEL.md for what a removed member can still read).
+//!
+//! Reading a top folder ([`Vault::check_membership`]) refuses a member list that differs from the one this
+//! device accepted last unless the change was signed by a member it trusted, directly or through the audit
+//! trail's chain of changes each made by a member of the state before it.
+
+use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
+use crate::crypto::{MetadataKey, UserCertificate};
+use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail, Member};
+use crate::metadata::codec::encode_top_folder_with_recovery;
+use crate::metadata::{encode_sub_folder, DecodedTopFolder, FolderMetadata, TrustedUser};
+use crate::remote::nextcloud::trust::{FolderPins, PinOutcome, TrustStore};
+use crate::remote::{Remote, RemoteErrorKind, SharePermissions, Sharing};
+
+/// One member of a top folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The user id.
+    pub user_id: String,
+    /// SHA-256 fingerprint of the user's certificate.
+    pub fingerprint: String,
+    /// Whether this device had never pinned this user's certificate before reading this version.
+    pub new_to_this_device: bool,
+}
+
+/// The state of a folder's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailStatus {
+    /// Present and verified; this many entries.
+    Verified(usize),
+    /// The folder has none (made by another client, never shared by cloakfs).
+    Absent,
+    /// This device saw a trail of this many entries, and the current metadata has none: a client that does
+    /// not keep it (an official Nextcloud client) rewrote the folder. cloakfs starts a new trail linked to
+    /// the last head at the next membership change.
+    Dropped(u64),
+}
+
+/// What reading a top folder established about its members.
+#[derive(Debug, Clone)]
+pub struct MembershipReport {
+    /// The folder's file id.
+    pub file_id: u64,
+    /// The members, by user id.
+    pub members: Vec<MemberInfo>,
+    /// Who signed the current metadata.
+    pub signed_by: String,
+    /// The audit trail.
+    pub trail_status: TrailStatus,
+    /// The verified trail, if any.
+    pub trail: Option<AuditTrail>,
+    /// Fingerprint of the offline recovery key the folder wraps its key for, if any.
+    pub recovery: Option<String>,
+    /// This device saw a recovery key on the folder that the current metadata no longer has (a client that
+    /// does not keep it rewrote the folder; cloakfs adds it back at its next write).
+    pub recovery_dropped: Option<String>,
+}
+
+/// What `share` did.
+#[derive(Debug, Clone)]
+pub struct ShareOutcome {
+    /// The recipient's certificate fingerprint (show it to the user to compare out of band).
+    pub fingerprint: String,
+    /// Whether the fingerprint was pinned just now (first use).
+    pub first_use: bool,
+    /// Whether the recipient was already a member (only the server share was made).
+    pub already_member: bool,
+}
+
+fn members_of(users: &[TrustedUser]) -> Vec<Member> {
+    let mut members: Vec<Member> =
+        users.iter().map(|user| (user.user_id.clone(), user.certificate.fingerprint())).collect();
+    members.sort();
+    members
+}
+
+fn audit_error(file_id: u64) -> impl FnOnce(crate::metadata::audit::AuditError) -> VaultError {
+    move |source| VaultError::Audit { file_id, source }
+}
+
+/// How a membership change edits the member list.
+enum Change {
+    Add(Box<TrustedUser>),
+    Remove(String),
+}
+
+impl<R: Remote> Vault<R> {
+    /// Checks a freshly decoded top folder's members against what this device accepted before, verifies the
+    /// audit trail, then pins the members and the trail head.
+    pub(crate) fn check_membership(
+        &self,
+        store: &mut TrustStore,
+        file_id: u64,
+        decoded: &DecodedTopFolder,
+    ) -> Result<MembershipReport, VaultError> {
+        let current = members_of(&decoded.tree.users);
+        let trail = AuditTrail::from_fields(&decoded.decoded.folder.unknown).map_err(audit_error(file_id))?;
+        if let Some(trail) = &trail {
+            trail.verify(&self.server_key).map_err(audit_error(file_id))?;
+        }
+        let signed_by = decoded.decoded.signed_by.clone();
+        let signer = current.iter().find(|(user, _)| *user == signed_by).cloned();
+        let pinned = store.folder(&self.server, file_id).cloned();
+        let mut trail_status = match &trail {
+            Some(trail) => TrailStatus::Verified(trail.entries.len()),
+            None => TrailStatus::Absent,
+        };
+        let recovery = crate::metadata::recovery::recovery_key_of(&decoded.decoded.document)
+            .map_err(super::metadata_error(file_id))?
+            .map(|key| key.fingerprint());
+        let mut recovery_dropped = None;
+        if let Some(pinned) = &pinned {
+            match (&pinned.recovery, &recovery) {
+                (Some(seen), None) => recovery_dropped = Some(seen.clone()),
+                // Adding or changing the recovery key gives someone the folder: only a trusted member may.
+                (seen, Some(now))
+                    if seen.as_ref() != Some(now)
+                        && !pinned.members.is_empty()
+                        && !signer.as_ref().is_some_and(|signer| pinned.members.contains(signer)) =>
+                {
+                    return Err(VaultError::UnauthorisedMembershipChange {
+                        file_id,
+                        signer: signed_by,
+                        added: vec![format!("recovery key {now}")],
+                        removed: seen.iter().map(|old| format!("recovery key {old}")).collect(),
+                    });
+                }
+                _ => {}
+            }
+            match &trail {
+                Some(trail) => {
+                    trail.check_extends(pinned.trail_len, &pinned.trail_head).map_err(audit_error(file_id))?
+                }
+                None if pinned.trail_len > 0 => {
+                    tracing::warn!(
+                        file_id,
+                        signer = %signed_by,
+                        "the folder's audit trail was dropped by a client that does not keep it"
+                    );
+                    trail_status = TrailStatus::Dropped(pinned.trail_len);
+                }
+                None => {}
+            }
+            if !pinned.members.is_empty() && pinned.members != current {
+                let by_trusted_signer = signer.as_ref().is_some_and(|signer| pinned.members.contains(signer));
+                let by_trail = trail.as_ref().is_some_and(|trail| {
+                    trail.authorises(pinned.trail_len, &pinned.members, &current)
+                        // The trail must also reach the current version: its last entry's members are these.
+                        && trail.members() == Some(current.as_slice())
+                });
+                if !by_trusted_signer && !by_trail {
+                    let names = |from: &[Member], without: &[Member]| -> Vec<String> {
+                        from.iter().filter(|member| !without.contains(member)).map(|(user, _)| user.clone()).collect()
+                    };
+                    return Err(VaultError::UnauthorisedMembershipChange {
+                        file_id,
+                        signer: signed_by,
+                        added: names(&current, &pinned.members),
+                        removed: names(&pinned.members, &current),
+                    });
+                }
+            }
+        }
+        let mut members = Vec::with_capacity(current.len());
+        for (user, fingerprint) in &current {
+            let new_to_this_device = store.pinned_certificate(&self.server, user).is_none();
+            store.pin_certificate(&self.server, user, fingerprint)?;
+            members.push(MemberInfo { user_id: user.clone(), fingerprint: fingerprint.clone(), new_to_this_device });
+        }
+        let (trail_len, trail_head) = match (&trail, &pinned) {
+            (Some(trail), _) => (trail.entries.len() as u64, trail.head()),
+            (None, Some(pinned)) => (pinned.trail_len, pinned.trail_head.clone()),
+            (None, None) => (0, String::new()),
+        };
+        let recovery_pin = recovery.clone().or(recovery_dropped.clone());
+        store.record_folder(
+            &self.server,
+            file_id,
+            FolderPins { members: current, trail_len, trail_head, recovery: recovery_pin },
+        )?;
+        if let Some(fingerprint) = &recovery {
+            let first_time =
+                self.recovery_warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(file_id);
+            if first_time {
+                tracing::warn!(file_id, recovery_key = %fingerprint, "an offline recovery key can read this folder");
+            }
+        }
+        Ok(MembershipReport { file_id, members, signed_by, trail_status, trail, recovery, recovery_dropped })
+    }
+
+    /// The members of the top folder at `clear_path`, as verified just now.
+    pub async fn members(&self, clear_path: &str) -> Result<MembershipReport, VaultError> {
+        let (_, view) = self.top_folder(clear_path).await?;
+        self.last_membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .filter(|report| report.file_id == view.file_id)
+            .ok_or(VaultError::NotTopFolder)
+    }
+
+    /// Forgets what this device accepted about the membership of the top folder at `clear_path`, then reads
+    /// it again and accepts its current members (after the user checked a refused change out of band).
+    pub async fn accept_members(&self, clear_path: &str) -> Result<MembershipReport, VaultError> {
+        let clear = split_clear_path(clear_path)?;
+        let entry = self.stat(&clear).await?.ok_or(VaultError::NotFound)?;
+        {
+            let mut store = self.trust();
+            // Without pinned members the next read accepts and pins what it finds (the trail pin stays).
+            store.forget_folder_members(&self.server, entry.file_id)?;
+        }
+        self.members(clear_path).await
+    }
+
+    /// The top folder at `clear_path` (refusing sub-folders and paths outside encrypted trees).
+    pub(super) async fn top_folder(&self, clear_path: &str) -> Result<(TreeRoot, FolderView), VaultError> {
+        let clear = split_clear_path(clear_path)?;
+        match self.resolve_in_tree(&clear).await? {
+            (tree, Target::Folder(view)) if view.is_top => Ok((tree, view)),
+            (_, Target::Folder(_)) => Err(VaultError::NotTopFolder),
+            (_, Target::File { .. }) => Err(VaultError::NotAFolder),
+            (_, Target::Missing { .. }) => Err(VaultError::NotFound),
+        }
+    }
+
+    /// Every folder of `tree`, top first, each verified with the tree's keys.
+    pub(super) async fn all_folders(&self, tree: &TreeRoot) -> Result<Vec<FolderView>, VaultError> {
+        let mut views = vec![self.load_folder(tree, &tree.path).await?];
+        let mut next = 0;
+        while next < views.len() {
+            let children: Vec<Vec<String>> = views[next]
+                .folder()
+                .folders
+                .keys()
+                .map(|uid| {
+                    let mut path = views[next].remote_path.clone();
+                    path.push(uid.clone());
+                    path
+                })
+                .collect();
+            for path in children {
+                views.push(self.load_folder(tree, &path).await?);
+            }
+            next += 1;
+        }
+        Ok(views)
+    }
+
+    /// Changes the members of the tree at `top_path`: under the top folder's lock, re-reads everything,
+    /// applies `change`, rotates the key, re-encrypts every folder's metadata, appends the audit entry, and
+    /// commits at unlock. `Ok(false)` when the change was already in place (nothing written).
+    async fn change_members(&self, top_path: &[String], change: Change) -> Result<bool, VaultError> {
+        self.refuse_in_recovery_mode()?;
+        let mut minimum_counter = 0u64;
+        for attempt in 1..=self.options.lock_attempts {
+            let (tree, top, _) = match self.open_tree(top_path).await? {
+                Ok(found) => found,
+                Err(_) => return Err(VaultError::NotEncrypted),
+            };
+            let counter = (top.folder().counter + 1).max(minimum_counter);
+            let token = match self.remote.lock(top.file_id, counter, None).await {
+                Ok(token) => token,
+                Err(error) if error.kind() == RemoteErrorKind::Locked => {
+                    tokio::time::sleep(lock_backoff(attempt)).await;
+                    continue;
+                }
+                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
+                    minimum_counter = counter + attempt as u64;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let outcome = self.change_members_locked(&tree, counter, &token, &change).await;
+            match outcome {
+                Ok(Some(counters)) => {
+                    self.remote.unlock(top.file_id, &token, false).await?;
+                    for (file_id, counter) in counters {
+                        self.trust().record_counter(&self.server, file_id, counter)?;
+                    }
+                    // Read it back: verifies what was written and pins the new members and trail head.
+                    let _verified = self.open_tree(top_path).await?;
+                    return Ok(true);
+                }
+                Ok(None) => {
+                    self.abort(top.file_id, &token).await;
+                    return Ok(false);
+                }
+                Err(error) => {
+                    self.abort(top.file_id, &token).await;
+                    return Err(error);
+                }
+            }
+        }
+        Err(VaultError::Busy(self.stat(top_path).await?.map(|entry| entry.file_id).unwrap_or_default()))
+    }
+
+    async fn change_members_locked(
+        &self,
+        tree: &TreeRoot,
+        counter: u64,
+        token: &crate::remote::LockToken,
+        change: &Change,
+    ) -> Result<Option<Vec<(u64, u64)>>, VaultError> {
+        let views = self.all_folders(tree).await?;
+        let top = &views[0];
+        let mut users = tree.keys.users.clone();
+        let (event, subject) = match change {
+            Change::Add(user) => {
+                if users.iter().any(|existing| existing.user_id == user.user_id) {
+                    return Ok(None);
+                }
+                users.push(user.as_ref().clone());
+                (AuditEvent::MemberAdded, (user.user_id.clone(), user.certificate.fingerprint()))
+            }
+            Change::Remove(user_id) => {
+                let Some(position) = users.iter().position(|existing| existing.user_id == *user_id) else {
+                    return Ok(None);
+                };
+                let removed = users.remove(position);
+                if users.is_empty() {
+                    return Err(VaultError::Unsupported("a folder must keep at least one member"));
+                }
+                (AuditEvent::MemberRemoved, (removed.user_id.clone(), removed.certificate.fingerprint()))
+            }
+        };
+        let key = MetadataKey::generate();
+        let mut counters = Vec::with_capacity(views.len());
+        for view in &views[1..] {
+            let mut folder = view.folder().clone();
+            folder.counter += 1;
+            let encoded = encode_sub_folder(&folder, &key, Some(&view.decoded.document), self.signer())
+                .map_err(super::metadata_error(view.file_id))?;
+            self.remote.store_metadata(view.file_id, token, &encoded.json, &encoded.signature_base64, false).await?;
+            counters.push((view.file_id, folder.counter));
+        }
+        let mut folder: FolderMetadata = top.folder().clone();
+        folder.counter = counter;
+        let had_recovery = crate::metadata::recovery::recovery_key_of(&top.decoded.document)
+            .map_err(super::metadata_error(top.file_id))?;
+        let recovery = self.recovery_for(top.file_id, Some(&top.decoded.document), true)?;
+        let recovery_fingerprint = recovery.as_ref().map(|key| key.fingerprint());
+        self.append_audit(
+            &mut folder,
+            top.file_id,
+            &tree.keys.users,
+            &users,
+            event,
+            Some(subject),
+            &key,
+            recovery_fingerprint.clone(),
+        )?;
+        if had_recovery.is_none() && recovery.is_some() {
+            self.append_audit(
+                &mut folder,
+                top.file_id,
+                &users,
+                &users,
+                AuditEvent::RecoveryEnabled,
+                None,
+                &key,
+                recovery_fingerprint,
+            )?;
+        }
+        let encoded = encode_top_folder_with_recovery(
+            &folder,
+            &key,
+            &users,
+            Some(&top.decoded.document),
+            self.signer(),
+            recovery.as_ref(),
+        )
+        .map_err(super::metadata_error(top.file_id))?;
+        self.remote.store_metadata(top.file_id, token, &encoded.json, &encoded.signature_base64, false).await?;
+        counters.push((top.file_id, counter));
+        Ok(Some(counters))
+    }
+
+    /// Appends an audit entry for a change from `before` to `after` members to `folder`'s trail (starting a
+    /// trail first when the folder has none, linked to the last head this device saw).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn append_audit(
+        &self,
+        folder: &mut FolderMetadata,
+        file_id: u64,
+        before: &[TrustedUser],
+        after: &[TrustedUser],
+        event: AuditEvent,
+        subject: Option<Member>,
+        key: &MetadataKey,
+        recovery: Option<String>,
+    ) -> Result<(), VaultError> {
+        let signing = |error: crate::crypto::IdentityError| VaultError::Metadata {
+            file_id,
+            source: crate::metadata::MetadataError::KeyUnwrap(error),
+        };
+        let mut trail = AuditTrail::from_fields(&folder.unknown).map_err(audit_error(file_id))?.unwrap_or_default();
+        if trail.entries.is_empty() {
+            let pinned_head = self
+                .trust()
+                .folder(&self.server, file_id)
+                .filter(|pins| pins.trail_len > 0)
+                .map(|pins| pins.trail_head.clone());
+            let start = AuditRecord {
+                event: if before.is_empty() { AuditEvent::FolderCreated } else { AuditEvent::TrailStarted },
+                subject: None,
+                key_checksum: None,
+                members: if before.is_empty() { members_of(after) } else { members_of(before) },
+                recovery: recovery.clone(),
+            };
+            trail
+                .append(start, folder.counter, &self.user, &self.certificate, &self.identity, pinned_head.as_deref())
+                .map_err(signing)?;
+            if before.is_empty() {
+                trail.store_in(&mut folder.unknown);
+                return Ok(());
+            }
+        }
+        let record =
+            AuditRecord { event, subject, key_checksum: Some(key.sha256_hex()), members: members_of(after), recovery };
+        trail.append(record, folder.counter, &self.user, &self.certificate, &self.identity, None).map_err(signing)?;
+        trail.store_in(&mut folder.unknown);
+        Ok(())
+    }
+
+    /// The first audit entry of a new folder (its creator as the only member).
+    pub(crate) fn genesis_audit(&self, folder: &mut FolderMetadata, key: &MetadataKey) -> Result<(), VaultError> {
+        let creator = [TrustedUser { user_id: self.user.clone(), certificate: self.certificate.clone() }];
+        let recovery = self.recovery_key.as_ref().map(|key| key.fingerprint());
+        self.append_audit(folder, 0, &[], &creator, AuditEvent::FolderCreated, None, key, recovery)
+    }
+}
+
+impl<R: Sharing> Vault<R> {
+    /// Fetches `user`'s certificate, checks that the pinned server key issued it to them, and pins it on
+    /// first use (a changed one is refused).
+    pub async fn certificate_of(&self, user: &str) -> Result<(UserCertificate, PinOutcome), VaultError> {
+        let certificates = self.remote.certificates(&[user]).await?.ok_or_else(|| VaultError::NoKeys(user.into()))?;
+        let pem = certificates.get(user).ok_or_else(|| VaultError::NoKeys(user.into()))?;
+        let certificate = UserCertificate::from_pem(pem).map_err(|error| VaultError::Metadata {
+            file_id: 0,
+            source: crate::metadata::MetadataError::UntrustedCertificate {
+                user_id: user.into(),
+                reason: error.to_string(),
+            },
+        })?;
+        certificate.verify_for_user(&self.server_key, user).map_err(|error| VaultError::Metadata {
+            file_id: 0,
+            source: crate::metadata::MetadataError::UntrustedCertificate {
+                user_id: user.into(),
+                reason: error.to_string(),
+            },
+        })?;
+        let outcome = self.trust().check_certificate(&self.server, user, &certificate)?;
+        Ok((certificate, outcome))
+    }
+
+    /// Shares the top folder at `clear_path` with `user`: pins their certificate, makes the server share,
+    /// and (unless it is a file drop) adds them to the members with a new metadata key.
+    pub async fn share(
+        &self,
+        clear_path: &str,
+        user: &str,
+        permissions: SharePermissions,
+    ) -> Result<ShareOutcome, VaultError> {
+        let (tree, _) = self.top_folder(clear_path).await?;
+        let (certificate, outcome) = self.certificate_of(user).await?;
+        let existing = self.remote.shares(&tree.path).await?;
+        if !existing.iter().any(|share| share.is_user_share && share.recipient == user) {
+            self.remote.share(&tree.path, user, permissions).await?;
+        }
+        let fingerprint = certificate.fingerprint();
+        if permissions == SharePermissions::Drop {
+            return Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: false });
+        }
+        let changed = self
+            .change_members(&tree.path, Change::Add(Box::new(TrustedUser { user_id: user.into(), certificate })))
+            .await?;
+        Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: !changed })
+    }
+
+    /// Takes the top folder at `clear_path` back from `user`: removes the server shares, then removes them
+    /// from the members with a new metadata key. `Ok(false)` if they were not a member.
+    pub async fn unshare(&self, clear_path: &str, user: &str) -> Result<bool, VaultError> {
+        let (tree, _) = self.top_folder(clear_path).await?;
+        for share in self.remote.shares(&tree.path).await? {
+            if share.recipient == user {
+                self.remote.unshare(&share.id).await?;
+            }
+        }
+        self.change_members(&tree.path, Change::Remove(user.into())).await
+    }
+}
