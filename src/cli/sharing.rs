@@ -36,6 +36,10 @@ pub enum SharingCommand {
         /// What the share allows.
         #[arg(long, value_enum, default_value = "write")]
         permissions: PermissionsArg,
+        /// The user made a new key pair: accept their new certificate with this SHA-256 fingerprint (check it
+        /// with them first). It replaces the pinned one and is recorded in the folder's audit trail.
+        #[arg(long, value_name = "FINGERPRINT")]
+        accept_new_certificate: Option<String>,
         /// Server and credentials.
         #[command(flatten)]
         vault: VaultArgs,
@@ -103,7 +107,7 @@ fn event_text(event: AuditEvent) -> &'static str {
 pub fn run(command: SharingCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match command {
-        SharingCommand::Share { path, member: user, permissions, vault } => {
+        SharingCommand::Share { path, member: user, permissions, accept_new_certificate, vault } => {
             let vault = open(&vault, &runtime)?;
             let permissions = match permissions {
                 PermissionsArg::Read => SharePermissions::Read,
@@ -111,7 +115,7 @@ pub fn run(command: SharingCommand) -> anyhow::Result<()> {
                 PermissionsArg::Drop => SharePermissions::Drop,
             };
             let outcome = runtime
-                .block_on(vault.share(&path, &user, permissions))
+                .block_on(vault.share(&path, &user, permissions, accept_new_certificate.as_deref()))
                 .with_context(|| format!("share {path} with {user}"))?;
             let pinned = if outcome.first_use { "pinned now (first use)" } else { "matches the pin" };
             println!("certificate of {user}: SHA256 {} ({pinned})", outcome.fingerprint);
@@ -169,7 +173,8 @@ pub fn run(command: SharingCommand) -> anyhow::Result<()> {
             }
             if let Some(dropped) = &report.recovery_dropped {
                 println!(
-                    "the recovery key SHA256 {dropped} was dropped by a client that does not keep it; cloakfs                      adds it back at its next change to the folder"
+                    "the recovery key SHA256 {dropped} was dropped by a client that does not keep it; cloakfs \
+         adds it back at its next change to the folder"
                 );
             }
         }

@@ -354,3 +354,113 @@ impl AuditTrail {
         state == wanted
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Person {
+        name: &'static str,
+        identity: PrivateIdentity,
+        certificate: UserCertificate,
+    }
+
+    fn person(ca: &PrivateIdentity, name: &'static str) -> Person {
+        let identity = PrivateIdentity::generate().unwrap();
+        let request = identity.certificate_request_pem(name).unwrap();
+        let certificate = ca.issue_certificate(&request, name, Duration::from_secs(3600)).unwrap();
+        Person { name, identity, certificate }
+    }
+
+    fn member(person: &Person) -> Member {
+        (person.name.to_owned(), person.certificate.fingerprint())
+    }
+
+    fn record(event: AuditEvent, members: Vec<Member>) -> AuditRecord {
+        AuditRecord { event, subject: None, key_checksum: None, members, recovery: None }
+    }
+
+    fn append(trail: &mut AuditTrail, by: &Person, event: AuditEvent, members: Vec<Member>) {
+        let counter = trail.entries.len() as u64 + 1;
+        trail.append(record(event, members), counter, by.name, &by.certificate, &by.identity, None).unwrap();
+    }
+
+    /// alice creates, adds bob, bob adds carol.
+    fn sample() -> (PrivateIdentity, [Person; 3], AuditTrail) {
+        let ca = PrivateIdentity::generate().unwrap();
+        let people = [person(&ca, "alice"), person(&ca, "bob"), person(&ca, "carol")];
+        let mut trail = AuditTrail::default();
+        append(&mut trail, &people[0], AuditEvent::FolderCreated, vec![member(&people[0])]);
+        append(&mut trail, &people[0], AuditEvent::MemberAdded, vec![member(&people[0]), member(&people[1])]);
+        let all = vec![member(&people[0]), member(&people[1]), member(&people[2])];
+        append(&mut trail, &people[1], AuditEvent::MemberAdded, all);
+        (ca, people, trail)
+    }
+
+    #[test]
+    fn a_trail_verifies_and_survives_storage() {
+        let (ca, _, trail) = sample();
+        trail.verify(ca.public_key()).unwrap();
+        let mut fields = serde_json::Map::new();
+        trail.store_in(&mut fields);
+        let read = AuditTrail::from_fields(&fields).unwrap().unwrap();
+        assert_eq!(read, trail);
+        read.verify(ca.public_key()).unwrap();
+        assert_eq!(read.head(), trail.entries[2].hash());
+    }
+
+    #[test]
+    fn an_edited_reordered_or_cut_trail_is_caught() {
+        let (ca, people, trail) = sample();
+        let mut edited = trail.clone();
+        edited.entries[1].members.pop();
+        assert!(matches!(edited.verify(ca.public_key()), Err(AuditError::BadSignature { seq: 1, .. })));
+        let mut removed = trail.clone();
+        removed.entries.remove(1);
+        assert!(matches!(removed.verify(ca.public_key()), Err(AuditError::BrokenChain { seq: 2 })));
+        let mut relinked = trail.clone();
+        relinked.entries[2].previous = GENESIS.into();
+        assert!(relinked.verify(ca.public_key()).is_err());
+        // Cut: a device that saw three entries refuses two, and a different third one.
+        let mut cut = trail.clone();
+        cut.entries.pop();
+        assert!(matches!(cut.check_extends(3, &trail.head()), Err(AuditError::Truncated { .. })));
+        let mut other_end = cut.clone();
+        append(&mut other_end, &people[0], AuditEvent::MemberRemoved, vec![member(&people[0])]);
+        assert!(other_end.check_extends(3, &trail.head()).is_err());
+        trail.check_extends(3, &trail.head()).unwrap();
+        trail.check_extends(2, &trail.entries[1].hash()).unwrap();
+    }
+
+    #[test]
+    fn only_members_of_the_state_before_may_make_a_change() {
+        let (ca, people, mut trail) = sample();
+        let mallory = person(&ca, "mallory");
+        append(&mut trail, &mallory, AuditEvent::MemberAdded, vec![member(&people[0]), member(&mallory)]);
+        assert!(matches!(trail.verify(ca.public_key()), Err(AuditError::NotAMember { seq: 3, .. })));
+        // A certificate the server key did not issue.
+        let stranger_ca = PrivateIdentity::generate().unwrap();
+        let (_, _, foreign) = {
+            let people = [person(&stranger_ca, "alice")];
+            let mut trail = AuditTrail::default();
+            append(&mut trail, &people[0], AuditEvent::FolderCreated, vec![member(&people[0])]);
+            (0, 0, trail)
+        };
+        assert!(matches!(foreign.verify(ca.public_key()), Err(AuditError::BadCertificate { .. })));
+    }
+
+    #[test]
+    fn a_chain_of_changes_authorises_a_membership_this_device_did_not_see() {
+        let (_, people, trail) = sample();
+        let alice_only = vec![member(&people[0])];
+        let everyone = vec![member(&people[0]), member(&people[1]), member(&people[2])];
+        // A device that saw only alice (1 entry): bob, added by alice, added carol.
+        assert!(trail.authorises(1, &alice_only, &everyone));
+        // Not to a member list the trail does not end in.
+        assert!(!trail.authorises(1, &alice_only, &alice_only));
+        // Not from a state the trail does not show at that point.
+        assert!(!trail.authorises(2, &alice_only, &everyone));
+    }
+}

@@ -23,14 +23,25 @@ fn dropped_name(name: &str, attempt: usize) -> String {
 }
 
 impl<R: Remote> Vault<R> {
-    /// Whether `view` (a top folder) has file drops this user can open.
+    /// Whether `view` (a top folder) has file drops this user can open (entries that cannot be opened are
+    /// named in the log and left alone, so they do not make every listing lock and rewrite the folder).
     pub(crate) fn has_filedrop_for_me(&self, view: &FolderView) -> bool {
         let Some(drops) = view.decoded.document.filedrop.as_ref() else { return false };
-        drops.values().any(|entry| {
-            entry.get("users").and_then(serde_json::Value::as_array).is_some_and(|users| {
-                users.iter().any(|user| user.get("userId").and_then(|id| id.as_str()) == Some(&self.user))
-            })
-        })
+        let reader = Reader { user_id: &self.user, identity: &self.identity };
+        let mut openable = false;
+        for (uid, value) in drops {
+            if view.folder().files.contains_key(uid) {
+                continue;
+            }
+            match open_entry(uid, value, reader) {
+                Ok(Some(_)) => openable = true,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(server_name = %uid, %error, "file drop cannot be opened; left in place")
+                }
+            }
+        }
+        openable
     }
 
     /// Moves the file drops of the top folder of `tree` into its files; returns how many.
@@ -49,12 +60,9 @@ impl<R: Remote> Vault<R> {
                 let mut entry: FileEntry = match open_entry(uid, value, reader) {
                     Ok(Some(entry)) => entry,
                     Ok(None) => continue,
-                    Err(error) => {
-                        // Anyone who may drop (and the server) can write this section: a bad entry is left
-                        // where it is and named in the log, and the folder stays usable.
-                        tracing::warn!(server_name = %uid, %error, "file drop cannot be opened; left in place");
-                        continue;
-                    }
+                    // Anyone who may drop (and the server) can write this section: a bad entry is left where it
+                    // is (named in the log by `has_filedrop_for_me`), and the folder stays usable.
+                    Err(_) => continue,
                 };
                 let taken = |name: &str| {
                     folder.files.values().any(|existing| existing.filename.as_str() == name)

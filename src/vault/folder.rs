@@ -208,7 +208,7 @@ impl<R: Remote> Vault<R> {
         let file_id = self.remote.make_folder(path, Some(token)).await?;
         self.remote.set_encrypted(file_id).await?;
         let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
-        let encoded = encode_sub_folder(&empty, &tree.keys.metadata_key, None, self.signer())
+        let encoded = encode_sub_folder(&empty, &tree.keys().metadata_key, None, self.signer())
             .map_err(super::metadata_error(file_id))?;
         self.remote.store_metadata(file_id, token, &encoded.json, &encoded.signature_base64, true).await?;
         let document: MetadataDocument = serde_json::from_str(&encoded.json)

@@ -88,6 +88,8 @@ fn audit_error(file_id: u64) -> impl FnOnce(crate::metadata::audit::AuditError) 
 enum Change {
     Add(Box<TrustedUser>),
     Remove(String),
+    /// A member's new certificate (a new key pair), confirmed by the user.
+    ReplaceCertificate(Box<TrustedUser>),
 }
 
 impl<R: Remote> Vault<R> {
@@ -114,6 +116,38 @@ impl<R: Remote> Vault<R> {
         let recovery = crate::metadata::recovery::recovery_key_of(&decoded.decoded.document)
             .map_err(super::metadata_error(file_id))?
             .map(|key| key.fingerprint());
+        // A member whose certificate differs from the one pinned: refused, unless the audit trail (verified,
+        // and extending what this device saw) records the new certificate, added by a member.
+        let seen_entries = pinned.as_ref().map(|pins| pins.trail_len).unwrap_or(0) as usize;
+        let mut replaced = Vec::new();
+        for (user, fingerprint) in &current {
+            let Some(pinned_fingerprint) = store.pinned_certificate(&self.server, user) else { continue };
+            if pinned_fingerprint == fingerprint {
+                continue;
+            }
+            let vouched = trail.as_ref().is_some_and(|trail| {
+                trail.entries.iter().skip(seen_entries).any(|entry| {
+                    entry.event == AuditEvent::NewCertificate
+                        && entry.subject.as_deref() == Some(user.as_str())
+                        && entry.subject_certificate.as_deref() == Some(fingerprint.as_str())
+                })
+            });
+            if !vouched {
+                return Err(crate::remote::nextcloud::trust::TrustError::CertificateChanged {
+                    server: self.server.clone(),
+                    user: user.clone(),
+                    pinned: pinned_fingerprint.to_owned(),
+                    presented: fingerprint.clone(),
+                }
+                .into());
+            }
+            replaced.push((user.clone(), fingerprint.clone()));
+        }
+        if let Some(trail) = &trail {
+            if let Some(pinned) = &pinned {
+                trail.check_extends(pinned.trail_len, &pinned.trail_head).map_err(audit_error(file_id))?;
+            }
+        }
         let mut recovery_dropped = None;
         if let Some(pinned) = &pinned {
             match (&pinned.recovery, &recovery) {
@@ -137,14 +171,7 @@ impl<R: Remote> Vault<R> {
                 Some(trail) => {
                     trail.check_extends(pinned.trail_len, &pinned.trail_head).map_err(audit_error(file_id))?
                 }
-                None if pinned.trail_len > 0 => {
-                    tracing::warn!(
-                        file_id,
-                        signer = %signed_by,
-                        "the folder's audit trail was dropped by a client that does not keep it"
-                    );
-                    trail_status = TrailStatus::Dropped(pinned.trail_len);
-                }
+                None if pinned.trail_len > 0 => trail_status = TrailStatus::Dropped(pinned.trail_len),
                 None => {}
             }
             if !pinned.members.is_empty() && pinned.members != current {
@@ -167,6 +194,10 @@ impl<R: Remote> Vault<R> {
                 }
             }
         }
+        for (user, fingerprint) in &replaced {
+            tracing::warn!(user = %user, fingerprint = %fingerprint, "a member's new certificate, vouched for in the audit trail");
+            store.replace_certificate(&self.server, user, fingerprint)?;
+        }
         let mut members = Vec::with_capacity(current.len());
         for (user, fingerprint) in &current {
             let new_to_this_device = store.pinned_certificate(&self.server, user).is_none();
@@ -184,6 +215,14 @@ impl<R: Remote> Vault<R> {
             file_id,
             FolderPins { members: current, trail_len, trail_head, recovery: recovery_pin },
         )?;
+        if let TrailStatus::Dropped(seen) = trail_status {
+            tracing::warn!(
+                file_id,
+                signer = %signed_by,
+                seen,
+                "the folder's audit trail was dropped by a client that does not keep it"
+            );
+        }
         if let Some(fingerprint) = &recovery {
             let first_time =
                 self.recovery_warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(file_id);
@@ -309,7 +348,8 @@ impl<R: Remote> Vault<R> {
     ) -> Result<Option<Vec<(u64, u64)>>, VaultError> {
         let views = self.all_folders(tree).await?;
         let top = &views[0];
-        let mut users = tree.keys.users.clone();
+        let before = tree.keys().users;
+        let mut users = before.clone();
         let (event, subject) = match change {
             Change::Add(user) => {
                 if users.iter().any(|existing| existing.user_id == user.user_id) {
@@ -317,6 +357,16 @@ impl<R: Remote> Vault<R> {
                 }
                 users.push(user.as_ref().clone());
                 (AuditEvent::MemberAdded, (user.user_id.clone(), user.certificate.fingerprint()))
+            }
+            Change::ReplaceCertificate(user) => {
+                let Some(existing) = users.iter_mut().find(|existing| existing.user_id == user.user_id) else {
+                    return Ok(None);
+                };
+                if existing.certificate == user.certificate {
+                    return Ok(None);
+                }
+                existing.certificate = user.certificate.clone();
+                (AuditEvent::NewCertificate, (user.user_id.clone(), user.certificate.fingerprint()))
             }
             Change::Remove(user_id) => {
                 let Some(position) = users.iter().position(|existing| existing.user_id == *user_id) else {
@@ -348,7 +398,7 @@ impl<R: Remote> Vault<R> {
         self.append_audit(
             &mut folder,
             top.file_id,
-            &tree.keys.users,
+            &before,
             &users,
             event,
             Some(subject),
@@ -439,7 +489,11 @@ impl<R: Remote> Vault<R> {
 impl<R: Sharing> Vault<R> {
     /// Fetches `user`'s certificate, checks that the pinned server key issued it to them, and pins it on
     /// first use (a changed one is refused).
-    pub async fn certificate_of(&self, user: &str) -> Result<(UserCertificate, PinOutcome), VaultError> {
+    pub async fn certificate_of(
+        &self,
+        user: &str,
+        accept_new: Option<&str>,
+    ) -> Result<(UserCertificate, PinOutcome), VaultError> {
         let certificates = self.remote.certificates(&[user]).await?.ok_or_else(|| VaultError::NoKeys(user.into()))?;
         let pem = certificates.get(user).ok_or_else(|| VaultError::NoKeys(user.into()))?;
         let certificate = UserCertificate::from_pem(pem).map_err(|error| VaultError::Metadata {
@@ -456,20 +510,28 @@ impl<R: Sharing> Vault<R> {
                 reason: error.to_string(),
             },
         })?;
+        let fingerprint = certificate.fingerprint();
+        if accept_new.is_some_and(|accepted| accepted.eq_ignore_ascii_case(&fingerprint)) {
+            // Pinned once the change is written (see `share`).
+            return Ok((certificate, PinOutcome::Known));
+        }
         let outcome = self.trust().check_certificate(&self.server, user, &certificate)?;
         Ok((certificate, outcome))
     }
 
     /// Shares the top folder at `clear_path` with `user`: pins their certificate, makes the server share,
     /// and (unless it is a file drop) adds them to the members with a new metadata key.
+    /// `accept_new_certificate`: the fingerprint of a new certificate of `user` (a new key pair) that the
+    /// user confirmed; it replaces the pinned one and, for a member, is recorded in the audit trail.
     pub async fn share(
         &self,
         clear_path: &str,
         user: &str,
         permissions: SharePermissions,
+        accept_new_certificate: Option<&str>,
     ) -> Result<ShareOutcome, VaultError> {
         let (tree, _) = self.top_folder(clear_path).await?;
-        let (certificate, outcome) = self.certificate_of(user).await?;
+        let (certificate, outcome) = self.certificate_of(user, accept_new_certificate).await?;
         let existing = self.remote.shares(&tree.path).await?;
         if !existing.iter().any(|share| share.is_user_share && share.recipient == user) {
             self.remote.share(&tree.path, user, permissions).await?;
@@ -478,9 +540,15 @@ impl<R: Sharing> Vault<R> {
         if permissions == SharePermissions::Drop {
             return Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: false });
         }
-        let changed = self
-            .change_members(&tree.path, Change::Add(Box::new(TrustedUser { user_id: user.into(), certificate })))
-            .await?;
+        let member = TrustedUser { user_id: user.into(), certificate };
+        // A confirmed new certificate of a member: written with a `new-certificate` audit entry, which is what
+        // lets this device (reading it back) and the other members' devices replace their pins.
+        let replaced = accept_new_certificate.is_some()
+            && self.change_members(&tree.path, Change::ReplaceCertificate(Box::new(member.clone()))).await?;
+        if accept_new_certificate.is_some() && !replaced {
+            self.trust().replace_certificate(&self.server, user, &fingerprint)?;
+        }
+        let changed = replaced || self.change_members(&tree.path, Change::Add(Box::new(member))).await?;
         Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: !changed })
     }
 

@@ -26,7 +26,7 @@ use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{
     decode_sub_folder, decode_top_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataError, Reader, TreeKeys,
 };
-use crate::remote::nextcloud::trust::{PinnedCertificates, TrustError, TrustStore};
+use crate::remote::nextcloud::trust::{TrustError, TrustStore};
 use crate::remote::{Progress, Remote, RemoteEntry, RemoteError, RemoteErrorKind};
 use crate::session::Session;
 
@@ -98,7 +98,10 @@ pub enum VaultError {
     Busy(u64),
     /// The membership of a top folder changed in a way no member this device trusts signed.
     #[error(
-        "the members of encrypted folder (file id {file_id}) changed without a member this device trusts signing          the change (signed by {signer:?}; added: {added:?}; removed: {removed:?}). A server can add users and          issue them certificates, so this is refused. If you know the change is right, check it with the folder's          owner and run `cloakfs members --accept` on that folder"
+        "the members of encrypted folder (file id {file_id}) changed without a member this device trusts signing \
+         the change (signed by {signer:?}; added: {added:?}; removed: {removed:?}). A server can add users and \
+         issue them certificates, so this is refused. If you know the change is right, check it with the folder's \
+         owner and run `cloakfs members --accept` on that folder"
     )]
     UnauthorisedMembershipChange {
         /// The folder.
@@ -212,8 +215,24 @@ pub struct ListEntry {
 pub struct TreeRoot {
     /// The top folder's remote path (plain names: outside encryption).
     pub(crate) path: Vec<String>,
-    /// The tree's metadata key and users.
-    pub(crate) keys: TreeKeys,
+    /// The tree's metadata key and users, replaced whenever the top folder is read again (a membership
+    /// change rotates the key); shared by every clone (the mount keeps one for its lifetime).
+    keys: std::sync::Arc<std::sync::RwLock<TreeKeys>>,
+}
+
+impl TreeRoot {
+    pub(crate) fn new(path: Vec<String>, keys: TreeKeys) -> Self {
+        Self { path, keys: std::sync::Arc::new(std::sync::RwLock::new(keys)) }
+    }
+
+    /// The tree's keys as last read from its top folder.
+    pub fn keys(&self) -> TreeKeys {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn update_keys(&self, keys: TreeKeys) {
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+    }
 }
 
 /// A user's view of the encrypted folders on one server.
@@ -333,11 +352,9 @@ impl<R: Remote> Vault<R> {
     ) -> Result<(DecodedFolder, TreeKeys), VaultError> {
         let mut store = self.trust();
         let min_counter = store.counter(&self.server, entry.file_id);
-        let trust = PinnedCertificates {
-            server: &self.server,
-            server_key: &self.server_key,
-            store: std::sync::Mutex::new(&mut store),
-        };
+        // Certificates are checked against the server key here and against the pins in check_membership,
+        // where a changed one is accepted only when a trusted member vouched for it in the audit trail.
+        let trust = crate::metadata::ServerKeyTrust { server_key: &self.server_key };
         let reader = Reader { user_id: &self.user, identity: &self.identity };
         let decoded = if self.recovery_mode {
             crate::metadata::recovery::decode_top_folder_with_recovery(json, signature, &self.identity, &trust)
@@ -392,7 +409,7 @@ impl<R: Remote> Vault<R> {
                     is_top: true,
                     decoded,
                 };
-                return Ok(Ok((TreeRoot { path: prefix.to_vec(), keys }, view, depth)));
+                return Ok(Ok((TreeRoot::new(prefix.to_vec(), keys), view, depth)));
             }
             if !entry.is_dir {
                 return Ok(Err(Some(entry)));
@@ -422,9 +439,33 @@ impl<R: Remote> Vault<R> {
         let (json, signature) = self.metadata_of(&entry).await?;
         let is_top = remote_path == tree.path.as_slice();
         let decoded = if is_top {
-            self.decode_top(&entry, &json, &signature)?.0
+            let (decoded, keys) = self.decode_top(&entry, &json, &signature)?;
+            tree.update_keys(keys);
+            decoded
         } else {
-            self.decode_sub(&entry, &json, &signature, &tree.keys)?
+            let keys = tree.keys();
+            match self.decode_sub(&entry, &json, &signature, &keys) {
+                Err(error @ VaultError::Metadata { .. }) => {
+                    // The tree's key may have been rotated (a membership change) since the top folder was read:
+                    // read it again, and retry once if that brought other keys or members.
+                    let top = self.stat(&tree.path).await?.ok_or(VaultError::NotFound)?;
+                    let (top_json, top_signature) = self.metadata_of(&top).await?;
+                    let (_, fresh) = self.decode_top(&top, &top_json, &top_signature)?;
+                    let same = fresh.metadata_key == keys.metadata_key
+                        && fresh.users.iter().map(|user| &user.user_id).eq(keys.users.iter().map(|user| &user.user_id));
+                    tree.update_keys(fresh.clone());
+                    if same {
+                        return Err(error);
+                    } else {
+                        tracing::debug!(
+                            file_id = entry.file_id,
+                            "the tree's keys changed; read again with the new ones"
+                        );
+                        self.decode_sub(&entry, &json, &signature, &fresh)?
+                    }
+                }
+                other => other?,
+            }
         };
         Ok(FolderView { remote_path: remote_path.to_vec(), file_id: entry.file_id, etag: entry.etag, is_top, decoded })
     }

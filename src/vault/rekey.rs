@@ -44,8 +44,8 @@ impl<R: Remote> Vault<R> {
         }
         // Record it (a locked rewrite of the top folder with one more audit entry).
         let top_path = tree.path.clone();
-        let members = tree.keys.users.clone();
-        let key = tree.keys.metadata_key.clone();
+        let keys = tree.keys();
+        let (members, key) = (keys.users, keys.metadata_key);
         let file_id = top.file_id;
         self.transact(&tree, &top_path, std::slice::from_ref(&top_path), |folders, _| {
             let recovery = self.recovery_for(file_id, None, false)?.map(|key| key.fingerprint());

@@ -79,18 +79,19 @@ impl<R: Remote> Vault<R> {
                 previous.filedrop = None;
             }
         }
+        let keys = tree.keys();
         let encoded = if view.is_top {
             let recovery = self.recovery_for(view.file_id, Some(&view.decoded.document), false)?;
             encode_top_folder_with_recovery(
                 folder,
-                &tree.keys.metadata_key,
-                &tree.keys.users,
+                &keys.metadata_key,
+                &keys.users,
                 Some(&previous),
                 self.signer(),
                 recovery.as_ref(),
             )
         } else {
-            encode_sub_folder(folder, &tree.keys.metadata_key, Some(&previous), self.signer())
+            encode_sub_folder(folder, &keys.metadata_key, Some(&previous), self.signer())
         }
         .map_err(super::metadata_error(view.file_id))?;
         Ok((encoded.json, encoded.signature_base64))
@@ -205,7 +206,7 @@ impl<R: Remote> Vault<R> {
                     let file_id = self.remote.make_folder(&path, Some(token)).await?;
                     self.remote.set_encrypted(file_id).await?;
                     let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
-                    let encoded = encode_sub_folder(&empty, &tree.keys.metadata_key, None, self.signer())
+                    let encoded = encode_sub_folder(&empty, &tree.keys().metadata_key, None, self.signer())
                         .map_err(super::metadata_error(file_id))?;
                     self.remote.store_metadata(file_id, token, &encoded.json, &encoded.signature_base64, true).await?;
                     new_counters.push((file_id, 1));

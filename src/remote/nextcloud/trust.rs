@@ -241,6 +241,14 @@ impl TrustStore {
         self.save()
     }
 
+    /// Replaces the certificate pinned for `user` (after the user confirmed the new fingerprint, or a trusted
+    /// member vouched for it in a folder's audit trail). Saves.
+    pub fn replace_certificate(&mut self, server: &str, user: &str, fingerprint: &str) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        pins.certificates.insert(user.to_owned(), fingerprint.to_owned());
+        self.save()
+    }
+
     /// What this device accepted about top folder `file_id`.
     pub fn folder(&self, server: &str, file_id: u64) -> Option<&FolderPins> {
         self.server(server).and_then(|pins| pins.folders.get(&file_id.to_string()))
