@@ -404,3 +404,101 @@ fn raw_put(port: u16, target: &str) -> u16 {
     stream.read_to_string(&mut answer).unwrap();
     answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_shares_put_the_folder_in_the_recipients_tree_and_enforce_their_permissions() {
+    use cloakfs::remote::SharePermissions;
+
+    let data = TempDir::new("protocol-shares");
+    let server = TestServer::start(&data.0, &["alice", "bob", "carol", "dan"]);
+    let (alice, bob, carol, dan) = (
+        client_for(&server, "alice"),
+        client_for(&server, "bob"),
+        client_for(&server, "carol"),
+        client_for(&server, "dan"),
+    );
+    let vault = encrypted_folder(&alice, "Vault").await;
+    let token = alice.lock_folder(vault, 1, None).await.unwrap();
+    alice.store_folder_metadata(vault, &token, r#"{"version":"2.0"}"#, "c2ln", true).await.unwrap();
+    let blob = path(&["Vault", "0123456789abcdef0123456789abcdef"]);
+    alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&token), None).await.unwrap();
+    alice.unlock_folder(vault, &token, false).await.unwrap();
+    // bob already has a folder called Vault: the share shows up as "Vault (2)".
+    bob.mkcol(&path(&["Vault"]), None).await.unwrap();
+
+    // Refusals: unknown user (404), oneself (403), a missing path (404), twice (403).
+    assert_eq!(status(alice.create_user_share(&path(&["Vault"]), "nobody", SharePermissions::Write).await), 404);
+    assert_eq!(status(alice.create_user_share(&path(&["Vault"]), "alice", SharePermissions::Write).await), 403);
+    assert_eq!(status(alice.create_user_share(&path(&["Missing"]), "bob", SharePermissions::Write).await), 404);
+    let to_bob = alice.create_user_share(&path(&["Vault"]), "bob", SharePermissions::Write).await.unwrap();
+    assert_eq!(status(alice.create_user_share(&path(&["Vault"]), "bob", SharePermissions::Write).await), 403);
+    alice.create_user_share(&path(&["Vault"]), "carol", SharePermissions::Read).await.unwrap();
+    alice.create_user_share(&path(&["Vault"]), "dan", SharePermissions::Drop).await.unwrap();
+    let listed = alice.shares_of(&path(&["Vault"])).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|share| (share.recipient.as_str(), share.permissions)).collect::<Vec<_>>(),
+        [("bob", 15), ("carol", 1), ("dan", 4)]
+    );
+
+    // Bob (write): the folder in his root, same file id, encrypted; he reads, locks and writes.
+    let root = bob.propfind(&[], 1).await.unwrap();
+    let mounted = root.iter().find(|entry| entry.name == "Vault (2)").expect("the share in bob's root");
+    assert_eq!((mounted.file_id, mounted.is_encrypted), (vault, true));
+    let bob_blob = path(&["Vault (2)", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(bob.get(&bob_blob, None, None).await.unwrap(), b"ciphertext");
+    let bob_token = bob.lock_folder(vault, 2, None).await.unwrap();
+    bob.store_folder_metadata(vault, &bob_token, r#"{"version":"2.0","by":"bob"}"#, "c2ln", false).await.unwrap();
+    bob.unlock_folder(vault, &bob_token, false).await.unwrap();
+    assert!(alice.folder_metadata(vault).await.unwrap().unwrap().0.contains("bob"));
+    // He cannot delete or move the mount itself.
+    assert_eq!(status(bob.delete(&path(&["Vault (2)"]), None).await), 403);
+
+    // Carol (read): reads, but cannot lock, write metadata or upload.
+    assert_eq!(
+        carol.get(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None, None).await.unwrap(),
+        b"ciphertext"
+    );
+    assert_eq!(status(carol.lock_folder(vault, 9, None).await), 403);
+    assert_eq!(
+        status(
+            carol
+                .put(&path(&["Vault", "fedcba9876543210fedcba9876543210"]), Bytes::from_static(b"x"), None, None)
+                .await
+        ),
+        403
+    );
+
+    // Dan (file drop): sees the folder itself and its metadata, not its content; adds a new file and an entry.
+    assert_eq!(dan.propfind(&path(&["Vault"]), 0).await.unwrap().len(), 1);
+    assert_eq!(status(dan.propfind(&path(&["Vault"]), 1).await), 403);
+    assert_eq!(status(dan.get(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None, None).await), 403);
+    assert!(dan.folder_metadata(vault).await.unwrap().is_some());
+    assert_eq!(
+        status(
+            dan.put(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), Bytes::from_static(b"over"), None, None)
+                .await
+        ),
+        403
+    );
+    dan.put(&path(&["Vault", "fedcba9876543210fedcba9876543210"]), Bytes::from_static(b"dropped"), None, None)
+        .await
+        .unwrap();
+    dan.put_filedrop(vault, r#"{"fedcba9876543210fedcba9876543210":{"ciphertext":"x","users":[]}}"#).await.unwrap();
+    assert_eq!(status(dan.put_filedrop(vault, r#"{"fedcba9876543210fedcba9876543210":{}}"#).await), 409);
+    assert_eq!(status(dan.put_filedrop(vault, r#"{"not-hex":{}}"#).await), 400);
+    assert!(alice.folder_metadata(vault).await.unwrap().unwrap().0.contains("filedrop"));
+    assert_eq!(status(dan.lock_folder(vault, 9, None).await), 403);
+    // While the folder is locked a drop is refused (412).
+    let token = alice.lock_folder(vault, 3, None).await.unwrap();
+    assert_eq!(status(dan.put_filedrop(vault, r#"{"abcdefabcdefabcdefabcdefabcdefab":{}}"#).await), 412);
+    alice.unlock_folder(vault, &token, true).await.unwrap();
+
+    // Unshare: bob loses the folder; he may also leave a share himself (carol here).
+    alice.delete_share(&to_bob.id).await.unwrap();
+    assert!(!bob.propfind(&[], 1).await.unwrap().iter().any(|entry| entry.name == "Vault (2)"));
+    assert_eq!(status(bob.get(&bob_blob, None, None).await), 404);
+    let carol_share =
+        alice.shares_of(&path(&["Vault"])).await.unwrap().into_iter().find(|share| share.recipient == "carol").unwrap();
+    carol.delete_share(&carol_share.id).await.unwrap();
+    assert_eq!(status(carol.propfind(&path(&["Vault"]), 0).await), 404);
+}

@@ -494,8 +494,12 @@ pub fn owned_folder(connection: &Connection, user: &str, id: i64, access: Access
     if !may(connection, user, &node, Access::Read)? && !may(connection, user, &node, Access::Drop)? {
         return Err(not_found());
     }
-    if !may(connection, user, &node, access)? {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow writing"));
+    // A file-drop share reads the shared folder's own metadata (its members' certificates), nothing else.
+    let drop_reads_its_folder = access == Access::Read
+        && may(connection, user, &node, Access::Drop)?
+        && super::shares::is_mount_of(connection, user, &node)?;
+    if !may(connection, user, &node, access)? && !drop_reads_its_folder {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "the share does not allow this"));
     }
     if !node.is_dir {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "not a folder"));

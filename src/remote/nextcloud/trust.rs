@@ -322,9 +322,10 @@ impl TrustStore {
     }
 }
 
-/// Certificate trust for metadata decoding: issued by the (pinned) server key for that user id, and equal to
-/// the certificate pinned for the user, if one is. New users are not pinned here: the vault pins them once
-/// the membership change that brought them in is accepted (src/vault/members.rs).
+/// Certificate trust for checking a folder's members without its key (a file-drop uploader): issued by the
+/// (pinned) server key for that user id, and equal to the certificate pinned for the user, if one is. Members'
+/// own reads check pins in src/vault/members.rs, where a new certificate vouched for in the audit trail is
+/// accepted; new users are pinned there once the change that brought them in is accepted.
 pub struct PinnedCertificates<'a> {
     /// The server (pin key).
     pub server: &'a str,
