@@ -221,9 +221,41 @@ fn two_users_share_write_and_unshare_and_rekeyed_files_resist_old_keys() {
     )
     .is_ok());
 
-    // --rekey-files: every file gets a fresh key and server name; the old blob is gone.
+    // --rekey-files, interrupted: the server fails every upload after the top folder's batch (3 files), so
+    // the run stops in the sub-folder with an error, having finished the top folder.
+    let sub_names = |server: &TestServer| -> Vec<String> {
+        let database = database(server);
+        let mut statement = database
+            .prepare(
+                "SELECT n.name FROM nodes n JOIN nodes p ON n.parent = p.id JOIN nodes t ON p.parent = t.id \
+                      WHERE t.name = 'Vault' AND n.is_dir = 0 ORDER BY n.name",
+            )
+            .unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    let sub_before = sub_names(&server);
+    let proxy = proxy::Proxy::start(&server.url);
+    let uploads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = uploads.clone();
+    proxy.after(move |seen, answer| {
+        if seen.kind() == "PUT blob" && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 3 {
+            answer.status = 500;
+            answer.body = b"storage failure".to_vec();
+        }
+    });
+    let interrupted = client(
+        &proxy.url,
+        "alice",
+        &alice.config.0,
+        &["unshare", "/Vault", "bob", "--rekey-files", "--mnemonic-file", alice.mnemonic.to_str().unwrap()],
+    );
+    refused(interrupted, "re-keying /Vault");
+    assert!(!blob_exists(&server, &old_uid), "the top folder's batch was not committed");
+    assert_eq!(sub_names(&server), sub_before, "the failed sub-folder batch changed something");
+    // Started again, it re-keys only what is left (the sub-folder's 2 files).
     let rekeyed = alice.ok(&["unshare", "/Vault", "bob", "--rekey-files"]);
-    assert!(rekeyed.contains("files re-encrypted under fresh keys"), "{rekeyed}");
+    assert!(rekeyed.contains("2 files re-encrypted under fresh keys"), "{rekeyed}");
+    assert!(sub_names(&server).iter().all(|name| !sub_before.contains(name)), "sub-folder files not re-keyed");
     assert!(!blob_exists(&server, &old_uid), "the old blob of a.txt is still on the server");
     let (_, json, signature) = top_metadata(&server, "alice", "Vault");
     let alice_identity = alice.identity(&server);
@@ -666,4 +698,40 @@ fn a_running_mount_follows_a_membership_change_made_elsewhere_and_keeps_it() {
     let members = bob.ok(&["members", "/Vault"]);
     assert!(members.lines().any(|line| line.starts_with("bob ")), "{members}");
     ok(mounted.unmount());
+
+    // Bob mounts the folder as it appears in his tree and writes with his own keys.
+    let bob_mount = TempDir::new("share-bob-mnt");
+    let runtime_dir = bob.config.0.join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let mut child = server::cloakfs()
+        .args(["mount", "/Vault"])
+        .arg(&bob_mount.0)
+        .args(["--server", &bob.url, "--user", "bob", "--mnemonic-file"])
+        .arg(&bob.mnemonic)
+        .args(["--dir-cache-time", "1", "--commit-delay", "200"])
+        .env("XDG_CONFIG_HOME", &bob.config.0)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("CLOAKFS_PASSWORD", server::PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("bob's mount exited before mounting").unwrap();
+        if line.contains(" mounted at ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert_eq!(std::fs::read_to_string(bob_mount.0.join("from-mount.txt")).unwrap(), "from the mount");
+    let mut file = std::fs::File::create(bob_mount.0.join("sub/by-bob-mount.txt")).unwrap();
+    file.write_all(b"written in bob's mount").unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let unmounted =
+        server::cloakfs().arg("unmount").arg(&bob_mount.0).env("XDG_RUNTIME_DIR", &runtime_dir).output().unwrap();
+    ok(unmounted);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(text(&ok(account.run(&["get", "/Vault/sub/by-bob-mount.txt", "-"])).stdout), "written in bob's mount");
 }
