@@ -53,8 +53,10 @@ pub fn open_entry(server_name: &str, value: &Value, reader: Reader<'_>) -> Resul
         .and_then(|text| BASE64.decode(text.trim()).ok())
         .ok_or_else(|| invalid("file drop key is not base64"))?;
     let key = reader.identity.unwrap_metadata_key(&wrapped).map_err(MetadataError::KeyUnwrap)?;
+    // Parse errors are reported without serde's text: a dropped entry is anyone's to write, and its strings
+    // do not belong in messages or logs.
     let block: EncryptedBlock = serde_json::from_value(value.clone())
-        .map_err(|error| MetadataError::Json(format!("file drop {server_name}: {error}")))?;
+        .map_err(|_| MetadataError::Json(format!("file drop {server_name}: not an encrypted entry")))?;
     let plain = decrypt_block_to_json(&block, &key)?;
     let entry: FileEntry = serde_json::from_slice(&plain)
         .map_err(|error| MetadataError::Json(format!("file drop {server_name}: {error}")))?;

@@ -84,11 +84,8 @@ pub fn mounted(connection: &Connection, user: &str, mount_name: &str) -> ApiResu
 
 /// The folders shared with `user`, each with its mount name as `name`, for listing `user`'s root.
 pub fn mounts(connection: &Connection, user: &str) -> ApiResult<Vec<Node>> {
-    let mut statement =
-        connection.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE recipient = ?1"))?;
-    let shares: Vec<Share> = statement.query_map(params![user], share_from_row)?.collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
-    for share in shares {
+    for share in shares_where(connection, "recipient = ?1", params![user])? {
         if let Some(mut node) = tree::node(connection, share.node)? {
             node.name = share.mount_name;
             nodes.push(node);
@@ -266,29 +263,29 @@ async fn list_shares(
 ) -> Result<Ocs, Ocs> {
     let connection = state.store.lock();
     let shared_with_me = query.get("shared_with_me").is_some_and(|value| value == "true");
-    let shares: Vec<Share> = if shared_with_me {
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE recipient = ?1 ORDER BY id"))
-            .map_err(ApiError::from)?;
-        let rows = statement.query_map(params![user], share_from_row).map_err(ApiError::from)?;
-        rows.collect::<Result<_, _>>().map_err(ApiError::from)?
+    let shares = if shared_with_me {
+        shares_where(&connection, "recipient = ?1", params![user])?
     } else if let Some(path) = query.get("path") {
         let node = tree::resolve(&connection, &user, &path_segments(path))?
             .ok_or_else(|| Ocs::error(StatusCode::NOT_FOUND, "Wrong path, file/folder does not exist"))?;
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE node = ?1 AND owner = ?2 ORDER BY id"))
-            .map_err(ApiError::from)?;
-        let rows = statement.query_map(params![node.id, user], share_from_row).map_err(ApiError::from)?;
-        rows.collect::<Result<_, _>>().map_err(ApiError::from)?
+        shares_where(&connection, "node = ?1 AND owner = ?2", params![node.id, user])?
     } else {
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE owner = ?1 ORDER BY id"))
-            .map_err(ApiError::from)?;
-        let rows = statement.query_map(params![user], share_from_row).map_err(ApiError::from)?;
-        rows.collect::<Result<_, _>>().map_err(ApiError::from)?
+        shares_where(&connection, "owner = ?1", params![user])?
     };
     let described: Vec<Value> = shares.iter().map(|share| describe(&connection, share)).collect::<ApiResult<_>>()?;
     Ok(Ocs::ok(Value::Array(described)))
+}
+
+/// The shares matching `condition` (SQL over the share columns), oldest first.
+fn shares_where(
+    connection: &Connection,
+    condition: &str,
+    parameters: &[&dyn rusqlite::ToSql],
+) -> ApiResult<Vec<Share>> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE {condition} ORDER BY id"))?;
+    let rows = statement.query_map(parameters, share_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn visible_share(connection: &Connection, user: &str, id: &str) -> Result<Share, Ocs> {

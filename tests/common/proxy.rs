@@ -204,3 +204,17 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
     }
     response.body(Body::from(answer.body)).unwrap()
 }
+
+/// Removes the metadata properties from a PROPFIND answer, so that the client fetches metadata with
+/// `GET meta-data` (which a test's hook can then rewrite). Both ways are the server's to answer.
+pub fn strip_metadata_properties(answer: &mut Answer) {
+    let mut body = String::from_utf8(std::mem::take(&mut answer.body)).unwrap();
+    for tag in ["nc:e2ee-metadata-signature", "nc:e2ee-metadata"] {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        while let Some(start) = body.find(&open) {
+            let end = body[start..].find(&close).map(|end| start + end + close.len()).unwrap();
+            body.replace_range(start..end, "");
+        }
+    }
+    answer.body = body.into_bytes();
+}

@@ -30,20 +30,6 @@ fn refused(account: &Account, args: &[&str], expected: &[&str], case: &str) -> S
     message
 }
 
-/// Removes the metadata properties from a PROPFIND answer, so that the client fetches metadata with
-/// `GET meta-data` (which the forgeries below rewrite). Both ways are the server's to answer.
-fn strip_metadata_properties(answer: &mut proxy::Answer) {
-    let mut body = String::from_utf8(std::mem::take(&mut answer.body)).unwrap();
-    for tag in ["nc:e2ee-metadata-signature", "nc:e2ee-metadata"] {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        while let Some(start) = body.find(&open) {
-            let end = body[start..].find(&close).map(|end| start + end + close.len()).unwrap();
-            body.replace_range(start..end, "");
-        }
-    }
-    answer.body = body.into_bytes();
-}
-
 /// The `meta-data` string and signature of an OCS metadata answer.
 fn metadata_of(answer: &proxy::Answer) -> (String, String) {
     let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
@@ -72,7 +58,7 @@ fn a_malicious_server_is_caught_at_every_forgery_and_nothing_is_written_over_for
         let mut hook = hook;
         proxy.after(move |seen, answer| {
             if seen.method == "PROPFIND" {
-                strip_metadata_properties(answer);
+                proxy::strip_metadata_properties(answer);
             }
             hook(seen, answer);
         });

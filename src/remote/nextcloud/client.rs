@@ -111,19 +111,7 @@ impl NextcloudClient {
         query: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> Result<Value, RemoteError> {
-        self.ocs_with_headers(method, endpoint, query, form, &[]).await.map(|(data, _)| data)
-    }
-
-    /// One OCS call with extra request headers; returns `ocs.data` and the response headers.
-    async fn ocs_with_headers(
-        &self,
-        method: Method,
-        endpoint: &str,
-        query: &[(&str, &str)],
-        form: &[(&str, &str)],
-        headers: &[(&str, &str)],
-    ) -> Result<(Value, reqwest::header::HeaderMap), RemoteError> {
-        self.ocs_call(E2EE_API, method, endpoint, query, form, headers).await
+        self.ocs_call(E2EE_API, method, endpoint, query, form, &[]).await.map(|(data, _)| data)
     }
 
     /// One OCS call below `api` (e.g. [`E2EE_API`]); returns `ocs.data` and the response headers.
@@ -206,7 +194,8 @@ impl NextcloudClient {
         let counter_text = counter.to_string();
         let form: Vec<(&str, &str)> = existing.map(|token| vec![("e2e-token", token.0.as_str())]).unwrap_or_default();
         let (data, _) = self
-            .ocs_with_headers(
+            .ocs_call(
+                E2EE_API,
                 Method::POST,
                 &format!("lock/{file_id}"),
                 &[],
@@ -223,7 +212,7 @@ impl NextcloudClient {
     /// `DELETE /lock/{id}`: commits what was written under the lock, or with `abort` rolls it back.
     pub async fn unlock_folder(&self, file_id: u64, token: &LockToken, abort: bool) -> Result<(), RemoteError> {
         let query: &[(&str, &str)] = if abort { &[("abort", "true")] } else { &[] };
-        self.ocs_with_headers(Method::DELETE, &format!("lock/{file_id}"), query, &[], &[("e2e-token", &token.0)])
+        self.ocs_call(E2EE_API, Method::DELETE, &format!("lock/{file_id}"), query, &[], &[("e2e-token", &token.0)])
             .await
             .map(|_| ())
             .map_err(lock_lost_kinds)
@@ -232,7 +221,7 @@ impl NextcloudClient {
     /// `GET /meta-data/{id}`: the folder's metadata JSON and its signature; `None` if there is none (404).
     pub async fn folder_metadata(&self, file_id: u64) -> Result<Option<(String, String)>, RemoteError> {
         let request = "GET meta-data";
-        match self.ocs_with_headers(Method::GET, &format!("meta-data/{file_id}"), &[], &[], &[]).await {
+        match self.ocs_call(E2EE_API, Method::GET, &format!("meta-data/{file_id}"), &[], &[], &[]).await {
             Ok((data, headers)) => {
                 let json = string_field(&data, "meta-data", request)?;
                 let signature = headers
@@ -260,7 +249,8 @@ impl NextcloudClient {
         create: bool,
     ) -> Result<(), RemoteError> {
         let method = if create { Method::POST } else { Method::PUT };
-        self.ocs_with_headers(
+        self.ocs_call(
+            E2EE_API,
             method,
             &format!("meta-data/{file_id}"),
             &[],

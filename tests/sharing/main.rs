@@ -1,0 +1,151 @@
+//! Sharing against a real `cloakfs serve` with two and three users: share, both write, members and the
+//! audit trail, unshare (the removed user is refused; with --rekey-files their old file keys open nothing on
+//! the server), file drops, the offline recovery key, and a malicious server that adds a member, swaps a
+//! member's certificate, replays an older member list or edits the audit trail.
+
+#[path = "../common/mount.rs"]
+mod mount;
+#[path = "../common/proxy.rs"]
+mod proxy;
+#[path = "../common/server.rs"]
+mod server;
+
+mod attacks;
+mod drops;
+mod members;
+mod mounted;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use cloakfs::crypto::private_key_wrap::unwrap_private_key;
+use cloakfs::crypto::{Mnemonic, PrivateIdentity};
+use cloakfs::metadata::{decode_top_folder, Reader, ServerKeyTrust};
+use server::{client, TempDir, TestServer};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(output: Output) -> Output {
+    assert!(output.status.success(), "stdout: {}\nstderr: {}", text(&output.stdout), text(&output.stderr));
+    output
+}
+
+fn refused(output: Output, expected: &str) -> String {
+    let message = text(&output.stderr);
+    assert!(!output.status.success(), "unexpected success: {}", text(&output.stdout));
+    assert!(message.contains(expected), "expected {expected:?} in: {message}");
+    eprintln!("refused as expected: {}", message.trim());
+    message
+}
+
+/// One user of the test server, with their own pin store (a device of their own).
+struct User {
+    url: String,
+    name: String,
+    config: TempDir,
+    mnemonic: PathBuf,
+}
+
+impl User {
+    /// Creates keys for `name` (their mnemonic kept in their config folder).
+    fn new(server: &TestServer, name: &str) -> Self {
+        Self::new_at(name, &server.url)
+    }
+
+    /// Like [`User::new`], reaching the server at `url` (a proxy) from the start: pins are per URL.
+    fn new_at(name: &str, url: &str) -> Self {
+        let config = TempDir::new(&format!("share-{name}"));
+        let init = ok(client(url, name, &config.0, &["keys", "init"]));
+        let stdout = text(&init.stdout);
+        let words =
+            stdout.lines().skip_while(|line| !line.starts_with("Your mnemonic")).nth(2).unwrap().trim().to_owned();
+        let mnemonic = config.0.join("words");
+        std::fs::write(&mnemonic, words).unwrap();
+        Self { url: url.to_owned(), name: name.into(), config, mnemonic }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--mnemonic-file", self.mnemonic.to_str().unwrap()]);
+        client(&self.url, &self.name, &self.config.0, &all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        text(&ok(self.run(args)).stdout)
+    }
+
+    fn put(&self, content: &str, destination: &str) {
+        let local = self.config.0.join("upload");
+        std::fs::write(&local, content).unwrap();
+        let name = destination.rsplit('/').next().unwrap();
+        let named = self.config.0.join(name);
+        std::fs::rename(&local, &named).unwrap();
+        self.ok(&["put", named.to_str().unwrap(), destination]);
+        std::fs::remove_file(named).unwrap();
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.ok(&["get", path, "-"])
+    }
+
+    /// This user's private key, unwrapped from the server's copy with their mnemonic (what the user's own
+    /// device holds; tests use it to play a removed member who kept keys).
+    fn identity(&self, server: &TestServer) -> PrivateIdentity {
+        let database = rusqlite::Connection::open(server.data.join("cloakfs-server.sqlite3")).unwrap();
+        let wrapped: String = database
+            .query_row("SELECT wrapped FROM private_keys WHERE user = ?1", [&self.name], |row| row.get(0))
+            .unwrap();
+        let words = std::fs::read_to_string(&self.mnemonic).unwrap();
+        unwrap_private_key(&wrapped, &Mnemonic::parse(&words).unwrap()).unwrap().0
+    }
+}
+
+fn database(server: &TestServer) -> rusqlite::Connection {
+    rusqlite::Connection::open(server.data.join("cloakfs-server.sqlite3")).unwrap()
+}
+
+fn server_identity(server: &TestServer) -> PrivateIdentity {
+    let der: Vec<u8> =
+        database(server).query_row("SELECT pkcs8 FROM server_key WHERE id = 1", [], |row| row.get(0)).unwrap();
+    PrivateIdentity::from_pkcs8_der(&der).unwrap()
+}
+
+/// The committed metadata (JSON, signature) of the top folder `name` of `owner`.
+fn top_metadata(server: &TestServer, owner: &str, name: &str) -> (i64, String, String) {
+    database(server)
+        .query_row(
+            "SELECT n.id, m.json, m.signature FROM nodes n JOIN metadata m ON m.node = n.id \
+             JOIN nodes r ON n.parent = r.id WHERE r.parent IS NULL AND r.owner = ?1 AND n.name = ?2",
+            [owner, name],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap()
+}
+
+/// Whether a blob of this server name exists anywhere on the server.
+fn blob_exists(server: &TestServer, server_name: &str) -> bool {
+    database(server)
+        .query_row("SELECT count(*) FROM nodes WHERE name = ?1", [server_name], |row| row.get::<_, i64>(0))
+        .unwrap()
+        > 0
+}
+
+/// The bytes of the blob named `server_name`.
+fn blob_bytes(server: &TestServer, server_name: &str) -> Vec<u8> {
+    let blob: String =
+        database(server).query_row("SELECT blob FROM nodes WHERE name = ?1", [server_name], |row| row.get(0)).unwrap();
+    std::fs::read(server.data.join("blobs").join(&blob[..2]).join(&blob)).unwrap()
+}
+
+/// Decodes a top folder's metadata as `user` with `identity` (what that member's device can read).
+fn decode_as(
+    json: &str,
+    signature: &str,
+    user: &str,
+    identity: &PrivateIdentity,
+    server_key: &cloakfs::crypto::PublicKey,
+) -> Result<cloakfs::metadata::DecodedTopFolder, cloakfs::metadata::MetadataError> {
+    decode_top_folder(json, signature, Reader { user_id: user, identity }, &ServerKeyTrust { server_key }, None)
+}
