@@ -58,8 +58,9 @@ pub fn open_entry(server_name: &str, value: &Value, reader: Reader<'_>) -> Resul
     let block: EncryptedBlock = serde_json::from_value(value.clone())
         .map_err(|_| MetadataError::Json(format!("file drop {server_name}: not an encrypted entry")))?;
     let plain = decrypt_block_to_json(&block, &key)?;
-    let entry: FileEntry = serde_json::from_slice(&plain)
-        .map_err(|error| MetadataError::Json(format!("file drop {server_name}: {error}")))?;
+    let entry: FileEntry = serde_json::from_slice(&plain).map_err(|_| {
+        MetadataError::Json(format!("file drop {server_name}: the decrypted entry is not a file entry"))
+    })?;
     if !is_valid_clear_name(&entry.filename) {
         return Err(invalid("dropped file name is empty, '.', '..', too long, or contains '/', '\\' or NUL"));
     }
