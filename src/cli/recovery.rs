@@ -162,5 +162,7 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    #[cfg(not(unix))]
+    let _ = &mut builder;
     builder.create(path).with_context(|| format!("creating {}", path.display()))
 }

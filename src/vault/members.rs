@@ -532,8 +532,18 @@ impl<R: Sharing> Vault<R> {
     ) -> Result<ShareOutcome, VaultError> {
         let (tree, _) = self.top_folder(clear_path).await?;
         let (certificate, outcome) = self.certificate_of(user, accept_new_certificate).await?;
-        let existing = self.remote.shares(&tree.path).await?;
-        if !existing.iter().any(|share| share.is_user_share && share.recipient == user) {
+        // A share with other permissions (say a file drop becoming a member) is made anew.
+        let mut shared = false;
+        for share in self.remote.shares(&tree.path).await? {
+            if share.is_user_share && share.recipient == user {
+                if share.permissions == permissions.bits() {
+                    shared = true;
+                } else {
+                    self.remote.unshare(&share.id).await?;
+                }
+            }
+        }
+        if !shared {
             self.remote.share(&tree.path, user, permissions).await?;
         }
         let fingerprint = certificate.fingerprint();

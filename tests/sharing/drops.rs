@@ -133,6 +133,9 @@ fn file_drops_recovery_key_and_the_metadata_written_for_a_membership_change() {
     // A key rotation (here: bob removed and added again) wraps the new key for the recovery key too.
     alice.ok(&["unshare", "/Vault", "bob"]);
     alice.ok(&["share", "/Vault", "bob"]);
+    // The dropper becomes a reader: the file-drop share is replaced and they get the key.
+    alice.ok(&["share", "/Vault", "dropper", "--permissions", "read"]);
+    assert_eq!(dropper.get("/Vault/a.txt"), "alpha secret");
     alice.ok(&["mkdir", "--encrypted", "/Safe"]);
     alice.put("safe secret", "/Safe/s.txt");
     let warned = bob.run(&["members", "/Vault"]);
