@@ -117,7 +117,7 @@ pub fn run(command: SharingCommand) -> anyhow::Result<()> {
             let outcome = runtime
                 .block_on(vault.share(&path, &user, permissions, accept_new_certificate.as_deref()))
                 .with_context(|| format!("share {path} with {user}"))?;
-            let pinned = if outcome.first_use { "pinned now (first use)" } else { "matches the pin" };
+            let pinned = if outcome.first_use { "first use: pinned now" } else { "matches the pin" };
             println!("certificate of {user}: SHA256 {} ({pinned})", outcome.fingerprint);
             println!("compare it with {user} over another channel (they see it with `cloakfs keys check`)");
             if permissions == SharePermissions::Drop {
