@@ -45,6 +45,19 @@ pub enum RecoveryCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Give your new keys (after you lost the old ones and ran `cloakfs keys init` again) back your access
+    /// to a folder you were a member of, with the recovery private key. Recorded in the folder's audit trail,
+    /// signed by your new key and by the recovery key; the other members' devices accept it from there.
+    Restore {
+        /// The recovery private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The top encrypted folder, e.g. /Vault.
+        path: String,
+        /// Server, credentials and the mnemonic of your NEW keys.
+        #[command(flatten)]
+        vault: super::files::VaultArgs,
+    },
     /// Read a folder with the recovery private key and write its decrypted tree to DEST (read-only on the
     /// server). Logs in as any user who can reach the folder; no mnemonic is needed.
     Open {
@@ -101,11 +114,21 @@ pub fn run(command: RecoveryCommand) -> anyhow::Result<()> {
             connection.trust_store()?.set_recovery_key(&server, None)?;
             eprintln!("no recovery key for new folders on {server} from this device");
         }
+        RecoveryCommand::Restore { key, path, vault } => {
+            let recovery = read_private_key(&key)?;
+            let runtime = runtime()?;
+            let vault = super::files::open(&vault, &runtime)?;
+            let restored = runtime
+                .block_on(vault.restore_access(&path, &recovery))
+                .with_context(|| format!("restoring access to {path}"))?;
+            if restored {
+                println!("your new keys are a member of {path} again (recorded in its audit trail)");
+            } else {
+                println!("your current keys are already the member's keys of {path}");
+            }
+        }
         RecoveryCommand::Open { key, path, dest, connection } => {
-            let pem = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
-            );
-            let identity = PrivateIdentity::from_pkcs8_pem(&pem).context("not an RSA private key (PKCS#8 PEM)")?;
+            let identity = read_private_key(&key)?;
             if dest.exists() {
                 bail!("{} exists: give a new folder for the decrypted files", dest.display());
             }
@@ -124,6 +147,12 @@ pub fn run(command: RecoveryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn read_private_key(path: &Path) -> anyhow::Result<PrivateIdentity> {
+    let pem =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    PrivateIdentity::from_pkcs8_pem(&pem).context("not an RSA private key (PKCS#8 PEM)")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

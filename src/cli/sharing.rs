@@ -100,6 +100,7 @@ fn event_text(event: AuditEvent) -> &'static str {
         AuditEvent::FilesRekeyed => "files re-keyed",
         AuditEvent::RecoveryEnabled => "recovery key enabled",
         AuditEvent::NewCertificate => "new certificate",
+        AuditEvent::RecoveryUsed => "access restored with the recovery key for",
     }
 }
 

@@ -41,6 +41,10 @@ pub enum AuditEvent {
     RecoveryEnabled,
     /// A member's certificate changed (a new key pair: a new device or a reset).
     NewCertificate,
+    /// The recovery key restored a member's access with their new certificate (the member lost their keys).
+    /// Authorised by the recovery key in force before (its signature in `recoverySignature`), not by a
+    /// member; it may only replace the actor's own certificate.
+    RecoveryUsed,
 }
 
 /// One member: user id and certificate fingerprint.
@@ -78,9 +82,13 @@ pub struct AuditEntry {
     /// Fingerprint of the recovery key receiving the metadata key after the change, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<String>,
-    /// Base64 RSASSA-PKCS1-v1_5/SHA-256 by the actor over the canonical JSON of the entry without this field.
+    /// Base64 RSASSA-PKCS1-v1_5/SHA-256 by the actor over the canonical JSON of the entry without this field
+    /// and without `recoverySignature`.
     #[serde(default)]
     pub signature: String,
+    /// For [`AuditEvent::RecoveryUsed`]: the same signature by the recovery key in force before the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_signature: Option<String>,
 }
 
 /// The trail as stored.
@@ -91,6 +99,9 @@ pub struct AuditTrail {
     /// Every certificate an entry names, PEM, by fingerprint.
     #[serde(default)]
     pub certificates: std::collections::BTreeMap<String, String>,
+    /// Every recovery public key an entry names (PEM SPKI), by fingerprint.
+    #[serde(default, rename = "recoveryKeys", skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub recovery_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a trail does not verify.
@@ -151,11 +162,13 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 impl AuditEntry {
-    /// The bytes the signature covers: the canonical JSON of the entry without `signature`.
+    /// The bytes the signatures cover: the canonical JSON of the entry without `signature` and
+    /// `recoverySignature`.
     pub fn signed_bytes(&self) -> String {
         let mut value = serde_json::to_value(self).expect("an entry serialises");
         if let Value::Object(object) = &mut value {
             object.remove("signature");
+            object.remove("recoverySignature");
         }
         to_canonical_string(&value)
     }
@@ -223,6 +236,21 @@ impl AuditTrail {
         identity: &PrivateIdentity,
         previous_head: Option<&str>,
     ) -> Result<(), crate::crypto::IdentityError> {
+        self.append_signed(record, counter, actor, certificate, identity, previous_head, None)
+    }
+
+    /// [`Self::append`], also signed by `recovery` (for [`AuditEvent::RecoveryUsed`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_signed(
+        &mut self,
+        record: AuditRecord,
+        counter: u64,
+        actor: &str,
+        certificate: &UserCertificate,
+        identity: &PrivateIdentity,
+        previous_head: Option<&str>,
+        recovery: Option<&PrivateIdentity>,
+    ) -> Result<(), crate::crypto::IdentityError> {
         let previous = match self.entries.last() {
             Some(last) => last.hash(),
             None => previous_head.unwrap_or(GENESIS).to_owned(),
@@ -246,8 +274,14 @@ impl AuditTrail {
             members,
             recovery: record.recovery,
             signature: String::new(),
+            recovery_signature: None,
         };
         entry.signature = BASE64.encode(identity.sign_pkcs1_sha256(entry.signed_bytes().as_bytes())?);
+        if let Some(recovery) = recovery {
+            entry.recovery_signature =
+                Some(BASE64.encode(recovery.sign_pkcs1_sha256(entry.signed_bytes().as_bytes())?));
+            self.recovery_keys.insert(recovery.public_key().fingerprint(), recovery.public_key().to_pem());
+        }
         self.certificates.insert(certificate.fingerprint(), certificate.to_pem());
         self.entries.push(entry);
         Ok(())
@@ -294,6 +328,10 @@ impl AuditTrail {
             .map_err(|_| AuditError::BadSignature { seq, actor: entry.actor.clone() })?;
             let actor = (entry.actor.clone(), entry.actor_certificate.clone());
             let authorised = match previous_members {
+                Some(_) if entry.event == AuditEvent::RecoveryUsed => {
+                    let previous = &self.entries[index - 1];
+                    self.recovery_authorises(entry, previous, &algorithm)
+                }
                 Some(members) => members.contains(&actor),
                 // The first entry: its actor must be among the members it records.
                 None => entry.members.contains(&actor),
@@ -305,6 +343,45 @@ impl AuditTrail {
             previous_members = Some(&entry.members);
         }
         Ok(())
+    }
+
+    /// Whether a [`AuditEvent::RecoveryUsed`] entry is signed by the recovery key in force after `previous`
+    /// and only replaces its actor's own certificate among `previous`'s members.
+    fn recovery_authorises(
+        &self,
+        entry: &AuditEntry,
+        previous: &AuditEntry,
+        algorithm: &const_oid::ObjectIdentifier,
+    ) -> bool {
+        let Some(fingerprint) = &previous.recovery else { return false };
+        let Some(key) = self.recovery_keys.get(fingerprint).and_then(|pem| PublicKey::from_pem(pem).ok()) else {
+            return false;
+        };
+        if key.fingerprint() != *fingerprint {
+            return false;
+        }
+        let Some(signature) = entry.recovery_signature.as_deref().and_then(|text| BASE64.decode(text.trim()).ok())
+        else {
+            return false;
+        };
+        if crate::crypto::identity::verify_rsa_signature(&key, algorithm, entry.signed_bytes().as_bytes(), &signature)
+            .is_err()
+        {
+            return false;
+        }
+        let mut expected: Vec<Member> = previous
+            .members
+            .iter()
+            .map(|member| {
+                if member.0 == entry.actor {
+                    (entry.actor.clone(), entry.actor_certificate.clone())
+                } else {
+                    member.clone()
+                }
+            })
+            .collect();
+        expected.sort();
+        previous.members.iter().any(|member| member.0 == entry.actor) && expected == entry.members
     }
 
     /// Checks that this trail extends the one this device saw (`pinned_len` entries ending in `pinned_head`).
@@ -325,8 +402,9 @@ impl AuditTrail {
     }
 
     /// Whether the entries after the first `from_len` lead, each made by a member of the state before it,
-    /// from `from_members` to `to_members`. With a verified trail this proves that a membership change this
-    /// device did not see was made by members it trusts.
+    /// from `from_members` to `to_members`. With a trail that passed [`Self::verify`] this proves that a
+    /// membership change this device did not see was made by members it trusts (or by the recovery key in
+    /// force, for a member's own restored access).
     pub fn authorises(&self, from_len: u64, from_members: &[Member], to_members: &[Member]) -> bool {
         let mut state: Vec<Member> = from_members.to_vec();
         state.sort();
@@ -344,7 +422,9 @@ impl AuditTrail {
             return false;
         }
         for entry in &self.entries[start.min(self.entries.len())..] {
-            if !state.contains(&(entry.actor.clone(), entry.actor_certificate.clone())) {
+            // A recovery entry was checked against the recovery key by `verify` (which must have passed).
+            let by_recovery = entry.event == AuditEvent::RecoveryUsed && entry.recovery_signature.is_some();
+            if !by_recovery && !state.contains(&(entry.actor.clone(), entry.actor_certificate.clone())) {
                 return false;
             }
             state = entry.members.clone();
@@ -462,5 +542,67 @@ mod tests {
         assert!(!trail.authorises(1, &alice_only, &alice_only));
         // Not from a state the trail does not show at that point.
         assert!(!trail.authorises(2, &alice_only, &everyone));
+    }
+
+    #[test]
+    fn a_recovery_entry_counts_only_with_the_recovery_key_in_force_and_only_for_the_actors_own_certificate() {
+        let ca = PrivateIdentity::generate().unwrap();
+        let recovery = PrivateIdentity::generate().unwrap();
+        let (alice, bob) = (person(&ca, "alice"), person(&ca, "bob"));
+        let fingerprint = recovery.public_key().fingerprint();
+        let with_recovery = |event, members| AuditRecord {
+            event,
+            subject: None,
+            key_checksum: None,
+            members,
+            recovery: Some(fingerprint.clone()),
+        };
+        let mut base = AuditTrail::default();
+        let both = vec![member(&alice), member(&bob)];
+        base.append(
+            with_recovery(AuditEvent::FolderCreated, both.clone()),
+            1,
+            "alice",
+            &alice.certificate,
+            &alice.identity,
+            None,
+        )
+        .unwrap();
+        // Alice's new key pair takes her place, signed by the recovery key in force.
+        let new_alice = person(&ca, "alice");
+        let restored = vec![member(&new_alice), member(&bob)];
+        let mut trail = base.clone();
+        let record = with_recovery(AuditEvent::RecoveryUsed, restored.clone());
+        trail
+            .append_signed(record, 2, "alice", &new_alice.certificate, &new_alice.identity, None, Some(&recovery))
+            .unwrap();
+        trail.verify(ca.public_key()).unwrap();
+        assert!(trail.authorises(1, &both, &restored));
+        // Another recovery key, or none: not authorised.
+        let stranger = PrivateIdentity::generate().unwrap();
+        let mut forged = base.clone();
+        forged
+            .append_signed(
+                with_recovery(AuditEvent::RecoveryUsed, restored.clone()),
+                2,
+                "alice",
+                &new_alice.certificate,
+                &new_alice.identity,
+                None,
+                Some(&stranger),
+            )
+            .unwrap();
+        assert!(matches!(forged.verify(ca.public_key()), Err(AuditError::NotAMember { seq: 1, .. })));
+        let mut unsigned = trail.clone();
+        unsigned.entries[1].recovery_signature = None;
+        assert!(unsigned.verify(ca.public_key()).is_err());
+        // The recovery key may not add anyone: mallory in the members makes it a forgery.
+        let mallory = person(&ca, "mallory");
+        let mut added = base.clone();
+        let record = with_recovery(AuditEvent::RecoveryUsed, vec![member(&new_alice), member(&bob), member(&mallory)]);
+        added
+            .append_signed(record, 2, "alice", &new_alice.certificate, &new_alice.identity, None, Some(&recovery))
+            .unwrap();
+        assert!(matches!(added.verify(ca.public_key()), Err(AuditError::NotAMember { seq: 1, .. })));
     }
 }

@@ -71,6 +71,12 @@ pub enum MetadataError {
     /// The key that decrypts the folder is not in its own key-checksum list.
     #[error("the metadata key is not listed in keyChecksums: key substituted")]
     KeyNotInChecksums,
+    /// The folder does not wrap its key for any recovery key.
+    #[error("this folder's key is not wrapped for a recovery key (none was set up when it was created or re-keyed)")]
+    NoRecoveryWrap,
+    /// The folder wraps its key for a different recovery key.
+    #[error("this folder's key is wrapped for another recovery key (SHA256 {0}), not this one")]
+    OtherRecoveryKey(String),
     /// A checksum seen before is missing now.
     #[error("a metadata key checksum seen before has been removed: history rewritten")]
     KeyHistoryShrank,

@@ -52,10 +52,9 @@ pub fn decode_top_folder_with_recovery(
     let users = verify_top_folder_users(json, signature_base64, trust)?;
     let document: MetadataDocument =
         serde_json::from_str(json).map_err(|error| MetadataError::Json(error.to_string()))?;
-    let wrapped_for =
-        recovery_key_of(&document)?.ok_or(MetadataError::NoAccess { user_id: "the recovery key".into() })?;
+    let wrapped_for = recovery_key_of(&document)?.ok_or(MetadataError::NoRecoveryWrap)?;
     if &wrapped_for != recovery.public_key() {
-        return Err(MetadataError::NoAccess { user_id: "this recovery key (the folder names another)".into() });
+        return Err(MetadataError::OtherRecoveryKey(wrapped_for.fingerprint()));
     }
     let wrapped = document
         .metadata

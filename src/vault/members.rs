@@ -127,7 +127,7 @@ impl<R: Remote> Vault<R> {
             }
             let vouched = trail.as_ref().is_some_and(|trail| {
                 trail.entries.iter().skip(seen_entries).any(|entry| {
-                    entry.event == AuditEvent::NewCertificate
+                    matches!(entry.event, AuditEvent::NewCertificate | AuditEvent::RecoveryUsed)
                         && entry.subject.as_deref() == Some(user.as_str())
                         && entry.subject_certificate.as_deref() == Some(fingerprint.as_str())
                 })
@@ -270,7 +270,17 @@ impl<R: Remote> Vault<R> {
 
     /// Every folder of `tree`, top first, each verified with the tree's keys.
     pub(super) async fn all_folders(&self, tree: &TreeRoot) -> Result<Vec<FolderView>, VaultError> {
-        let mut views = vec![self.load_folder(tree, &tree.path).await?];
+        let top = self.load_folder(tree, &tree.path).await?;
+        self.all_folders_below(tree, top).await
+    }
+
+    /// `top` (already read) and every folder below it, each verified with the tree's keys.
+    pub(super) async fn all_folders_below(
+        &self,
+        tree: &TreeRoot,
+        top: FolderView,
+    ) -> Result<Vec<FolderView>, VaultError> {
+        let mut views = vec![top];
         let mut next = 0;
         while next < views.len() {
             let children: Vec<Vec<String>> = views[next]

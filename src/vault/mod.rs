@@ -12,6 +12,7 @@ mod folder;
 mod fsck;
 mod members;
 mod read;
+mod recover;
 mod rekey;
 pub use fsck::FsckReport;
 mod write;

@@ -14,6 +14,7 @@ mod attacks;
 mod drops;
 mod members;
 mod mounted;
+mod recovery;
 
 use std::path::PathBuf;
 use std::process::Output;
