@@ -73,7 +73,9 @@ pub enum TrustError {
     /// A user presents another certificate than the pinned one.
     #[error(
         "the certificate of user {user:?} on {server} has CHANGED.\n  pinned:    {pinned}\n  presented: {presented}\n\
-         Refusing to use it: a server can issue certificates for anyone."
+         Refusing to use it: a server can issue certificates for anyone. If {user:?} really made new keys, \
+         compare the presented fingerprint with them; a folder's owner then runs \
+         `cloakfs share FOLDER {user} --accept-new-certificate {presented}`."
     )]
     CertificateChanged {
         /// The server.
