@@ -16,7 +16,7 @@ use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail, Member};
 use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::{encode_sub_folder, DecodedTopFolder, FolderMetadata, TrustedUser};
 use crate::remote::nextcloud::trust::{FolderPins, PinOutcome, TrustStore};
-use crate::remote::{Remote, RemoteErrorKind, SharePermissions, Sharing};
+use crate::remote::{LockToken, Remote, RemoteErrorKind, SharePermissions, Sharing};
 
 /// One member of a top folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,47 +313,73 @@ impl<R: Remote> Vault<R> {
                 Err(_) => return Err(VaultError::NotEncrypted),
             };
             let counter = (top.folder().counter + 1).max(minimum_counter);
-            let token = match self.remote.lock(top.file_id, counter, None).await {
-                Ok(token) => token,
-                Err(error) if error.kind() == RemoteErrorKind::Locked => {
-                    tokio::time::sleep(lock_backoff(attempt)).await;
-                    continue;
-                }
-                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
-                    minimum_counter = counter + attempt as u64;
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
+            let Some(token) = self.lock_top(top.file_id, counter, attempt, &mut minimum_counter).await? else {
+                continue;
             };
             let outcome = self.change_members_locked(&tree, counter, &token, &change).await;
-            match outcome {
-                Ok(Some(counters)) => {
-                    self.remote.unlock(top.file_id, &token, false).await?;
-                    for (file_id, counter) in counters {
-                        self.trust().record_counter(&self.server, file_id, counter)?;
-                    }
-                    // Read it back: verifies what was written and pins the new members and trail head.
-                    let _verified = self.open_tree(top_path).await?;
-                    return Ok(true);
-                }
-                Ok(None) => {
-                    self.abort(top.file_id, &token).await;
-                    return Ok(false);
-                }
-                Err(error) => {
-                    self.abort(top.file_id, &token).await;
-                    return Err(error);
-                }
-            }
+            return self.finish_top_change(top_path, top.file_id, &token, outcome).await;
         }
         Err(VaultError::Busy(self.stat(top_path).await?.map(|entry| entry.file_id).unwrap_or_default()))
+    }
+
+    /// Locks top folder `file_id` with `counter` for a whole-tree change. `Ok(None)` asks for another attempt:
+    /// after a 423 (having waited) or a 412 (`minimum_counter` raised).
+    pub(super) async fn lock_top(
+        &self,
+        file_id: u64,
+        counter: u64,
+        attempt: u32,
+        minimum_counter: &mut u64,
+    ) -> Result<Option<LockToken>, VaultError> {
+        match self.remote.lock(file_id, counter, None).await {
+            Ok(token) => Ok(Some(token)),
+            Err(error) if error.kind() == RemoteErrorKind::Locked => {
+                tokio::time::sleep(lock_backoff(attempt)).await;
+                Ok(None)
+            }
+            Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
+                *minimum_counter = counter + u64::from(attempt);
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Ends a whole-tree change under the lock on `file_id`: with new counters, unlock (commit), record them
+    /// and read the tree at `top_path` back as a member (which verifies it and pins the members and trail
+    /// head): `Ok(true)`; with nothing to do (`Ok(None)`) or an error, unlock with `abort`.
+    pub(super) async fn finish_top_change(
+        &self,
+        top_path: &[String],
+        file_id: u64,
+        token: &LockToken,
+        outcome: Result<Option<Vec<(u64, u64)>>, VaultError>,
+    ) -> Result<bool, VaultError> {
+        match outcome {
+            Ok(Some(counters)) => {
+                self.remote.unlock(file_id, token, false).await?;
+                for (file_id, counter) in counters {
+                    self.trust().record_counter(&self.server, file_id, counter)?;
+                }
+                let _verified = self.open_tree(top_path).await?;
+                Ok(true)
+            }
+            Ok(None) => {
+                self.abort(file_id, token).await;
+                Ok(false)
+            }
+            Err(error) => {
+                self.abort(file_id, token).await;
+                Err(error)
+            }
+        }
     }
 
     async fn change_members_locked(
         &self,
         tree: &TreeRoot,
         counter: u64,
-        token: &crate::remote::LockToken,
+        token: &LockToken,
         change: &Change,
     ) -> Result<Option<Vec<(u64, u64)>>, VaultError> {
         let views = self.all_folders(tree).await?;

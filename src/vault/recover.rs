@@ -13,7 +13,7 @@ use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail};
 use crate::metadata::codec::{check_counter, encode_top_folder_with_recovery};
 use crate::metadata::recovery::decode_top_folder_with_recovery;
 use crate::metadata::{encode_sub_folder, DecodedTopFolder, ServerKeyTrust};
-use crate::remote::{LockToken, Remote, RemoteEntry, RemoteErrorKind};
+use crate::remote::{LockToken, Remote, RemoteEntry};
 
 fn not_a_member() -> VaultError {
     VaultError::Unsupported(
@@ -34,37 +34,12 @@ impl<R: Remote> Vault<R> {
                 return Err(not_a_member());
             }
             let counter = (decoded.decoded.folder.counter + 1).max(minimum_counter);
-            let token = match self.remote.lock(entry.file_id, counter, None).await {
-                Ok(token) => token,
-                Err(error) if error.kind() == RemoteErrorKind::Locked => {
-                    tokio::time::sleep(super::lock_backoff(attempt)).await;
-                    continue;
-                }
-                Err(error) if error.kind() == RemoteErrorKind::CounterRefused => {
-                    minimum_counter = counter + u64::from(attempt);
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
+            let Some(token) = self.lock_top(entry.file_id, counter, attempt, &mut minimum_counter).await? else {
+                continue;
             };
-            match self.restore_locked(&clear, recovery, counter, &token).await {
-                Ok(Some(counters)) => {
-                    self.remote.unlock(entry.file_id, &token, false).await?;
-                    for (file_id, counter) in counters {
-                        self.trust().record_counter(&self.server, file_id, counter)?;
-                    }
-                    // Read back as a member now: verifies it and pins the members and the trail head.
-                    let _verified = self.open_tree(&clear).await?;
-                    return Ok(true);
-                }
-                Ok(None) => {
-                    self.abort(entry.file_id, &token).await;
-                    return Ok(false);
-                }
-                Err(error) => {
-                    self.abort(entry.file_id, &token).await;
-                    return Err(error);
-                }
-            }
+            let outcome = self.restore_locked(&clear, recovery, counter, &token).await;
+            // Read back as a member now (inside finish_top_change): the new keys are the member's.
+            return self.finish_top_change(&clear, entry.file_id, &token, outcome).await;
         }
         Err(VaultError::Busy(self.stat(&clear).await?.map(|entry| entry.file_id).unwrap_or_default()))
     }

@@ -114,21 +114,7 @@ fn file_drops_recovery_key_and_the_metadata_written_for_a_membership_change() {
     );
 
     // The offline recovery key: set up, then the next key rotation wraps for it and members are warned.
-    let key_file = alice.config.0.join("recovery.pem");
-    let public_file = alice.config.0.join("recovery.pub.pem");
-    let init = ok(client(
-        &server.url,
-        "alice",
-        &alice.config.0,
-        &[
-            "recovery",
-            "init",
-            "--private-key-out",
-            key_file.to_str().unwrap(),
-            "--public-key-out",
-            public_file.to_str().unwrap(),
-        ],
-    ));
+    let (key_file, init) = alice.recovery_init();
     assert!(text(&init.stderr).contains("recovery key SHA256"));
     // A key rotation (here: bob removed and added again) wraps the new key for the recovery key too.
     alice.ok(&["unshare", "/Vault", "bob"]);

@@ -87,6 +87,23 @@ impl User {
         std::fs::remove_file(named).unwrap();
     }
 
+    /// `cloakfs recovery init` on this user's device: the private key is written to a file in their config
+    /// folder (returned with the command's output), the public half set on the device.
+    fn recovery_init(&self) -> (PathBuf, Output) {
+        let key_file = self.config.0.join("recovery.pem");
+        let public_file = self.config.0.join("recovery.pub.pem");
+        let args = [
+            "recovery",
+            "init",
+            "--private-key-out",
+            key_file.to_str().unwrap(),
+            "--public-key-out",
+            public_file.to_str().unwrap(),
+        ];
+        let output = ok(client(&self.url, &self.name, &self.config.0, &args));
+        (key_file, output)
+    }
+
     fn get(&self, path: &str) -> String {
         self.ok(&["get", path, "-"])
     }

@@ -9,21 +9,7 @@ fn the_recovery_key_restores_a_member_who_lost_their_keys_and_the_others_follow_
     let alice = User::new(&server, "alice");
     let bob = User::new(&server, "bob");
     let carol = User::new(&server, "carol");
-    let key_file = alice.config.0.join("recovery.pem");
-    let public_file = alice.config.0.join("recovery.pub.pem");
-    ok(client(
-        &server.url,
-        "alice",
-        &alice.config.0,
-        &[
-            "recovery",
-            "init",
-            "--private-key-out",
-            key_file.to_str().unwrap(),
-            "--public-key-out",
-            public_file.to_str().unwrap(),
-        ],
-    ));
+    let (key_file, _) = alice.recovery_init();
     alice.ok(&["mkdir", "--encrypted", "/Vault"]);
     alice.ok(&["mkdir", "/Vault/sub"]);
     alice.put("alpha secret", "/Vault/sub/a.txt");
