@@ -1,5 +1,5 @@
-//! Who holds a tree's key: sharing a top folder with a user, taking it back, checking every membership
-//! change against what this device already trusts, and the audit trail of those changes.
+//! Who holds a tree's key: changing the members (the shared mechanism behind src/vault/share.rs), checking
+//! every membership change against what this device already trusts, and the audit trail of those changes.
 //!
 //! A membership change always rotates the metadata key (as Nextcloud's clients do): under the top folder's
 //! lock, a fresh key is wrapped for every member, its checksum appended to `keyChecksums`, every sub-folder's
@@ -11,12 +11,12 @@
 //! trail's chain of changes each made by a member of the state before it.
 
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
-use crate::crypto::{MetadataKey, UserCertificate};
+use crate::crypto::MetadataKey;
 use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail, Member};
 use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::{encode_sub_folder, DecodedTopFolder, FolderMetadata, TrustedUser};
-use crate::remote::nextcloud::trust::{FolderPins, PinOutcome, TrustStore};
-use crate::remote::{LockToken, Remote, RemoteErrorKind, SharePermissions, Sharing};
+use crate::remote::nextcloud::trust::{FolderPins, TrustStore};
+use crate::remote::{LockToken, Remote, RemoteErrorKind};
 
 /// One member of a top folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +85,10 @@ fn audit_error(file_id: u64) -> impl FnOnce(crate::metadata::audit::AuditError) 
 }
 
 /// How a membership change edits the member list.
-enum Change {
+pub(super) enum Change {
+    /// A new member.
     Add(Box<TrustedUser>),
+    /// A member leaves (by user id).
     Remove(String),
     /// A member's new certificate (a new key pair), confirmed by the user.
     ReplaceCertificate(Box<TrustedUser>),
@@ -304,7 +306,7 @@ impl<R: Remote> Vault<R> {
     /// Changes the members of the tree at `top_path`: under the top folder's lock, re-reads everything,
     /// applies `change`, rotates the key, re-encrypts every folder's metadata, appends the audit entry, and
     /// commits at unlock. `Ok(false)` when the change was already in place (nothing written).
-    async fn change_members(&self, top_path: &[String], change: Change) -> Result<bool, VaultError> {
+    pub(super) async fn change_members(&self, top_path: &[String], change: Change) -> Result<bool, VaultError> {
         self.refuse_in_recovery_mode()?;
         let mut minimum_counter = 0u64;
         for attempt in 1..=self.options.lock_attempts {
@@ -519,94 +521,5 @@ impl<R: Remote> Vault<R> {
         let creator = [TrustedUser { user_id: self.user.clone(), certificate: self.certificate.clone() }];
         let recovery = self.recovery_key.as_ref().map(|key| key.fingerprint());
         self.append_audit(folder, 0, &[], &creator, AuditEvent::FolderCreated, None, key, recovery)
-    }
-}
-
-impl<R: Sharing> Vault<R> {
-    /// Fetches `user`'s certificate, checks that the pinned server key issued it to them, and pins it on
-    /// first use (a changed one is refused).
-    pub async fn certificate_of(
-        &self,
-        user: &str,
-        accept_new: Option<&str>,
-    ) -> Result<(UserCertificate, PinOutcome), VaultError> {
-        let certificates = self.remote.certificates(&[user]).await?.ok_or_else(|| VaultError::NoKeys(user.into()))?;
-        let pem = certificates.get(user).ok_or_else(|| VaultError::NoKeys(user.into()))?;
-        let certificate = UserCertificate::from_pem(pem).map_err(|error| VaultError::Metadata {
-            file_id: 0,
-            source: crate::metadata::MetadataError::UntrustedCertificate {
-                user_id: user.into(),
-                reason: error.to_string(),
-            },
-        })?;
-        certificate.verify_for_user(&self.server_key, user).map_err(|error| VaultError::Metadata {
-            file_id: 0,
-            source: crate::metadata::MetadataError::UntrustedCertificate {
-                user_id: user.into(),
-                reason: error.to_string(),
-            },
-        })?;
-        let fingerprint = certificate.fingerprint();
-        if accept_new.is_some_and(|accepted| accepted.eq_ignore_ascii_case(&fingerprint)) {
-            // Pinned once the change is written (see `share`).
-            return Ok((certificate, PinOutcome::Known));
-        }
-        let outcome = self.trust().check_certificate(&self.server, user, &certificate)?;
-        Ok((certificate, outcome))
-    }
-
-    /// Shares the top folder at `clear_path` with `user`: pins their certificate, makes the server share,
-    /// and (unless it is a file drop) adds them to the members with a new metadata key.
-    /// `accept_new_certificate`: the fingerprint of a new certificate of `user` (a new key pair) that the
-    /// user confirmed; it replaces the pinned one and, for a member, is recorded in the audit trail.
-    pub async fn share(
-        &self,
-        clear_path: &str,
-        user: &str,
-        permissions: SharePermissions,
-        accept_new_certificate: Option<&str>,
-    ) -> Result<ShareOutcome, VaultError> {
-        let (tree, _) = self.top_folder(clear_path).await?;
-        let (certificate, outcome) = self.certificate_of(user, accept_new_certificate).await?;
-        // A share with other permissions (say a file drop becoming a member) is made anew.
-        let mut shared = false;
-        for share in self.remote.shares(&tree.path).await? {
-            if share.is_user_share && share.recipient == user {
-                if share.permissions == permissions.bits() {
-                    shared = true;
-                } else {
-                    self.remote.unshare(&share.id).await?;
-                }
-            }
-        }
-        if !shared {
-            self.remote.share(&tree.path, user, permissions).await?;
-        }
-        let fingerprint = certificate.fingerprint();
-        if permissions == SharePermissions::Drop {
-            return Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: false });
-        }
-        let member = TrustedUser { user_id: user.into(), certificate };
-        // A confirmed new certificate of a member: written with a `new-certificate` audit entry, which is what
-        // lets this device (reading it back) and the other members' devices replace their pins.
-        let replaced = accept_new_certificate.is_some()
-            && self.change_members(&tree.path, Change::ReplaceCertificate(Box::new(member.clone()))).await?;
-        if accept_new_certificate.is_some() && !replaced {
-            self.trust().replace_certificate(&self.server, user, &fingerprint)?;
-        }
-        let changed = replaced || self.change_members(&tree.path, Change::Add(Box::new(member))).await?;
-        Ok(ShareOutcome { fingerprint, first_use: outcome == PinOutcome::FirstUse, already_member: !changed })
-    }
-
-    /// Takes the top folder at `clear_path` back from `user`: removes the server shares, then removes them
-    /// from the members with a new metadata key. `Ok(false)` if they were not a member.
-    pub async fn unshare(&self, clear_path: &str, user: &str) -> Result<bool, VaultError> {
-        let (tree, _) = self.top_folder(clear_path).await?;
-        for share in self.remote.shares(&tree.path).await? {
-            if share.recipient == user {
-                self.remote.unshare(&share.id).await?;
-            }
-        }
-        self.change_members(&tree.path, Change::Remove(user.into())).await
     }
 }

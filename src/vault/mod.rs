@@ -14,6 +14,7 @@ mod members;
 mod read;
 mod recover;
 mod rekey;
+mod share;
 pub use fsck::FsckReport;
 mod write;
 
