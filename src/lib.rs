@@ -14,10 +14,12 @@
 
 pub mod cli;
 pub mod crypto;
+pub mod cryptomator;
 pub mod metadata;
 pub mod mount;
 pub mod platform;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub mod transport;
 pub mod vault;

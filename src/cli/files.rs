@@ -117,7 +117,7 @@ pub(super) fn open(args: &VaultArgs, runtime: &tokio::runtime::Runtime) -> anyho
     Ok(Vault::new(client, server, parts, trust))
 }
 
-fn human_size(size: u64) -> String {
+pub(super) fn human_size(size: u64) -> String {
     const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
     let mut value = size as f64;
     let mut unit = 0;
@@ -130,6 +130,44 @@ fn human_size(size: u64) -> String {
     } else {
         format!("{value:.1}{}", UNITS[unit])
     }
+}
+
+/// Writes downloaded plaintext to `local` (default: the last name of `path` in the current folder; `-`:
+/// stdout), created 0600, replacing a file only with `force`.
+pub(super) fn save_plaintext(path: &str, local: Option<PathBuf>, plaintext: &[u8], force: bool) -> anyhow::Result<()> {
+    let name = path.rsplit('/').find(|segment| !segment.is_empty()).unwrap_or("download");
+    let local = local.unwrap_or_else(|| PathBuf::from(name));
+    if local.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(plaintext)?;
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&local)
+        .with_context(|| format!("cannot create {} (use --force to replace an existing file)", local.display()))?;
+    file.write_all(plaintext).with_context(|| format!("writing {}", local.display()))?;
+    file.sync_all()?;
+    eprintln!("{} bytes written to {}", plaintext.len(), local.display());
+    Ok(())
+}
+
+/// The plaintext of a local file to upload (`-`: stdin).
+pub(super) fn read_plaintext(local: &std::path::Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    Ok(if local.as_os_str() == "-" {
+        let mut buffer = Zeroizing::new(Vec::new());
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).context("reading stdin")?;
+        buffer
+    } else {
+        Zeroizing::new(std::fs::read(local).with_context(|| format!("cannot read {}", local.display()))?)
+    })
 }
 
 /// Runs a file command.
@@ -158,36 +196,10 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
             if let Some(progress) = &progress {
                 progress.finish();
             }
-            let name = path.rsplit('/').find(|segment| !segment.is_empty()).unwrap_or("download");
-            let local = local.unwrap_or_else(|| PathBuf::from(name));
-            if local.as_os_str() == "-" {
-                std::io::stdout().lock().write_all(&plaintext)?;
-            } else {
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true);
-                if force {
-                    options.create(true).truncate(true);
-                } else {
-                    options.create_new(true);
-                }
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&local).with_context(|| {
-                    format!("cannot create {} (use --force to replace an existing file)", local.display())
-                })?;
-                file.write_all(&plaintext).with_context(|| format!("writing {}", local.display()))?;
-                file.sync_all()?;
-                eprintln!("{} bytes written to {}", plaintext.len(), local.display());
-            }
+            save_plaintext(&path, local, &plaintext, force)?;
         }
         FileCommand::Put { local, path, vault } => {
-            let plaintext = if local.as_os_str() == "-" {
-                let mut buffer = Zeroizing::new(Vec::new());
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).context("reading stdin")?;
-                buffer
-            } else {
-                Zeroizing::new(std::fs::read(&local).with_context(|| format!("cannot read {}", local.display()))?)
-            };
+            let plaintext = read_plaintext(&local)?;
             let local_name = local.file_name().and_then(|name| name.to_str()).unwrap_or("upload").to_owned();
             let mut vault = open(&vault, &runtime)?;
             let progress = ProgressLine::new("put", Some(plaintext.len() as u64 + 16));

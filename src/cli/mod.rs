@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod credentials;
+pub mod cryptomator;
 pub mod demo;
 pub mod files;
 pub mod forget;
@@ -58,6 +59,10 @@ pub enum Command {
     /// The offline recovery key.
     #[command(subcommand)]
     Recovery(recovery::RecoveryCommand),
+    /// Cryptomator vaults (format 8) on any WebDAV server or in a local folder: create, info, and the file
+    /// commands ls, get, put, rm, mv, mkdir.
+    #[command(subcommand)]
+    Vault(cryptomator::VaultCommand),
 }
 
 /// The whole `cloakfs` program with `platform_mount` as `cloakfs mount`: no core dumps, logs to stderr
@@ -123,6 +128,7 @@ pub fn run_with(cli: Cli, platform_mount: impl FnOnce(mount::MountArgs) -> anyho
         Command::Files(command) => files::run(command),
         Command::Sharing(command) => sharing::run(command),
         Command::Recovery(command) => recovery::run(command),
+        Command::Vault(command) => cryptomator::run(command),
     }
 }
 

@@ -16,3 +16,10 @@ pub fn random_server_name() -> String {
 pub fn is_server_name(name: &str) -> bool {
     name.len() == 32 && name.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
+
+/// A fresh random UUIDv4 in its usual form, `8-4-4-4-12` lowercase hex digits (Cryptomator's directory ids
+/// and vault ids).
+pub fn random_uuid() -> String {
+    let hex = random_server_name();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}

@@ -80,6 +80,7 @@ impl FsError {
                 RemoteErrorKind::LockLost => Self::LockLost,
                 RemoteErrorKind::CounterRefused
                 | RemoteErrorKind::Exists
+                | RemoteErrorKind::Changed
                 | RemoteErrorKind::Protocol
                 | RemoteErrorKind::BadConfiguration
                 | RemoteErrorKind::Failed => Self::Io,

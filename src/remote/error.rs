@@ -25,6 +25,9 @@ pub enum RemoteErrorKind {
     Unreachable,
     /// The target exists already (HTTP 405 on MKCOL, 412 on a create-only write).
     Exists,
+    /// The file changed since it was read: a conditional write's ETag (or size and time) no longer matches
+    /// (HTTP 412 on `If-Match`).
+    Changed,
     /// The server's answer does not have the expected shape.
     Protocol,
     /// The address or configuration is unusable.
@@ -80,6 +83,16 @@ pub enum RemoteError {
         /// What went wrong.
         reason: String,
     },
+    /// A local file-system store failed.
+    #[error("{request}: {reason}")]
+    Local {
+        /// The operation and store path.
+        request: String,
+        /// What the failure means.
+        kind: RemoteErrorKind,
+        /// The system's message.
+        reason: String,
+    },
     /// The server's answer does not have the expected shape.
     #[error("{request}: unexpected answer: {reason}")]
     Protocol {
@@ -106,7 +119,7 @@ impl RemoteError {
         match self {
             Self::BadUrl(_) => RemoteErrorKind::BadConfiguration,
             Self::Unauthorized { .. } => RemoteErrorKind::Unauthorized,
-            Self::Status { kind, .. } => *kind,
+            Self::Status { kind, .. } | Self::Local { kind, .. } => *kind,
             Self::Transport { .. } => RemoteErrorKind::Unreachable,
             Self::Protocol { .. } => RemoteErrorKind::Protocol,
         }

@@ -16,10 +16,24 @@ pub use engine::open_engine;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use unix::run;
 
+/// Checks the folder to mount before anything else: a Cryptomator vault's URL or folder is refused with
+/// what works today (`cloakfs vault …`), not with a question about a Nextcloud server.
+fn parse_remote_folder(text: &str) -> Result<String, String> {
+    let is_cryptomator_folder = std::path::Path::new(text).join("vault.cryptomator").is_file();
+    if crate::transport::is_url(text) || is_cryptomator_folder {
+        return Err(format!(
+            "{text} looks like a Cryptomator vault: mounting Cryptomator vaults is not built yet; list, read and \
+             change it with `cloakfs vault ls|get|put|mv|rm|mkdir {text} …` (README, \"Cryptomator vaults\")"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// Options of `cloakfs mount`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MountArgs {
     /// The encrypted folder on the server, e.g. /Vault (or a folder inside one).
+    #[arg(value_parser = parse_remote_folder)]
     pub remote: String,
     /// Where to mount it (an existing, empty directory).
     pub mountpoint: PathBuf,

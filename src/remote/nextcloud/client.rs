@@ -52,7 +52,7 @@ pub struct NextcloudClient {
     pub(crate) config: ServerConfig,
 }
 
-fn is_loopback_host(url: &Url) -> bool {
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(address)) => IpAddr::V4(address).is_loopback(),

@@ -46,6 +46,47 @@ pub fn parse_oc_file_id(text: &str) -> Option<u64> {
     digits.parse().ok().filter(|&id| id > 0)
 }
 
+/// Sends a WebDAV request within `timeout` in all; idempotent ones are retried on transport errors, 5xx (but
+/// 507) and 429. `build` makes a fresh request per attempt. A 401 is [`RemoteError::Unauthorized`], any other
+/// status but 2xx and 207 a [`RemoteError::Status`] with the server's message. Shared by every WebDAV client
+/// (Nextcloud's, and the plain one of [`crate::transport::webdav`]).
+pub(crate) async fn send_dav(
+    timeout: std::time::Duration,
+    request_name: &str,
+    idempotent: bool,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, RemoteError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome =
+            build().timeout(remaining(deadline)).send().await.map_err(|error| transport(request_name, &error));
+        let retryable = match &outcome {
+            Err(_) => true,
+            Ok(response) => {
+                response.status().is_server_error() && response.status() != StatusCode::INSUFFICIENT_STORAGE
+                    || response.status() == StatusCode::TOO_MANY_REQUESTS
+            }
+        };
+        if idempotent && retryable && attempt < ATTEMPTS && may_retry(deadline, attempt) {
+            tracing::debug!(request = %request_name, attempt, "retrying");
+            tokio::time::sleep(backoff(attempt)).await;
+            continue;
+        }
+        let response = outcome?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(RemoteError::Unauthorized { request: request_name.to_owned() });
+        }
+        if !status.is_success() && status != StatusCode::MULTI_STATUS {
+            let body = response.text().await.unwrap_or_default();
+            return Err(RemoteError::http_status(request_name, status.as_u16(), dav_error_message(&body)));
+        }
+        return Ok(response);
+    }
+}
+
 /// The message of a Sabre/Nextcloud WebDAV error body (`s:message`), else the body's start.
 fn dav_error_message(body: &str) -> String {
     let mut reader = quick_xml::Reader::from_str(body);
@@ -90,43 +131,14 @@ impl NextcloudClient {
         request
     }
 
-    /// Sends a WebDAV request; idempotent ones are retried on transport errors, 5xx and 429. `build` makes
-    /// a fresh request per attempt.
+    /// Sends a WebDAV request (see [`send_dav`]).
     async fn dav_send(
         &self,
         request_name: &str,
         idempotent: bool,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
-        let deadline = std::time::Instant::now() + self.config().timeout;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome =
-                build().timeout(remaining(deadline)).send().await.map_err(|error| transport(request_name, &error));
-            let retryable = match &outcome {
-                Err(_) => true,
-                Ok(response) => {
-                    response.status().is_server_error() && response.status() != StatusCode::INSUFFICIENT_STORAGE
-                        || response.status() == StatusCode::TOO_MANY_REQUESTS
-                }
-            };
-            if idempotent && retryable && attempt < ATTEMPTS && may_retry(deadline, attempt) {
-                tracing::debug!(request = %request_name, attempt, "retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                continue;
-            }
-            let response = outcome?;
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED {
-                return Err(RemoteError::Unauthorized { request: request_name.to_owned() });
-            }
-            if !status.is_success() && status != StatusCode::MULTI_STATUS {
-                let body = response.text().await.unwrap_or_default();
-                return Err(RemoteError::http_status(request_name, status.as_u16(), dav_error_message(&body)));
-            }
-            return Ok(response);
-        }
+        send_dav(self.config().timeout, request_name, idempotent, build).await
     }
 
     fn request_name(method: &str, segments: &[String]) -> String {

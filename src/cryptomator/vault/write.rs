@@ -1,0 +1,172 @@
+//! Changing a vault: writing a file in one piece (create-only, or only over the version that was read, so
+//! that another writer's change is never overwritten unseen), creating, removing and renaming entries.
+//! Each change is ordered so that an interruption leaves at most an unreferenced ciphertext, never an
+//! entry that points nowhere.
+
+use bytes::Bytes;
+
+use super::{
+    CryptomatorVault, DirRef, EntryKind, Node, VaultEntry, CONTENTS_FILE, DIR_FILE, DIR_ID_BACKUP_FILE, NAME_FILE,
+    SYMLINK_FILE,
+};
+use crate::cryptomator::CryptomatorError;
+use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::transport::{Store, WriteCondition};
+
+fn kind_error(error: RemoteError, shown: &str, clear_name: &str) -> CryptomatorError {
+    match error.kind() {
+        RemoteErrorKind::Exists => CryptomatorError::Exists(clear_name.to_owned()),
+        RemoteErrorKind::Changed => CryptomatorError::Changed { path: shown.to_owned() },
+        _ => error.into(),
+    }
+}
+
+impl<S: Store> CryptomatorVault<S> {
+    /// Writes `clear` as the file `name` in `parent`, encrypted under a fresh content key: created if
+    /// `existing` is `None` (Exists if another writer created it meanwhile), else replacing exactly the
+    /// version `existing` was read at (Changed if another writer replaced it meanwhile).
+    pub async fn write_file(
+        &self,
+        parent: &DirRef,
+        name: &str,
+        clear: &[u8],
+        existing: Option<&VaultEntry>,
+    ) -> Result<VaultEntry, CryptomatorError> {
+        let (node, encrypted) = self.node_for(parent, name);
+        let condition = match existing {
+            None => WriteCondition::CreateOnly,
+            Some(entry) if entry.kind != EntryKind::File => {
+                return Err(CryptomatorError::IsADirectory(name.to_owned()))
+            }
+            Some(entry) if entry.version.is_empty() => WriteCondition::Always,
+            Some(entry) => WriteCondition::IfVersion(entry.version.clone()),
+        };
+        if node.shortened {
+            self.make_dir_if_missing(&node.path).await?;
+            self.store
+                .write(&node.child(NAME_FILE), Bytes::from(encrypted.into_bytes()), WriteCondition::Always)
+                .await?;
+        }
+        let contents = node.contents_path();
+        let sealed = Bytes::from(self.content.encrypt_file(clear));
+        self.store
+            .write(&contents, sealed, condition)
+            .await
+            .map_err(|error| kind_error(error, &contents.join("/"), name))?;
+        self.lookup(parent, name).await?.ok_or_else(|| CryptomatorError::NotFound(name.to_owned()))
+    }
+
+    /// Creates the folder `name` in `parent` with a fresh id: its content folder (with the id's encrypted
+    /// copy `dirid.c9r`) first, then the node that names it.
+    pub async fn make_dir(&self, parent: &DirRef, name: &str) -> Result<VaultEntry, CryptomatorError> {
+        let (node, encrypted) = self.node_for(parent, name);
+        if self.store.stat(&node.path).await.is_ok() {
+            return Err(CryptomatorError::Exists(name.to_owned()));
+        }
+        let id = crate::crypto::server_name::random_uuid();
+        let content = self.dir_ref(&id).content_path;
+        self.make_dir_if_missing(&content[..2]).await?;
+        self.store.make_dir(&content).await?;
+        let backup = Bytes::from(self.content.encrypt_file(id.as_bytes()));
+        let mut backup_path = content.clone();
+        backup_path.push(DIR_ID_BACKUP_FILE.to_owned());
+        self.store.write(&backup_path, backup, WriteCondition::CreateOnly).await?;
+        if let Err(error) = self.store.make_dir(&node.path).await {
+            let _ = self.store.remove(&content).await;
+            return Err(kind_error(error, &node.display(), name));
+        }
+        if node.shortened {
+            self.store
+                .write(&node.child(NAME_FILE), Bytes::from(encrypted.into_bytes()), WriteCondition::Always)
+                .await?;
+        }
+        self.store
+            .write(&node.child(DIR_FILE), Bytes::from(id.clone().into_bytes()), WriteCondition::CreateOnly)
+            .await?;
+        self.lookup(parent, name).await?.ok_or_else(|| CryptomatorError::NotFound(name.to_owned()))
+    }
+
+    /// Removes `entry`: a file or link; a folder if it is empty, or with `recursive` everything in it.
+    pub async fn remove(&self, entry: &VaultEntry, recursive: bool) -> Result<(), CryptomatorError> {
+        if let (EntryKind::Dir, Some(id)) = (entry.kind, &entry.dir_id) {
+            let dir = self.dir_ref(id);
+            let (children, problems) = self.list(&dir).await?;
+            if !(recursive || children.is_empty() && problems.is_empty()) {
+                return Err(CryptomatorError::NotEmpty(entry.name.clone()));
+            }
+            for child in &children {
+                Box::pin(self.remove(child, true)).await?;
+            }
+            match self.store.remove(&dir.content_path).await {
+                Err(error) if error.kind() != RemoteErrorKind::NotFound => return Err(error.into()),
+                _ => {}
+            }
+        }
+        self.store.remove(&entry.node.path).await?;
+        Ok(())
+    }
+
+    /// Renames `entry` to `to_name` in the folder `to`; an existing target file is replaced only with
+    /// `overwrite` (an existing folder only if it is empty and `entry` is a folder too). A folder keeps its
+    /// id, so its contents do not move.
+    pub async fn rename(
+        &self,
+        entry: &VaultEntry,
+        to: &DirRef,
+        to_name: &str,
+        overwrite: bool,
+    ) -> Result<VaultEntry, CryptomatorError> {
+        let (target, encrypted) = self.node_for(to, to_name);
+        if target.path == entry.node.path {
+            return Ok(entry.clone());
+        }
+        if let Some(existing) = self.lookup(to, to_name).await? {
+            match (existing.kind, entry.kind) {
+                _ if !overwrite => return Err(CryptomatorError::Exists(to_name.to_owned())),
+                (EntryKind::Dir, EntryKind::Dir) => self.remove(&existing, false).await?,
+                (EntryKind::Dir, _) => return Err(CryptomatorError::IsADirectory(to_name.to_owned())),
+                (_, EntryKind::Dir) => return Err(CryptomatorError::NotADirectory(to_name.to_owned())),
+                // Replaced by the move itself when both are plain nodes; else removed first.
+                _ if !entry.node.shortened && !target.shortened => {}
+                _ => self.remove(&existing, false).await?,
+            }
+        }
+        let inner = match entry.kind {
+            EntryKind::File => CONTENTS_FILE,
+            EntryKind::Dir => DIR_FILE,
+            EntryKind::Symlink => SYMLINK_FILE,
+        };
+        let source: &Node = &entry.node;
+        match (source.shortened, target.shortened) {
+            (false, false) => self.store.rename(&source.path, &target.path, overwrite).await?,
+            (true, true) => {
+                self.store.rename(&source.path, &target.path, false).await?;
+                self.store
+                    .write(&target.child(NAME_FILE), Bytes::from(encrypted.into_bytes()), WriteCondition::Always)
+                    .await?;
+            }
+            (false, true) => {
+                self.store.make_dir(&target.path).await?;
+                self.store
+                    .write(&target.child(NAME_FILE), Bytes::from(encrypted.into_bytes()), WriteCondition::Always)
+                    .await?;
+                if entry.kind == EntryKind::File {
+                    self.store.rename(&source.path, &target.child(CONTENTS_FILE), false).await?;
+                } else {
+                    self.store.rename(&source.child(inner), &target.child(inner), false).await?;
+                    self.store.remove(&source.path).await?;
+                }
+            }
+            (true, false) => {
+                if entry.kind == EntryKind::File {
+                    self.store.rename(&source.child(CONTENTS_FILE), &target.path, false).await?;
+                    self.store.remove(&source.path).await?;
+                } else {
+                    self.store.rename(&source.path, &target.path, false).await?;
+                    self.store.remove(&target.child(NAME_FILE)).await?;
+                }
+            }
+        }
+        self.lookup(to, to_name).await?.ok_or_else(|| CryptomatorError::NotFound(to_name.to_owned()))
+    }
+}

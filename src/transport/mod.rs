@@ -1,0 +1,139 @@
+//! Transports: how a vault format reaches the bytes of a vault, without any server-side API. A [`Store`]
+//! lists a folder, reads a file or a byte range of it, writes a file in one piece (atomically where the
+//! server allows, with a condition that detects other writers), creates folders, renames and removes.
+//! Paths are segments below the vault's root; errors are [`RemoteError`]s with kinds, never protocol codes.
+//!
+//! Implementations: [`webdav::DavStore`] (any WebDAV server: Apache mod_dav, nginx, rclone, ownCloud,
+//! Nextcloud without its end-to-end encryption app) and [`local::LocalStore`] (a folder a sync client keeps).
+
+pub mod local;
+pub mod webdav;
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::remote::RemoteError;
+
+/// A file or folder in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEntry {
+    /// The name in its folder.
+    pub name: String,
+    /// A folder?
+    pub is_dir: bool,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// What changes whenever the file changes: the server's ETag, or size and modification time.
+    pub version: String,
+    /// Last modification.
+    pub modified: Option<SystemTime>,
+}
+
+/// When a write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Always (replace or create).
+    Always,
+    /// Only if nothing is there yet ([`crate::remote::RemoteErrorKind::Exists`] otherwise).
+    CreateOnly,
+    /// Only if the file is still at this version ([`crate::remote::RemoteErrorKind::Changed`] otherwise).
+    IfVersion(String),
+}
+
+/// The bytes of a vault, reached somehow.
+pub trait Store: Send + Sync {
+    /// What this store is, for messages (a URL without credentials, or a local path).
+    fn describe(&self) -> String;
+    /// The entries of the folder at `path` (not the folder itself); NotFound if it does not exist.
+    fn list(&self, path: &[String]) -> impl Future<Output = Result<Vec<StoreEntry>, RemoteError>> + Send;
+    /// The entry at `path`; NotFound if it does not exist.
+    fn stat(&self, path: &[String]) -> impl Future<Output = Result<StoreEntry, RemoteError>> + Send;
+    /// A file's bytes: whole, or the bytes of `range` that exist (a range past the end gives fewer).
+    fn read(
+        &self,
+        path: &[String],
+        range: Option<std::ops::Range<u64>>,
+    ) -> impl Future<Output = Result<Vec<u8>, RemoteError>> + Send;
+    /// Stores a file in one piece if `condition` holds; returns its new version if the store says it.
+    fn write(
+        &self,
+        path: &[String],
+        body: Bytes,
+        condition: WriteCondition,
+    ) -> impl Future<Output = Result<Option<String>, RemoteError>> + Send;
+    /// Creates a folder (its parent must exist); Exists if something is there.
+    fn make_dir(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Renames a file or folder; without `overwrite`, Exists if the target exists.
+    fn rename(
+        &self,
+        from: &[String],
+        to: &[String],
+        overwrite: bool,
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Removes a file, or a folder with everything in it.
+    fn remove(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
+}
+
+/// A vault location as the user gives it: an `https://` (or loopback `http://`) URL, or a local folder.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("https://") || location.starts_with("http://")
+}
+
+/// One of the stores, chosen at run time (a URL or a local folder).
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// A WebDAV server.
+    Dav(webdav::DavStore),
+    /// A local folder.
+    Local(local::LocalStore),
+}
+
+macro_rules! each_store {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Dav($store) => $call,
+            AnyStore::Local($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn describe(&self) -> String {
+        each_store!(self, store => store.describe())
+    }
+
+    async fn list(&self, path: &[String]) -> Result<Vec<StoreEntry>, RemoteError> {
+        each_store!(self, store => store.list(path).await)
+    }
+
+    async fn stat(&self, path: &[String]) -> Result<StoreEntry, RemoteError> {
+        each_store!(self, store => store.stat(path).await)
+    }
+
+    async fn read(&self, path: &[String], range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, RemoteError> {
+        each_store!(self, store => store.read(path, range).await)
+    }
+
+    async fn write(
+        &self,
+        path: &[String],
+        body: Bytes,
+        condition: WriteCondition,
+    ) -> Result<Option<String>, RemoteError> {
+        each_store!(self, store => store.write(path, body, condition).await)
+    }
+
+    async fn make_dir(&self, path: &[String]) -> Result<(), RemoteError> {
+        each_store!(self, store => store.make_dir(path).await)
+    }
+
+    async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), RemoteError> {
+        each_store!(self, store => store.rename(from, to, overwrite).await)
+    }
+
+    async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
+        each_store!(self, store => store.remove(path).await)
+    }
+}

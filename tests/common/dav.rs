@@ -1,0 +1,190 @@
+//! Third-party WebDAV servers for the Cryptomator tests, started on a free loopback port over a temporary
+//! folder and stopped on drop: Apache httpd with mod_dav (Debian's apache2) and `rclone serve webdav`
+//! (Debian's rclone). Both require Basic authentication. A missing server fails the test with what to
+//! install (`.ci/run` installs both).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::server::TempDir;
+
+/// The WebDAV user of every test server.
+pub const DAV_USER: &str = "davuser";
+/// Its password.
+pub const DAV_PASSWORD: &str = "dav-password-1234";
+
+/// A running WebDAV server.
+pub struct DavServer {
+    child: Child,
+    /// What it is, for messages.
+    pub kind: &'static str,
+    /// The URL of the served folder's root, without a trailing slash.
+    pub url: String,
+    /// The served folder on this machine (what the server stores).
+    pub root: PathBuf,
+    _dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap();
+    assert!(
+        found.status.success(),
+        "{program} is not installed: these tests run a real {package} server (apt-get install {package}; .ci/run does)"
+    );
+}
+
+fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the WebDAV server exited ({status}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the WebDAV server did not listen: {}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Gives `path` to Apache's run-time user when the tests run as root (Apache then drops to www-data).
+fn give_to_apache(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown").args(["-R", "www-data:www-data"]).arg(path).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl DavServer {
+    /// Apache httpd with mod_dav_fs over a fresh folder.
+    pub fn apache(label: &str) -> Self {
+        require("apache2", "apache2");
+        let dir = TempDir::new(&format!("apache-{label}"));
+        let root = dir.0.join("www");
+        let locks = dir.0.join("locks");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&locks).unwrap();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-bcB"])
+            .arg(dir.0.join("htpasswd"))
+            .args([DAV_USER, DAV_PASSWORD])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success(), "htpasswd: {}", String::from_utf8_lossy(&htpasswd.stderr));
+        let port = free_port();
+        let modules = "/usr/lib/apache2/modules";
+        let user = if is_root() { "User www-data\nGroup www-data\n" } else { "" };
+        let config = format!(
+            "ServerRoot {dir}\nPidFile {dir}/httpd.pid\nListen 127.0.0.1:{port}\nServerName 127.0.0.1\n{user}\
+             ErrorLog {dir}/error.log\nLogLevel warn\n\
+             LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+             LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+             LoadModule authn_core_module {modules}/mod_authn_core.so\n\
+             LoadModule auth_basic_module {modules}/mod_auth_basic.so\n\
+             LoadModule authn_file_module {modules}/mod_authn_file.so\n\
+             LoadModule authz_user_module {modules}/mod_authz_user.so\n\
+             LoadModule dav_module {modules}/mod_dav.so\n\
+             LoadModule dav_fs_module {modules}/mod_dav_fs.so\n\
+             DAVLockDB {locks}/DAVLock\nDocumentRoot {root}\n\
+             <Directory {root}>\n  Dav On\n  AuthType Basic\n  AuthName dav\n  AuthUserFile {dir}/htpasswd\n  Require valid-user\n</Directory>\n",
+            dir = dir.0.display(),
+            locks = locks.display(),
+            root = root.display(),
+        );
+        std::fs::write(dir.0.join("httpd.conf"), config).unwrap();
+        give_to_apache(&root);
+        give_to_apache(&locks);
+        // Apache's user must be able to reach the folder.
+        let _ = Command::new("chmod").arg("755").arg(&dir.0).status();
+        let log = dir.0.join("error.log");
+        let mut child = Command::new("apache2")
+            .arg("-f")
+            .arg(dir.0.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, &log);
+        Self { child, kind: "Apache mod_dav", url: format!("http://127.0.0.1:{port}"), root, _dir: dir }
+    }
+
+    /// `rclone serve webdav` over a fresh folder.
+    pub fn rclone(label: &str) -> Self {
+        require("rclone", "rclone");
+        let dir = TempDir::new(&format!("rclone-{label}"));
+        let root = dir.0.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        let port = free_port();
+        let log = dir.0.join("rclone.log");
+        let mut child = Command::new("rclone")
+            .args(["serve", "webdav"])
+            .arg(&root)
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--user", DAV_USER, "--pass", DAV_PASSWORD])
+            .arg("--log-file")
+            .arg(&log)
+            .env("RCLONE_CONFIG", dir.0.join("rclone.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, &log);
+        Self { child, kind: "rclone serve webdav", url: format!("http://127.0.0.1:{port}"), root, _dir: dir }
+    }
+
+    /// Makes the folder `name` at the server's root (with the server's own user as owner) and returns its
+    /// URL.
+    pub fn folder(&self, name: &str) -> String {
+        let path = self.root.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        if self.kind.starts_with("Apache") {
+            give_to_apache(&path);
+        }
+        format!("{}/{name}", self.url)
+    }
+
+    /// Gives what was written into the served folder by this process back to the server's user.
+    pub fn settle_ownership(&self) {
+        if self.kind.starts_with("Apache") {
+            give_to_apache(&self.root);
+        }
+    }
+}
+
+impl Drop for DavServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `python3 -m pycryptomator` (an independent Python implementation of vault format 8, MIT, from PyPI):
+/// from the Python path, else from `target/pylib` (where .ci/run installs it). Fails with what to install.
+pub fn pycryptomator() -> Command {
+    let pylib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pylib");
+    let mut python_path = pylib.display().to_string();
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        python_path = format!("{python_path}:{}", existing.to_string_lossy());
+    }
+    let check = Command::new("python3").args(["-c", "import pycryptomator"]).env("PYTHONPATH", &python_path).output();
+    assert!(
+        check.is_ok_and(|output| output.status.success()),
+        "pycryptomator is not installed: python3 -m pip install --target target/pylib pycryptomator==1.15 \
+         (.ci/run does)"
+    );
+    let mut command = Command::new("python3");
+    command.args(["-m", "pycryptomator"]).env("PYTHONPATH", python_path);
+    command
+}
