@@ -423,3 +423,71 @@ fn a_concurrent_writer_is_detected_on_both_servers() {
         });
     }
 }
+
+/// Ranged reads over Apache: the first bytes of a large file cost one request (header and first chunks
+/// together), a random read fetches only the chunks around it, a sequential read grows its window to a few
+/// large requests, and every byte matches; `vault get` streams the same file to disk.
+#[test]
+fn ranged_reads_fetch_only_the_chunks_asked_for() {
+    let server = DavServer::apache("ranges");
+    let scratch = TempDir::new("cm-ranges");
+    let location = server.folder("Vault");
+    ok(vault(&location, &["create"], PASSPHRASE));
+    let size = 10 * 1024 * 1024 + 777;
+    let content = pattern(size, 5);
+    std::fs::write(scratch.0.join("big"), &content).unwrap();
+    ok(vault(&location, &["put", scratch.0.join("big").to_str().unwrap(), "/big.bin"], PASSPHRASE));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = DavStore::new(DavConfig {
+            url: url::Url::parse(&location).unwrap(),
+            user: Some(DAV_USER.into()),
+            password: DAV_PASSWORD.to_owned().into(),
+            timeout: std::time::Duration::from_secs(30),
+            allow_insecure_http: false,
+        })
+        .unwrap();
+        let vault = CryptomatorVault::open(store, PASSPHRASE).await.unwrap();
+        let (_, entry) = vault.resolve(&["big.bin".to_owned()]).await.unwrap().unwrap();
+        assert_eq!(entry.size, size as u64);
+        let mut reader = vault.open_reader(&entry).await.unwrap();
+        let first = vault.read_at(&mut reader, 0, 4096).await.unwrap();
+        assert!(first[..] == content[..4096]);
+        assert_eq!(reader.requests, 1, "the first bytes cost one request");
+        // A jump to the middle: one more request, for the chunks around it.
+        let middle = vault.read_at(&mut reader, 5_000_000, 10_000).await.unwrap();
+        assert!(middle[..] == content[5_000_000..5_010_000]);
+        assert_eq!(reader.requests, 2);
+        // Reads at scattered places, each checked.
+        for (offset, len) in [(32767u64, 2usize), (9_999_999, 100_000), (size as u64 - 5, 100), (123_456, 65536)] {
+            let got = vault.read_at(&mut reader, offset, len).await.unwrap();
+            let end = (offset as usize + len).min(size);
+            assert!(got[..] == content[offset as usize..end], "{offset}+{len}");
+        }
+        // A whole sequential read from a fresh open: a few large requests.
+        let mut reader = vault.open_reader(&entry).await.unwrap();
+        let mut offset = 0u64;
+        let mut all = Vec::new();
+        while offset < size as u64 {
+            let piece = vault.read_at(&mut reader, offset, 128 * 1024).await.unwrap();
+            offset += piece.len() as u64;
+            all.extend_from_slice(&piece);
+        }
+        assert!(all == content);
+        assert!(reader.requests <= 8, "{} requests for 10 MiB read in order", reader.requests);
+    });
+    let out = scratch.0.join("got");
+    ok(vault(&location, &["get", "/big.bin", out.to_str().unwrap()], PASSPHRASE));
+    assert!(std::fs::read(&out).unwrap() == content);
+    // A download that fails part-way leaves no file behind.
+    let node = stored_files(&server.root.join("Vault")).into_iter().next().unwrap();
+    let stored = server.root.join("Vault").join(node);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 1;
+    std::fs::write(&stored, &bytes).unwrap();
+    let failed = scratch.0.join("failed");
+    let error = fails(vault(&location, &["get", "/big.bin", failed.to_str().unwrap()], PASSPHRASE));
+    assert!(error.contains("does not authenticate") && error.contains("was removed"), "{error}");
+    assert!(!failed.exists(), "a half-written download was left behind");
+}

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use zeroize::Zeroizing;
 
 use super::common::runtime;
-use super::files::{human_size, read_plaintext, save_plaintext};
+use super::files::{human_size, read_plaintext};
 use crate::cryptomator::vault::clear_segments;
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
 use crate::transport::local::LocalStore;
@@ -172,6 +172,65 @@ fn open(location: &LocationArgs, runtime: &tokio::runtime::Runtime) -> anyhow::R
     Ok(vault)
 }
 
+/// Streams a file of the vault to `local` (default: its name here; `-`: stdout) a window at a time: every
+/// byte written has been authenticated (per chunk), and a file that fails part-way is removed, not left
+/// half written. The plaintext never sits in RAM whole.
+async fn download(
+    vault: &CryptomatorVault<AnyStore>,
+    segments: &[String],
+    local: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<()> {
+    const PIECE: usize = 1 << 20;
+    let (_, entry) = vault.resolve(segments).await?.ok_or_else(|| CryptomatorError::IsADirectory("/".into()))?;
+    let mut reader = vault.open_reader(&entry).await?;
+    let local = local.unwrap_or_else(|| PathBuf::from(&entry.name));
+    let to_stdout = local.as_os_str() == "-";
+    let mut output: Box<dyn std::io::Write> =
+        if to_stdout {
+            Box::new(std::io::stdout().lock())
+        } else {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true);
+            if force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            Box::new(options.open(&local).with_context(|| {
+                format!("cannot create {} (use --force to replace an existing file)", local.display())
+            })?)
+        };
+    let mut offset = 0;
+    let outcome: anyhow::Result<()> = async {
+        while offset < reader.size {
+            let piece = vault.read_at(&mut reader, offset, PIECE).await?;
+            output.write_all(&piece)?;
+            offset += piece.len() as u64;
+        }
+        output.flush()?;
+        Ok(())
+    }
+    .await;
+    drop(output);
+    if let Err(error) = outcome {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&local);
+        }
+        return Err(error.context(if to_stdout {
+            format!("stopped after {offset} bytes (what was written to stdout is authenticated, but incomplete)")
+        } else {
+            format!("{} was removed", local.display())
+        }));
+    }
+    if !to_stdout {
+        eprintln!("{offset} bytes written to {}", local.display());
+    }
+    Ok(())
+}
+
 /// Runs a `vault` subcommand.
 pub fn run(command: VaultCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
@@ -240,14 +299,7 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
         VaultCommand::Get { location, path, local, force } => {
             let vault = open(&location, &runtime)?;
             let segments = clear_segments(&path)?;
-            let plaintext = runtime
-                .block_on(async {
-                    let (_, entry) =
-                        vault.resolve(&segments).await?.ok_or(CryptomatorError::IsADirectory(path.clone()))?;
-                    vault.read_file(&entry).await
-                })
-                .with_context(|| format!("get {path}"))?;
-            save_plaintext(&path, local, &plaintext, force)?;
+            runtime.block_on(download(&vault, &segments, local, force)).with_context(|| format!("get {path}"))?;
         }
         VaultCommand::Put { location, local, path } => {
             let plaintext = read_plaintext(&local)?;

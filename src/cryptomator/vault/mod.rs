@@ -1,5 +1,6 @@
 //! A Cryptomator vault over a [`Store`]: opening (configuration, masterkey, passphrase), creating, resolving
-//! clear paths to their encrypted nodes, listing folders and reading files by chunks ([`read`]), and the
+//! clear paths to their encrypted nodes, listing folders and reading files ([`read`], by ranges in
+//! [`reader`]), and the
 //! changes: write, mkdir, remove, rename ([`write`]).
 //!
 //! Layout (docs/FORMAT.md §7): a folder with id `ID` keeps its entries in `d/XX/YYYY…` (from
@@ -10,6 +11,7 @@
 //! Cryptomator keeps to recover lost `dir.c9r` files; it is written here and never trusted when reading.
 
 mod read;
+mod reader;
 mod write;
 
 use std::time::SystemTime;
@@ -21,7 +23,7 @@ use super::{CipherCombo, ContentCryptor, CryptomatorError, Masterkey, MasterkeyF
 use crate::remote::RemoteErrorKind;
 use crate::transport::{Store, WriteCondition};
 
-pub use read::OpenFile;
+pub use reader::{FileReader, FIRST_WINDOW_CHUNKS, MAX_WINDOW_CHUNKS};
 
 /// The file in a long-name node holding the full encrypted name.
 pub const NAME_FILE: &str = "name.c9s";

@@ -1,5 +1,5 @@
 //! Reading a vault: looking an entry up by its clear name, listing a folder (entries that do not
-//! authenticate are reported, never shown), and reading a file whole or by chunks.
+//! authenticate are reported, never shown), and reading a file whole (ranges: [`super::reader`]).
 
 use futures_util::StreamExt as _;
 use zeroize::Zeroizing;
@@ -8,7 +8,6 @@ use super::{
     is_encrypted_node_name, CryptomatorVault, DirRef, EntryKind, Node, VaultEntry, CONTENTS_FILE, DIR_FILE, NAME_FILE,
     SYMLINK_FILE,
 };
-use crate::cryptomator::content::{FileHeader, CHUNK_SIZE};
 use crate::cryptomator::names::{shortened_name, MAX_DIR_ID_LEN, SHORT_SUFFIX};
 use crate::cryptomator::CryptomatorError;
 use crate::remote::{RemoteError, RemoteErrorKind};
@@ -16,18 +15,6 @@ use crate::transport::{Store, StoreEntry};
 
 /// Listings read this many folder nodes (their `dir.c9r`) at once.
 const LIST_PARALLEL: usize = 16;
-
-/// A file opened for ranged reads: its decrypted header and clear size.
-#[derive(Debug)]
-pub struct OpenFile {
-    /// The contents file in the store.
-    pub contents_path: Vec<String>,
-    /// The clear size.
-    pub size: u64,
-    /// The store's version of the contents file when it was opened.
-    pub version: String,
-    header: FileHeader,
-}
 
 fn not_found(error: &RemoteError) -> bool {
     error.kind() == RemoteErrorKind::NotFound
@@ -188,42 +175,5 @@ impl<S: Store> CryptomatorVault<S> {
         };
         let sealed = Zeroizing::new(self.store.read(&path, None).await?);
         self.content.decrypt_file(&sealed, &path.join("/"))
-    }
-
-    /// Opens a file for ranged reads: one request for its header (and, for a file of one chunk, the whole
-    /// of it is fetched later in one more).
-    pub async fn open_file(&self, entry: &VaultEntry) -> Result<OpenFile, CryptomatorError> {
-        if entry.kind != EntryKind::File {
-            return Err(CryptomatorError::IsADirectory(entry.name.clone()));
-        }
-        let contents_path = entry.node.contents_path();
-        let header_bytes = self.store.read(&contents_path, Some(0..self.content.header_len() as u64)).await?;
-        let header = self.content.decrypt_header(&header_bytes, &contents_path.join("/"))?;
-        Ok(OpenFile { contents_path, size: entry.size, version: entry.version.clone(), header })
-    }
-
-    /// The clear bytes `range` of an open file (fewer at the end of the file), fetching and authenticating
-    /// only the chunks that hold them.
-    pub async fn read_range(
-        &self,
-        file: &OpenFile,
-        range: std::ops::Range<u64>,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptomatorError> {
-        let range = range.start.min(file.size)..range.end.min(file.size);
-        if range.is_empty() {
-            return Ok(Zeroizing::new(Vec::new()));
-        }
-        let (first, sealed_range) = self.content.chunks_of(range.clone());
-        let sealed = Zeroizing::new(self.store.read(&file.contents_path, Some(sealed_range)).await?);
-        let shown = file.contents_path.join("/");
-        let mut clear = Zeroizing::new(Vec::with_capacity(sealed.len()));
-        self.content.decrypt_chunks_into(&file.header, first, &sealed, &shown, &mut clear)?;
-        let offset = (range.start - first * CHUNK_SIZE as u64) as usize;
-        let wanted = (range.end - range.start) as usize;
-        if clear.len() < offset + wanted {
-            // The file is shorter than its size said: it changed, or was cut at a chunk boundary.
-            return Err(CryptomatorError::malformed(shown, "shorter than its listed size (changed or cut)"));
-        }
-        Ok(Zeroizing::new(clear[offset..offset + wanted].to_vec()))
     }
 }

@@ -1,0 +1,120 @@
+//! Reading a file by ranges, as a mount reads it: only the chunks asked for are fetched (HTTP ranges),
+//! and on sequential reads a growing window ahead (128 KiB, doubling up to 4 MiB) so that a stream is a
+//! few large requests. Opening fetches the header and the first window in one request, so the first
+//! byte of any file costs one round trip. The window holds authenticated clear text only and is wiped
+//! when replaced or dropped.
+
+use zeroize::Zeroizing;
+
+use super::{CryptomatorVault, EntryKind, VaultEntry};
+use crate::cryptomator::content::{FileHeader, CHUNK_SIZE};
+use crate::cryptomator::CryptomatorError;
+use crate::transport::Store;
+
+/// Chunks fetched with the header, and after a jump.
+pub const FIRST_WINDOW_CHUNKS: u64 = 4;
+/// The largest window fetched ahead on sequential reads (4 MiB).
+pub const MAX_WINDOW_CHUNKS: u64 = 128;
+
+/// A file opened for ranged reads.
+pub struct FileReader {
+    /// The contents file in the store (for messages).
+    pub contents_path: Vec<String>,
+    /// The clear size as listed.
+    pub size: u64,
+    /// The store's version of the contents file when it was opened.
+    pub version: String,
+    header: FileHeader,
+    /// The first chunk of `window`.
+    window_start_chunk: u64,
+    /// Clear bytes of consecutive chunks from `window_start_chunk`.
+    window: Zeroizing<Vec<u8>>,
+    /// Chunks the next sequential fetch asks for.
+    ahead_chunks: u64,
+    /// Where a sequential read continues.
+    next_offset: u64,
+    /// Requests made for content (the header's included), for tests and statistics.
+    pub requests: u64,
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FileReader")
+            .field("size", &self.size)
+            .field("window_start_chunk", &self.window_start_chunk)
+            .field("window_len", &self.window.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> CryptomatorVault<S> {
+    /// Opens a file for ranged reads: its header and first chunks in one request.
+    pub async fn open_reader(&self, entry: &VaultEntry) -> Result<FileReader, CryptomatorError> {
+        if entry.kind != EntryKind::File {
+            return Err(CryptomatorError::IsADirectory(entry.name.clone()));
+        }
+        let contents_path = entry.node.contents_path();
+        let shown = contents_path.join("/");
+        let header_len = self.content.header_len() as u64;
+        let first_window = FIRST_WINDOW_CHUNKS * self.content.sealed_chunk_len() as u64;
+        let sealed = Zeroizing::new(self.store.read(&contents_path, Some(0..header_len + first_window)).await?);
+        let header = self.content.decrypt_header(&sealed, &shown)?;
+        let mut window = Zeroizing::new(Vec::with_capacity(sealed.len()));
+        self.content.decrypt_chunks_into(&header, 0, &sealed[header_len as usize..], &shown, &mut window)?;
+        Ok(FileReader {
+            contents_path,
+            size: entry.size,
+            version: entry.version.clone(),
+            header,
+            window_start_chunk: 0,
+            window,
+            ahead_chunks: FIRST_WINDOW_CHUNKS,
+            next_offset: 0,
+            requests: 1,
+        })
+    }
+
+    /// Up to `len` clear bytes at `offset` (fewer at the end of the file), authenticated.
+    pub async fn read_at(
+        &self,
+        reader: &mut FileReader,
+        offset: u64,
+        len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptomatorError> {
+        let end = offset.saturating_add(len as u64).min(reader.size);
+        if offset >= end {
+            return Ok(Zeroizing::new(Vec::new()));
+        }
+        let chunk = CHUNK_SIZE as u64;
+        let window_start = reader.window_start_chunk * chunk;
+        let window_end = window_start + reader.window.len() as u64;
+        if offset < window_start || end > window_end {
+            let sequential = offset == reader.next_offset || (offset >= window_start && offset <= window_end);
+            reader.ahead_chunks =
+                if sequential { (reader.ahead_chunks * 2).min(MAX_WINDOW_CHUNKS) } else { FIRST_WINDOW_CHUNKS };
+            let first = offset / chunk;
+            let needed = (end - 1) / chunk - first + 1;
+            let chunks = needed.max(reader.ahead_chunks);
+            let fetch_end = ((first + chunks) * chunk).min(reader.size.div_ceil(chunk) * chunk);
+            let (first, sealed_range) = self.content.chunks_of(first * chunk..fetch_end);
+            let shown = reader.contents_path.join("/");
+            let sealed = Zeroizing::new(self.store.read(&reader.contents_path, Some(sealed_range)).await?);
+            reader.requests += 1;
+            let mut window = Zeroizing::new(Vec::with_capacity(sealed.len()));
+            self.content.decrypt_chunks_into(&reader.header, first, &sealed, &shown, &mut window)?;
+            reader.window = window;
+            reader.window_start_chunk = first;
+        }
+        let window_start = reader.window_start_chunk * chunk;
+        let (from, to) = ((offset - window_start) as usize, (end - window_start) as usize);
+        if to > reader.window.len() {
+            return Err(CryptomatorError::malformed(
+                reader.contents_path.join("/"),
+                "shorter than its listed size (changed meanwhile, or cut at a chunk boundary)",
+            ));
+        }
+        reader.next_offset = end;
+        Ok(Zeroizing::new(reader.window[from..to].to_vec()))
+    }
+}
