@@ -12,6 +12,7 @@ mod server;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use cloakfs::cryptomator::vault::Written;
 use cloakfs::cryptomator::{CryptomatorError, CryptomatorVault};
 use cloakfs::transport::webdav::{DavConfig, DavStore};
 use dav::{pycryptomator, DavServer, DAV_PASSWORD, DAV_USER};
@@ -420,6 +421,18 @@ fn a_concurrent_writer_is_detected_on_both_servers() {
             first.write_file(&root, "f.txt", b"third", Some(&seen_first)).await.unwrap();
             let error = second.write_file(&root, "f.txt", b"lost", Some(&seen_second)).await.unwrap_err();
             assert!(matches!(error, CryptomatorError::Changed { .. }), "{}: {error}", server.kind);
+            // The conflicted-copy rule: the loser's version is kept beside the winner's.
+            let written =
+                second.write_file_keeping_both(&root, "f.txt", b"kept", Some(&seen_second), "laptop-2").await.unwrap();
+            let Written::ConflictedCopy(copy) = written else { panic!("{}: {written:?}", server.kind) };
+            assert!(
+                copy.name.starts_with("f (conflicted copy laptop-2 ") && copy.name.ends_with(").txt"),
+                "{}",
+                copy.name
+            );
+            assert_eq!(&second.read_file(&copy).await.unwrap()[..], b"kept");
+            let winner = second.lookup(&root, "f.txt").await.unwrap().unwrap();
+            assert_eq!(&second.read_file(&winner).await.unwrap()[..], b"third");
         });
     }
 }

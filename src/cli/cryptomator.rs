@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::common::runtime;
 use super::files::{human_size, read_plaintext};
-use crate::cryptomator::vault::clear_segments;
+use crate::cryptomator::vault::{clear_segments, Written};
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
 use crate::transport::local::LocalStore;
 use crate::transport::webdav::{DavConfig, DavStore};
@@ -317,8 +317,19 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
                     let (name, parent_segments) = segments.split_last().expect("at least one name");
                     let parent = vault.resolve_dir(parent_segments).await?;
                     let existing = vault.lookup(&parent, name).await?;
-                    vault.write_file(&parent, name, &plaintext, existing.as_ref()).await?;
-                    Ok::<_, CryptomatorError>(format!("/{}", segments.join("/")))
+                    let device = crate::mount::core::default_device_name();
+                    let written = vault.write_file_keeping_both(&parent, name, &plaintext, existing.as_ref(), &device).await?;
+                    let parent_path = &segments[..segments.len() - 1];
+                    Ok::<_, CryptomatorError>(match written {
+                        Written::AsAsked(_) => format!("/{}", segments.join("/")),
+                        Written::ConflictedCopy(copy) => {
+                            eprintln!(
+                                "cloakfs: /{} was changed by another writer meanwhile: yours is kept beside it",
+                                segments.join("/")
+                            );
+                            format!("/{}", parent_path.iter().chain([&copy.name]).cloned().collect::<Vec<_>>().join("/"))
+                        }
+                    })
                 })
                 .with_context(|| format!("put {path}"))?;
             eprintln!("{} bytes encrypted and stored as {written}", plaintext.len());

@@ -24,6 +24,7 @@ use crate::remote::RemoteErrorKind;
 use crate::transport::{Store, WriteCondition};
 
 pub use reader::{FileReader, FIRST_WINDOW_CHUNKS, MAX_WINDOW_CHUNKS};
+pub use write::Written;
 
 /// The file in a long-name node holding the full encrypted name.
 pub const NAME_FILE: &str = "name.c9s";

@@ -170,3 +170,51 @@ impl<S: Store> CryptomatorVault<S> {
         self.lookup(to, to_name).await?.ok_or_else(|| CryptomatorError::NotFound(to_name.to_owned()))
     }
 }
+
+/// What [`CryptomatorVault::write_file_keeping_both`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The file, as asked.
+    AsAsked(VaultEntry),
+    /// Another writer created or replaced the file since it was read: this version was kept beside it as a
+    /// conflicted copy (the same rule as the mount's).
+    ConflictedCopy(VaultEntry),
+}
+
+/// Conflicted-copy names tried before giving up (each after a fresh listing).
+const CONFLICT_ATTEMPTS: usize = 3;
+
+impl<S: Store> CryptomatorVault<S> {
+    /// Like [`Self::write_file`], but when another writer won the race the content is kept as
+    /// "NAME (conflicted copy DEVICE DATE).EXT" beside the other writer's version: nothing is lost and
+    /// nothing is overwritten unseen.
+    pub async fn write_file_keeping_both(
+        &self,
+        parent: &DirRef,
+        name: &str,
+        clear: &[u8],
+        existing: Option<&VaultEntry>,
+        device: &str,
+    ) -> Result<Written, CryptomatorError> {
+        match self.write_file(parent, name, clear, existing).await {
+            Ok(entry) => return Ok(Written::AsAsked(entry)),
+            Err(CryptomatorError::Exists(_) | CryptomatorError::Changed { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        tracing::info!(node = %self.node_for(parent, name).0.display(), "changed by another writer: keeping a conflicted copy");
+        let mut last = None;
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let (entries, _) = self.list(parent).await?;
+            let taken: std::collections::HashSet<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
+            let copy = crate::mount::core::conflict_name(name, device, std::time::SystemTime::now(), |candidate| {
+                taken.contains(candidate)
+            });
+            match self.write_file(parent, &copy, clear, None).await {
+                Ok(entry) => return Ok(Written::ConflictedCopy(entry)),
+                Err(error @ CryptomatorError::Exists(_)) => last = Some(error),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}
