@@ -308,9 +308,11 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
             let mut segments = clear_segments(&path)?;
             let written = runtime
                 .block_on(async {
-                    let into_folder = path.ends_with('/')
-                        || segments.is_empty()
-                        || matches!(vault.resolve(&segments).await, Ok(Some((_, entry))) if entry.kind == EntryKind::Dir);
+                    let is_folder = |found: Result<Option<(_, crate::cryptomator::VaultEntry)>, _>| {
+                        matches!(found, Ok(Some((_, entry))) if entry.kind == EntryKind::Dir)
+                    };
+                    let into_folder =
+                        path.ends_with('/') || segments.is_empty() || is_folder(vault.resolve(&segments).await);
                     if into_folder {
                         segments.push(local_name.clone());
                     }

@@ -152,6 +152,24 @@ mod tests {
         assert_eq!(hex::encode(sealed), "85632d07c6e8f37f950acd320a2ecc9340c02b9690c4dc04daef7f6afe5c");
     }
 
+    /// Known answers computed independently (scripts/cryptomator-kat.py: pycryptodome's AES-SIV, following the
+    /// specification): encryption key 00..1f, MAC key 20..3f.
+    #[test]
+    fn names_and_directory_hashes_match_independently_computed_values() {
+        let names = NameCryptor::new(&Masterkey::from_parts(
+            &std::array::from_fn(|index| index as u8),
+            &std::array::from_fn(|index| 32 + index as u8),
+        ));
+        let uuid = "8c1b5b9e-1f24-4a5e-9d3e-4f1e2b3c4d5e";
+        assert_eq!(names.dir_hash(ROOT_DIR_ID), "MN53XCQH5RFQJPKAFCMWDGELQHPPW2YQ");
+        assert_eq!(names.dir_hash(uuid), "ODGT6V7CIUEKZA55JL3VAL52CSHPXEM3");
+        assert_eq!(
+            names.encrypt_name(ROOT_DIR_ID, "Reports 2026.pdf"),
+            "5P-Sb16jODaSk5tejSbSO3_JHAewJp7lxb4TeUqAgbI=.c9r"
+        );
+        assert_eq!(names.encrypt_name(uuid, "notes.txt"), "aRFRB_zbSPrY8jMyd7OOxXrcz3ULu2pnKw==.c9r");
+    }
+
     #[test]
     fn names_round_trip_in_their_directory_only() {
         let names = cryptor();

@@ -112,7 +112,8 @@ impl DavStore {
                 match outcome {
                     Err(error) if error.status() == Some(412) => true,
                     Ok(_) => {
-                        tracing::info!(store = %self.describe(), "the server ignores If-Match: versions are checked before each write");
+                        let store = self.describe();
+                        tracing::info!(%store, "the server ignores If-Match: versions are checked before each write");
                         let _ = self.remove(&probe).await;
                         false
                     }
@@ -297,7 +298,7 @@ impl Store for DavStore {
         }
         Ok(match range {
             Some(range) if !partial => {
-                tracing::debug!(request = %request_name, "the server ignored the range; cutting it from the whole file");
+                tracing::debug!(request = %request_name, "the server ignored the range; cut from the whole file");
                 let start = (range.start as usize).min(body.len());
                 let end = (range.end as usize).min(body.len());
                 body[start..end].to_vec()

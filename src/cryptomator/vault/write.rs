@@ -201,7 +201,8 @@ impl<S: Store> CryptomatorVault<S> {
             Err(CryptomatorError::Exists(_) | CryptomatorError::Changed { .. }) => {}
             Err(other) => return Err(other),
         }
-        tracing::info!(node = %self.node_for(parent, name).0.display(), "changed by another writer: keeping a conflicted copy");
+        let node = self.node_for(parent, name).0;
+        tracing::info!(node = %node.display(), "changed by another writer: keeping a conflicted copy");
         let mut last = None;
         for _ in 0..CONFLICT_ATTEMPTS {
             let (entries, _) = self.list(parent).await?;
