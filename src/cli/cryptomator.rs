@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use zeroize::Zeroizing;
 
 use super::common::runtime;
-use super::files::{human_size, read_plaintext};
+use super::files::{create_output, human_size, read_plaintext};
 use crate::cryptomator::vault::{clear_segments, Written};
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
 use crate::transport::local::LocalStore;
@@ -187,22 +187,7 @@ async fn download(
     let local = local.unwrap_or_else(|| PathBuf::from(&entry.name));
     let to_stdout = local.as_os_str() == "-";
     let mut output: Box<dyn std::io::Write> =
-        if to_stdout {
-            Box::new(std::io::stdout().lock())
-        } else {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true);
-            if force {
-                options.create(true).truncate(true);
-            } else {
-                options.create_new(true);
-            }
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            Box::new(options.open(&local).with_context(|| {
-                format!("cannot create {} (use --force to replace an existing file)", local.display())
-            })?)
-        };
+        if to_stdout { Box::new(std::io::stdout().lock()) } else { Box::new(create_output(&local, force)?) };
     let mut offset = 0;
     let outcome: anyhow::Result<()> = async {
         while offset < reader.size {

@@ -141,6 +141,16 @@ pub(super) fn save_plaintext(path: &str, local: Option<PathBuf>, plaintext: &[u8
         std::io::stdout().lock().write_all(plaintext)?;
         return Ok(());
     }
+    let mut file = create_output(&local, force)?;
+    file.write_all(plaintext).with_context(|| format!("writing {}", local.display()))?;
+    file.sync_all()?;
+    eprintln!("{} bytes written to {}", plaintext.len(), local.display());
+    Ok(())
+}
+
+/// Creates the local file a download is written to: mode 0600, replacing an existing file only with
+/// `force`.
+pub(super) fn create_output(local: &std::path::Path, force: bool) -> anyhow::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if force {
@@ -150,13 +160,9 @@ pub(super) fn save_plaintext(path: &str, local: Option<PathBuf>, plaintext: &[u8
     }
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&local)
-        .with_context(|| format!("cannot create {} (use --force to replace an existing file)", local.display()))?;
-    file.write_all(plaintext).with_context(|| format!("writing {}", local.display()))?;
-    file.sync_all()?;
-    eprintln!("{} bytes written to {}", plaintext.len(), local.display());
-    Ok(())
+    options
+        .open(local)
+        .with_context(|| format!("cannot create {} (use --force to replace an existing file)", local.display()))
 }
 
 /// The plaintext of a local file to upload (`-`: stdin).

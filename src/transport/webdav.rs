@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode, Url};
 use zeroize::Zeroizing;
 
 use super::{Store, StoreEntry, WriteCondition};
-use crate::remote::nextcloud::client::{is_loopback_host, transport};
+use crate::remote::nextcloud::client::{http_client, transport};
 use crate::remote::nextcloud::propfind::{parse_multistatus, percent_decode};
 use crate::remote::nextcloud::webdav::send_dav;
 use crate::remote::{RemoteError, RemoteErrorKind};
@@ -59,36 +59,15 @@ pub struct DavStore {
 }
 
 impl DavStore {
-    /// A store for `config`: https with the system's roots, plain http only to loopback (or when allowed);
-    /// no credentials in the URL.
+    /// A store for `config`, with the same HTTP client rules as the Nextcloud backend's (https, or plain
+    /// http to loopback only unless allowed); no credentials in the URL.
     pub fn new(mut config: DavConfig) -> Result<Self, RemoteError> {
-        match config.url.scheme() {
-            "https" => {}
-            "http" if is_loopback_host(&config.url) || config.allow_insecure_http => {}
-            "http" => {
-                return Err(RemoteError::BadUrl(format!(
-                    "refusing plain http to {}: use https, or --allow-insecure-http if you really mean it",
-                    config.url.host_str().unwrap_or("?")
-                )))
-            }
-            other => return Err(RemoteError::BadUrl(format!("unsupported URL scheme {other:?}: use https"))),
-        }
         if !config.url.username().is_empty() || config.url.password().is_some() {
             return Err(RemoteError::BadUrl(
                 "do not put credentials in the URL: use --user and the password prompt".into(),
             ));
         }
-        if !config.url.path().ends_with('/') {
-            let path = format!("{}/", config.url.path());
-            config.url.set_path(&path);
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true)
-            .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))?;
+        let http = http_client(&mut config.url, config.allow_insecure_http, config.timeout)?;
         Ok(Self { http, config, honours_conditions: Default::default() })
     }
 

@@ -52,7 +52,7 @@ pub struct NextcloudClient {
     pub(crate) config: ServerConfig,
 }
 
-pub(crate) fn is_loopback_host(url: &Url) -> bool {
+fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(address)) => IpAddr::V4(address).is_loopback(),
@@ -61,36 +61,46 @@ pub(crate) fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// The HTTP client of every server cloakfs talks to (Nextcloud, any WebDAV server), for `url` (given a
+/// trailing slash): https with rustls and the system's trust roots; plain http only to a loopback address
+/// or with `allow_insecure_http`; `timeout` for connecting and for each request; the server's session
+/// cookies kept in this process's memory only (Nextcloud then skips the password check of each request:
+/// 0.45-0.8 s with a login password, SERVER-BEHAVIOUR.md), gone with it.
+pub(crate) fn http_client(
+    url: &mut Url,
+    allow_insecure_http: bool,
+    timeout: Duration,
+) -> Result<reqwest::Client, RemoteError> {
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(url) || allow_insecure_http => {}
+        "http" => {
+            return Err(RemoteError::BadUrl(format!(
+                "refusing plain http to {}: use https, or --allow-insecure-http if you really mean it",
+                url.host_str().unwrap_or("?")
+            )))
+        }
+        other => return Err(RemoteError::BadUrl(format!("unsupported URL scheme {other:?}: use https"))),
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
+        .cookie_store(true)
+        .build()
+        .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))
+}
+
 impl NextcloudClient {
-    /// Builds a client. HTTPS uses rustls with the system's trust roots; plain HTTP is refused unless the
+    /// Builds a client (see [`http_client`]). HTTPS uses rustls with the system's trust roots; plain HTTP is refused unless the
     /// host is a loopback address or `allow_insecure_http` is set.
     pub fn new(mut config: ServerConfig) -> Result<Self, RemoteError> {
-        match config.base_url.scheme() {
-            "https" => {}
-            "http" if is_loopback_host(&config.base_url) || config.allow_insecure_http => {}
-            "http" => {
-                return Err(RemoteError::BadUrl(format!(
-                    "refusing plain http to {}: use https, or --allow-insecure-http if you really mean it",
-                    config.base_url.host_str().unwrap_or("?")
-                )))
-            }
-            other => return Err(RemoteError::BadUrl(format!("unsupported URL scheme {other:?}: use https"))),
-        }
-        if !config.base_url.path().ends_with('/') {
-            let path = format!("{}/", config.base_url.path());
-            config.base_url.set_path(&path);
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true)
-            .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
-            // The server's session cookie, sent back with the same Basic credentials: Nextcloud then skips
-            // the password check (0.45-0.8 s per request with a login password, SERVER-BEHAVIOUR.md). The
-            // jar lives in this process's memory only and dies with it.
-            .cookie_store(true)
-            .build()
-            .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))?;
+        let http = http_client(&mut config.base_url, config.allow_insecure_http, config.timeout)?;
         Ok(Self { http, config })
     }
 
