@@ -71,6 +71,7 @@ LoadModule authn_core_module $M/mod_authn_core.so
 LoadModule auth_basic_module $M/mod_auth_basic.so
 LoadModule authn_file_module $M/mod_authn_file.so
 LoadModule authz_user_module $M/mod_authz_user.so
+LoadModule dir_module $M/mod_dir.so
 LoadModule dav_module $M/mod_dav.so
 LoadModule dav_fs_module $M/mod_dav_fs.so
 DAVLockDB $WORK/locks/DAVLock

@@ -67,7 +67,7 @@ impl DavStore {
                 "do not put credentials in the URL: use --user and the password prompt".into(),
             ));
         }
-        let http = http_client(&mut config.url, config.allow_insecure_http, config.timeout)?;
+        let http = http_client(&mut config.url, config.allow_insecure_http, config.timeout, false)?;
         Ok(Self { http, config, honours_conditions: Default::default() })
     }
 
@@ -84,7 +84,7 @@ impl DavStore {
                 let request_name = name("PUT", &probe);
                 let url = self.url(&probe);
                 let outcome = self
-                    .send(&request_name, false, || {
+                    .send(&request_name, false, &url, |url| {
                         self.request(Method::PUT, url.clone()).header("If-Match", "\"cloakfs-never\"").body(Vec::new())
                     })
                     .await;
@@ -156,13 +156,24 @@ impl DavStore {
         }
     }
 
+    /// Sends a request to `url` (see `send_dav`). A folder addressed without its trailing slash may be
+    /// answered with a redirect to the slashed URL (Apache with mod_dir, Debian's default): redirects are not
+    /// followed (a PROPFIND or MOVE would come back as a GET), the request is sent again to the slashed URL.
     async fn send(
         &self,
         request_name: &str,
         idempotent: bool,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        url: &Url,
+        build: impl Fn(&Url) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RemoteError> {
-        send_dav(self.config.timeout, request_name, idempotent, build).await
+        match send_dav(self.config.timeout, request_name, idempotent, || build(url)).await {
+            Err(error) if matches!(error.status(), Some(301 | 308)) && !url.path().ends_with('/') => {
+                let mut slashed = url.clone();
+                slashed.set_path(&format!("{}/", url.path()));
+                send_dav(self.config.timeout, request_name, idempotent, || build(&slashed)).await
+            }
+            other => other,
+        }
     }
 
     async fn propfind(
@@ -179,7 +190,7 @@ impl DavStore {
         }
         let method = Method::from_bytes(b"PROPFIND").expect("a valid method");
         let response = self
-            .send(&request_name, true, || {
+            .send(&request_name, true, &url, |url| {
                 self.request(method.clone(), url.clone())
                     .header("Depth", depth.to_string())
                     .header("Content-Type", "application/xml; charset=utf-8")
@@ -256,7 +267,7 @@ impl Store for DavStore {
             return Ok(Vec::new());
         }
         let outcome = self
-            .send(&request_name, true, || {
+            .send(&request_name, true, &url, |url| {
                 let request = self.request(Method::GET, url.clone());
                 match &range {
                     Some(range) => request.header("Range", format!("bytes={}-{}", range.start, range.end - 1)),
@@ -298,7 +309,7 @@ impl Store for DavStore {
         let request_name = name("PUT", path);
         let url = self.url(path);
         let response = self
-            .send(&request_name, true, || {
+            .send(&request_name, true, &url, |url| {
                 let request = self
                     .request(Method::PUT, url.clone())
                     .header("Content-Type", "application/octet-stream")
@@ -325,7 +336,7 @@ impl Store for DavStore {
         let request_name = name("MKCOL", path);
         let url = self.url(path);
         let method = Method::from_bytes(b"MKCOL").expect("a valid method");
-        self.send(&request_name, false, || self.request(method.clone(), url.clone()))
+        self.send(&request_name, false, &url, |url| self.request(method.clone(), url.clone()))
             .await
             .map_err(|error| {
                 error.with_status_kinds(|status| match status {
@@ -341,7 +352,7 @@ impl Store for DavStore {
         let request_name = format!("MOVE /{} -> /{}", from.join("/"), to.join("/"));
         let (url, destination) = (self.url(from), self.url(to));
         let method = Method::from_bytes(b"MOVE").expect("a valid method");
-        self.send(&request_name, false, || {
+        self.send(&request_name, false, &url, |url| {
             self.request(method.clone(), url.clone())
                 .header("Destination", destination.as_str())
                 .header("Overwrite", if overwrite { "T" } else { "F" })
@@ -360,6 +371,6 @@ impl Store for DavStore {
     async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
         let request_name = name("DELETE", path);
         let url = self.url(path);
-        self.send(&request_name, false, || self.request(Method::DELETE, url.clone())).await.map(|_| ())
+        self.send(&request_name, false, &url, |url| self.request(Method::DELETE, url.clone())).await.map(|_| ())
     }
 }

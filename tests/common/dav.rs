@@ -1,5 +1,6 @@
 //! Third-party WebDAV servers for the Cryptomator tests, started on a free loopback port over a temporary
-//! folder and stopped on drop: Apache httpd with mod_dav (Debian's apache2) and `rclone serve webdav`
+//! folder and stopped on drop: Apache httpd with mod_dav (Debian's apache2, with mod_dir as Debian enables
+//! it: a folder addressed without its slash is answered with a redirect) and `rclone serve webdav`
 //! (Debian's rclone). Both require Basic authentication. A missing server fails the test with what to
 //! install (`.ci/run` installs both).
 #![allow(dead_code)]
@@ -95,6 +96,7 @@ impl DavServer {
              LoadModule auth_basic_module {modules}/mod_auth_basic.so\n\
              LoadModule authn_file_module {modules}/mod_authn_file.so\n\
              LoadModule authz_user_module {modules}/mod_authz_user.so\n\
+             LoadModule dir_module {modules}/mod_dir.so\n\
              LoadModule dav_module {modules}/mod_dav.so\n\
              LoadModule dav_fs_module {modules}/mod_dav_fs.so\n\
              DAVLockDB {locks}/DAVLock\nDocumentRoot {root}\n\

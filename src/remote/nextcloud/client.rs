@@ -63,13 +63,15 @@ fn is_loopback_host(url: &Url) -> bool {
 
 /// The HTTP client of every server cloakfs talks to (Nextcloud, any WebDAV server), for `url` (given a
 /// trailing slash): https with rustls and the system's trust roots; plain http only to a loopback address
-/// or with `allow_insecure_http`; `timeout` for connecting and for each request; the server's session
+/// or with `allow_insecure_http`; `timeout` for connecting and for each request; redirects followed only
+/// with `follow_redirects` (reqwest's default policy, as the Nextcloud client always had); the server's session
 /// cookies kept in this process's memory only (Nextcloud then skips the password check of each request:
 /// 0.45-0.8 s with a login password, SERVER-BEHAVIOUR.md), gone with it.
 pub(crate) fn http_client(
     url: &mut Url,
     allow_insecure_http: bool,
     timeout: Duration,
+    follow_redirects: bool,
 ) -> Result<reqwest::Client, RemoteError> {
     match url.scheme() {
         "https" => {}
@@ -92,6 +94,11 @@ pub(crate) fn http_client(
         .tcp_nodelay(true)
         .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
         .cookie_store(true)
+        .redirect(if follow_redirects {
+            reqwest::redirect::Policy::default()
+        } else {
+            reqwest::redirect::Policy::none()
+        })
         .build()
         .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))
 }
@@ -100,7 +107,7 @@ impl NextcloudClient {
     /// Builds a client (see [`http_client`]). HTTPS uses rustls with the system's trust roots; plain HTTP is refused unless the
     /// host is a loopback address or `allow_insecure_http` is set.
     pub fn new(mut config: ServerConfig) -> Result<Self, RemoteError> {
-        let http = http_client(&mut config.base_url, config.allow_insecure_http, config.timeout)?;
+        let http = http_client(&mut config.base_url, config.allow_insecure_http, config.timeout, true)?;
         Ok(Self { http, config })
     }
 
