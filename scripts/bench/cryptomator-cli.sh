@@ -105,7 +105,7 @@ for i in $(seq "$ENTRIES"); do head -c 4096 /dev/urandom > "$WORK/src/many/file-
 "$CLOAKFS" vault put "$URL" "$WORK/src/big" /big >/dev/null
 rclone copyto "$WORK/src/big" crypt:big
 give "$WORK/www"
-python3 -m pycryptomator --password "$CLOAKFS_PASSPHRASE" "$WORK/www/Vault" encrypt "$WORK/src/many" /many >/dev/null
+python3 -m pycryptomator --password "$CLOAKFS_PASSPHRASE" "$WORK/www/Vault" encrypt "$WORK/src/many" / >/dev/null
 give "$WORK/www"
 rclone copy "$WORK/src/many" crypt:many --transfers 8
 "$CLOAKFS" vault ls "$URL" /many | wc -l | grep -qx "$ENTRIES" || { echo "the vault does not list $ENTRIES entries" >&2; exit 1; }

@@ -12,7 +12,7 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::hmac;
 use ctr::cipher::{KeyIvInit as _, StreamCipher as _};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use super::{CipherCombo, CryptomatorError, Masterkey};
 use crate::crypto::locked::LockedBytes;
@@ -180,17 +180,34 @@ impl ContentCryptor {
 
     /// Chunk `index` of a file (at most [`CHUNK_SIZE`] clear bytes), encrypted under a fresh nonce.
     pub fn encrypt_chunk(&self, header: &FileHeader, index: u64, clear: &[u8]) -> Vec<u8> {
-        let mut nonce = vec![0u8; self.nonce_len()];
-        random_bytes(&mut nonce);
-        self.seal_chunk(header, index, clear, &nonce)
+        let mut out = Vec::with_capacity(clear.len() + self.chunk_overhead());
+        self.seal_chunk_into(header, index, clear, None, &mut out);
+        out
     }
 
-    fn seal_chunk(&self, header: &FileHeader, index: u64, clear: &[u8], nonce: &[u8]) -> Vec<u8> {
+    /// Appends chunk `index` encrypted to `out`, in place: nonce (fresh, or `fixed_nonce` in tests),
+    /// ciphertext, tag.
+    fn seal_chunk_into(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        clear: &[u8],
+        fixed_nonce: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) {
         debug_assert!(clear.len() <= CHUNK_SIZE);
-        let mut out = Vec::with_capacity(clear.len() + self.chunk_overhead());
-        out.extend_from_slice(nonce);
+        let nonce_start = out.len();
+        match fixed_nonce {
+            Some(nonce) => out.extend_from_slice(nonce),
+            None => {
+                out.resize(nonce_start + self.nonce_len(), 0);
+                random_bytes(&mut out[nonce_start..]);
+            }
+        }
+        let body_start = out.len();
         out.extend_from_slice(clear);
-        let body = &mut out[nonce.len()..];
+        let (head, body) = out.split_at_mut(body_start);
+        let nonce = &head[nonce_start..];
         match self.combo {
             CipherCombo::SivGcm => {
                 let aad = gcm_aad(index, &header.nonce);
@@ -202,11 +219,10 @@ impl ContentCryptor {
             }
             CipherCombo::SivCtrMac => {
                 ctr_apply(header.content_key.as_slice(), nonce, body);
-                let mac = self.mac(&[&header.nonce, &index.to_be_bytes(), &out]);
+                let mac = self.mac(&[&header.nonce, &index.to_be_bytes(), &out[nonce_start..]]);
                 out.extend_from_slice(mac.as_ref());
             }
         }
-        out
     }
 
     /// Chunk `index`, decrypted and authenticated; `path` names the file in errors.
@@ -217,23 +233,45 @@ impl ContentCryptor {
         sealed: &[u8],
         path: &str,
     ) -> Result<Zeroizing<Vec<u8>>, CryptomatorError> {
+        let mut out = Zeroizing::new(Vec::with_capacity(sealed.len()));
+        self.open_chunk_into(header, index, sealed, path, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends chunk `index`, authenticated and decrypted in place, to `out` (which grows without leaving
+    /// copies of its clear text behind); on failure `out` is as it was.
+    fn open_chunk_into(
+        &self,
+        header: &FileHeader,
+        index: u64,
+        sealed: &[u8],
+        path: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptomatorError> {
         let (nonce_len, tag_len) = (self.nonce_len(), self.tag_len());
         if sealed.len() <= nonce_len + tag_len || sealed.len() > self.sealed_chunk_len() {
             return Err(CryptomatorError::malformed(path, format!("chunk {index} has {} bytes", sealed.len())));
         }
         let tampered = || CryptomatorError::tampered(path, format!("chunk {index}"));
         let nonce = &sealed[..nonce_len];
+        reserve_wiping(out, sealed.len());
+        let start = out.len();
         match self.combo {
             CipherCombo::SivGcm => {
-                let mut body = Zeroizing::new(sealed[nonce_len..].to_vec());
+                out.extend_from_slice(&sealed[nonce_len..]);
                 let aad = gcm_aad(index, &header.nonce);
                 let gcm_nonce = Nonce::try_assume_unique_for_key(nonce).expect("12 bytes");
-                let clear_len = gcm_key(header.content_key.as_slice())
-                    .open_in_place(gcm_nonce, Aad::from(&aad[..]), &mut body[..])
-                    .map_err(|_| tampered())?
-                    .len();
-                body.truncate(clear_len);
-                Ok(body)
+                let opened = gcm_key(header.content_key.as_slice())
+                    .open_in_place(gcm_nonce, Aad::from(&aad[..]), &mut out[start..])
+                    .map(|clear| clear.len());
+                match opened {
+                    Ok(clear_len) => out.truncate(start + clear_len),
+                    Err(_) => {
+                        out[start..].zeroize();
+                        out.truncate(start);
+                        return Err(tampered());
+                    }
+                }
             }
             CipherCombo::SivCtrMac => {
                 let (authenticated, tag) = sealed.split_at(sealed.len() - tag_len);
@@ -241,11 +279,11 @@ impl ContentCryptor {
                 if !constant_time_eq(mac.as_ref(), tag) {
                     return Err(tampered());
                 }
-                let mut body = Zeroizing::new(authenticated[nonce_len..].to_vec());
-                ctr_apply(header.content_key.as_slice(), nonce, &mut body[..]);
-                Ok(body)
+                out.extend_from_slice(&authenticated[nonce_len..]);
+                ctr_apply(header.content_key.as_slice(), nonce, &mut out[start..]);
             }
         }
+        Ok(())
     }
 
     /// The clear size of a file of `sealed_size` bytes; `path` names it in errors.
@@ -279,13 +317,13 @@ impl ContentCryptor {
         (first, header + first * full..header + (last + 1) * full)
     }
 
-    /// A whole file, encrypted under a fresh header.
+    /// A whole file, encrypted under a fresh header, chunk by chunk in place.
     pub fn encrypt_file(&self, clear: &[u8]) -> Vec<u8> {
         let header = self.new_header();
-        let mut out = self.encrypt_header(&header);
-        out.reserve(self.ciphertext_size(clear.len() as u64) as usize - out.len());
+        let mut out = Vec::with_capacity(self.ciphertext_size(clear.len() as u64) as usize);
+        out.extend_from_slice(&self.encrypt_header(&header));
         for (index, chunk) in clear.chunks(CHUNK_SIZE).enumerate() {
-            out.extend_from_slice(&self.encrypt_chunk(&header, index as u64, chunk));
+            self.seal_chunk_into(&header, index as u64, chunk, None, &mut out);
         }
         out
     }
@@ -308,12 +346,24 @@ impl ContentCryptor {
         path: &str,
         out: &mut Vec<u8>,
     ) -> Result<(), CryptomatorError> {
+        reserve_wiping(out, sealed_chunks.len());
         for (offset, chunk) in sealed_chunks.chunks(self.sealed_chunk_len()).enumerate() {
-            let clear = self.decrypt_chunk(header, first + offset as u64, chunk, path)?;
-            out.extend_from_slice(&clear);
+            self.open_chunk_into(header, first + offset as u64, chunk, path, out)?;
         }
         Ok(())
     }
+}
+
+/// Makes room for `additional` more bytes in `buffer` (clear text): a larger buffer is allocated, the
+/// contents moved over and the old one wiped, so that growing never leaves a copy in freed memory.
+fn reserve_wiping(buffer: &mut Vec<u8>, additional: usize) {
+    if buffer.capacity() - buffer.len() >= additional {
+        return;
+    }
+    let mut larger = Vec::with_capacity((buffer.len() + additional).max(buffer.capacity() * 2));
+    larger.extend_from_slice(buffer);
+    buffer.zeroize();
+    *buffer = larger;
 }
 
 fn gcm_aad(index: u64, header_nonce: &[u8]) -> Vec<u8> {
@@ -414,12 +464,8 @@ mod tests {
             };
             let mut sealed = cryptor.encrypt_header(&header);
             for (index, (chunk, nonce)) in clear.chunks(CHUNK_SIZE).zip(chunk_nonces).enumerate() {
-                sealed.extend_from_slice(&cryptor.seal_chunk(
-                    &header,
-                    index as u64,
-                    chunk,
-                    &vec![nonce; cryptor.nonce_len()],
-                ));
+                let nonce = vec![nonce; cryptor.nonce_len()];
+                cryptor.seal_chunk_into(&header, index as u64, chunk, Some(&nonce), &mut sealed);
             }
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sealed);
             assert_eq!(hex::encode(digest.as_ref()), expected, "{combo:?}");

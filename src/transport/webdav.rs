@@ -293,7 +293,7 @@ impl Store for DavStore {
                 let end = (range.end as usize).min(body.len());
                 body[start..end].to_vec()
             }
-            _ => body.to_vec(),
+            _ => Vec::from(body),
         })
     }
 
