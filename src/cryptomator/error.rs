@@ -36,6 +36,12 @@ pub enum CryptomatorError {
         /// Which part (file header, chunk N, name, vault configuration).
         what: String,
     },
+    /// No vault at the location given.
+    #[error("no Cryptomator vault at {0} (no vault.cryptomator there): give the vault's own folder")]
+    NoVault(String),
+    /// A vault exists already where one was to be created.
+    #[error("a Cryptomator vault exists already at {0}: nothing was changed")]
+    VaultExists(String),
     /// A clear path that does not exist in the vault.
     #[error("no such file or folder in the vault: {0}")]
     NotFound(String),

@@ -161,10 +161,7 @@ impl<S: Store> CryptomatorVault<S> {
                 Ok(file) if file.version < 8 => unsupported_format(Some(u64::from(file.version))),
                 _ => CryptomatorError::malformed(CONFIG_FILE, "missing beside masterkey.cryptomator"),
             },
-            Err(_) => CryptomatorError::NotFound(format!(
-                "no Cryptomator vault at {} (no vault.cryptomator): give the vault's own folder",
-                store.describe()
-            )),
+            Err(_) => CryptomatorError::NoVault(store.describe()),
         }
     }
 
@@ -185,7 +182,7 @@ impl<S: Store> CryptomatorVault<S> {
         let masterkey_json = MasterkeyFile::create(&masterkey, passphrase).to_json();
         let exists = |error: crate::remote::RemoteError| {
             if error.kind() == RemoteErrorKind::Exists {
-                CryptomatorError::Exists(format!("a vault at {}", store.describe()))
+                CryptomatorError::VaultExists(store.describe())
             } else {
                 error.into()
             }
