@@ -78,6 +78,8 @@ fn exercise_commands(location: &str, cipher: &str, scratch: &Path) {
     ];
     ok(vault(location, &["mkdir", "/docs"], PASSPHRASE));
     ok(vault(location, &["mkdir", "/docs/deeper"], PASSPHRASE));
+    let cycle = fails(vault(location, &["mv", "/docs", "/docs/deeper/inside"], PASSPHRASE));
+    assert!(cycle.contains("into itself"), "{cycle}");
     for (name, content) in &files {
         let local = scratch.join("upload");
         std::fs::write(&local, content).unwrap();

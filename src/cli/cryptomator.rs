@@ -338,6 +338,9 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
             runtime
                 .block_on(async {
                     let (_, entry) = vault.resolve(&source).await?.ok_or(CryptomatorError::InvalidName("/".into()))?;
+                    if entry.kind == EntryKind::Dir && target.len() > source.len() && target.starts_with(&source) {
+                        return Err(CryptomatorError::IntoItself(from.clone()));
+                    }
                     let into_folder = target.is_empty()
                         || matches!(vault.resolve(&target).await, Ok(Some((_, existing))) if existing.kind == EntryKind::Dir && existing.node != entry.node);
                     if into_folder {

@@ -57,6 +57,9 @@ pub enum CryptomatorError {
     /// A folder that still holds entries.
     #[error("folder not empty: {0}")]
     NotEmpty(String),
+    /// A folder cannot move into itself or below itself.
+    #[error("cannot move a folder into itself: {0}")]
+    IntoItself(String),
     /// A name the format cannot hold (empty, `.`, `..`, a `/` or NUL).
     #[error("invalid name {0:?}")]
     InvalidName(String),

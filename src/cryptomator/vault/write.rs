@@ -108,7 +108,8 @@ impl<S: Store> CryptomatorVault<S> {
 
     /// Renames `entry` to `to_name` in the folder `to`; an existing target file is replaced only with
     /// `overwrite` (an existing folder only if it is empty and `entry` is a folder too). A folder keeps its
-    /// id, so its contents do not move.
+    /// id, so its contents do not move. A folder moved into itself is refused here; below itself (which
+    /// would cut it off from the root) the caller must refuse, knowing the paths (`vault mv` does).
     pub async fn rename(
         &self,
         entry: &VaultEntry,
@@ -116,6 +117,9 @@ impl<S: Store> CryptomatorVault<S> {
         to_name: &str,
         overwrite: bool,
     ) -> Result<VaultEntry, CryptomatorError> {
+        if entry.dir_id.as_deref() == Some(to.id.as_str()) {
+            return Err(CryptomatorError::IntoItself(entry.name.clone()));
+        }
         let (target, encrypted) = self.node_for(to, to_name);
         if target.path == entry.node.path {
             return Ok(entry.clone());
