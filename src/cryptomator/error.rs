@@ -1,5 +1,7 @@
-//! Errors of the Cryptomator format. Each names the ciphertext path it is about (never a clear name, so an
-//! error can be logged).
+//! Errors of the Cryptomator format. Errors about stored data (`Malformed`, `Tampered`, `Changed`,
+//! `Unsupported`, `WrongPassphrase`) name the ciphertext path only and may be logged; errors about what the
+//! caller asked for (`NotFound`, `Exists`, `NotADirectory`, `IsADirectory`, `NotEmpty`, `InvalidName`,
+//! `IntoItself`) carry the clear path the user typed, for the CLI's message, and are never logged.
 
 use crate::remote::{RemoteError, RemoteErrorKind};
 
