@@ -2,12 +2,15 @@
 # cloakfs next to the tools people use instead, on identical workloads, in one run, on loopback.
 #
 #   scripts/bench/run.sh [--quick] [--rounds N] [--latency MS] [--targets "cloakfs rclone-writes ..."]
-#                        [--out FILE] [--update-docs]
+#                        [--subject cloakfs|cryptomator] [--out FILE] [--update-docs]
 #
-# Targets: cloakfs (mount over `cloakfs serve`), rclone-writes / rclone-full (rclone crypt remote +
+# Targets: cloakfs (mount over `cloakfs serve`), cryptomator (cloakfs mount of a Cryptomator vault over the
+# same `rclone serve webdav` as rclone crypt), rclone-writes / rclone-full (rclone crypt remote +
 # `rclone mount --vfs-cache-mode writes|full` over `rclone serve webdav`), davfs2 (plain, over the same
 # `rclone serve webdav`), gocryptfs (local cipher dir) and plain (a local dir, the limit). Peers come from
 # Debian: `apt-get install -y rclone davfs2 gocryptfs fuse3 curl openssl iproute2` (the script offers to do it).
+# --subject names the target the ratio columns compare with the others (default cloakfs; the Cryptomator
+# rows: --targets "cryptomator rclone-writes rclone-full" --subject cryptomator).
 # Run as root (mounting davfs2, dropping the page cache for cold reads). --latency MS puts a delaying TCP
 # proxy (delay_proxy.py) between every client and its server. --rounds N runs every target N times,
 # the targets taking turns in each round, and reports each figure's median (peak RSS and plaintext left:
@@ -27,6 +30,7 @@ COMMITS=500         # commits of the repository cloned with git clone
 LATENCY_MS=0
 ROUNDS=1
 TARGETS="cloakfs rclone-writes rclone-full davfs2 gocryptfs plain"
+SUBJECT=cloakfs
 OUT=""
 UPDATE_DOCS=0
 STEP_TIMEOUT=600    # seconds, per timed step and per wait for durability
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
     --latency) LATENCY_MS="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --targets) TARGETS="$2"; shift 2 ;;
+    --subject) SUBJECT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
     -h|--help) usage 0 ;;
@@ -55,7 +60,7 @@ need=()
 for tool in curl openssl fusermount3 perl tar python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
 for target in $TARGETS; do
   case "$target" in
-    rclone-*) command -v rclone >/dev/null || need+=(rclone) ;;
+    rclone-*|cryptomator) command -v rclone >/dev/null || need+=(rclone) ;;
     davfs2) command -v mount.davfs >/dev/null || need+=(davfs2); command -v rclone >/dev/null || need+=(rclone) ;;
     gocryptfs) command -v gocryptfs >/dev/null || need+=(gocryptfs) ;;
   esac
@@ -159,7 +164,7 @@ DAV_PORT=""
 start_dav() {
   [ -n "$DAV_PORT" ] && return 0
   DAV_PORT=$(free_port)
-  mkdir -p "$W/dav"/{davfs,crypt-writes,crypt-full,curl}   # before the server lists (and caches) its root
+  mkdir -p "$W/dav"/{davfs,crypt-writes,crypt-full,cryptomator,curl}   # before the server lists (and caches) its root
   start_bg "$W/dav.log" rclone serve webdav "$W/dav" --addr "127.0.0.1:$DAV_PORT"
   wait_for 30 "rclone serve webdav" curl -sf -o /dev/null -X PROPFIND -H 'Depth: 0' "http://127.0.0.1:$DAV_PORT/"
   DAV_PORT=$(delayed_port "$DAV_PORT")
@@ -221,6 +226,38 @@ cloakfs_remount() { cloakfs_unmount; drop_caches; cloakfs_mount; }
 cloakfs_durable() { sync "$MP"; }   # fsync on the folder commits the batch; returns when the server has it
 cloakfs_stop() { cloakfs_unmount; kill "$CLOAKFS_SERVE_PID" 2>/dev/null; wait "$CLOAKFS_SERVE_PID" 2>/dev/null || true; }
 cloakfs_leftovers() { echo "$W/cloakfs-config $W/cloakfs-run $W/cloakfs-tmp"; }
+
+# cloakfs mount of a Cryptomator vault (format 8, SIV_GCM) over the same rclone serve webdav as rclone crypt.
+# Close uploads the file (so after close the server has it); rclone serve webdav does not fsync, so its
+# disk is synced as for rclone crypt.
+CRYPTOMATOR_ENV=(env XDG_RUNTIME_DIR="$W/cryptomator-run" TMPDIR="$W/cryptomator-tmp"
+  CLOAKFS_PASSPHRASE=bench-passphrase-1234)
+cryptomator_start() {
+  start_dav
+  rm -rf "$W/cryptomator-run" "$W/cryptomator-tmp"
+  mkdir -p "$W/cryptomator-run" "$W/cryptomator-tmp"; chmod 700 "$W/cryptomator-run"
+  # A fresh vault folder each round, made through the server (which caches listings of its folder).
+  CRYPTOMATOR_URL="http://127.0.0.1:$DAV_PORT/cryptomator/vault-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+  curl -sf -X MKCOL "$CRYPTOMATOR_URL/" >/dev/null
+  "${CRYPTOMATOR_ENV[@]}" "$CLOAKFS" vault create "$CRYPTOMATOR_URL" >/dev/null
+  cryptomator_mount
+}
+cryptomator_mount() {
+  : > "$W/cryptomator-mount.log"
+  start_bg "$W/cryptomator-mount.log" "${CRYPTOMATOR_ENV[@]}" "$CLOAKFS" mount "$CRYPTOMATOR_URL" "$MP" \
+    --cache-size "$CACHE_SIZE"
+  MOUNT_PID=$BG_PID
+  wait_for 60 "cloakfs mount of the Cryptomator vault" grep -q ' mounted at ' "$W/cryptomator-mount.log"
+}
+cryptomator_unmount() {
+  note_rss "$MOUNT_PID"
+  "${CRYPTOMATOR_ENV[@]}" "$CLOAKFS" unmount "$MP" >/dev/null
+  wait "$MOUNT_PID" 2>/dev/null || true
+}
+cryptomator_remount() { cryptomator_unmount; drop_caches; cryptomator_mount; }
+cryptomator_durable() { sync "$MP"; sync -f "$W/dav"; }
+cryptomator_stop() { cryptomator_unmount; }
+cryptomator_leftovers() { echo "$W/cryptomator-run $W/cryptomator-tmp"; }
 
 # rclone crypt + rclone mount over rclone serve webdav, cache mode writes or full
 rclone_start() { # rclone_start MODE
@@ -461,7 +498,7 @@ curl -s -o /dev/null "http://127.0.0.1:$DAV_PORT/curl/big"
 CURL_MIBPS=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$DAV_PORT/curl/big" | awk '{printf "%.0f", $1 / 1048576}')
 rm -rf "$W/dav/curl"
 
-if [[ " $TARGETS " == *" cloakfs "* ]]; then
+if [[ " $TARGETS " == *" cloakfs "* || " $TARGETS " == *" cryptomator "* ]]; then
   [ -n "${CLOAKFS_BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --locked -q)
 fi
 METRICS=(write read_cold read_warm ttfb1 ttfbbig create smallread ls_cold ls_warm rename mkdir rmdir untar gitclone rss left)
@@ -512,19 +549,19 @@ report() {
     [left]="files with plaintext left after unmount")
   declare -A lower=([ttfb1]=1 [ttfbbig]=1 [ls_cold]=1 [ls_warm]=1 [untar]=1 [gitclone]=1)
   local peers=() t
-  for t in $TARGETS; do [ "$t" = cloakfs ] || peers+=("$t"); done
+  for t in $TARGETS; do [ "$t" = "$SUBJECT" ] || peers+=("$t"); done
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ), added latency ${LATENCY_MS} ms per round trip$([ "$LATENCY_MS" -gt 0 ] && echo " (delaying proxy)"), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)."
   echo "Ceilings: openssl speed -evp aes-128-gcm ${AES_MIBPS} MiB/s (16 KiB blocks, one core); loopback curl GET of ${SIZE_MIB} MiB from rclone serve webdav ${CURL_MIBPS} MiB/s."
   echo
   printf '| workload |'; for t in $TARGETS; do printf ' %s |' "$t"; done
-  for t in "${peers[@]}"; do printf ' cloakfs ÷ %s |' "$t"; done; echo
+  for t in "${peers[@]}"; do printf ' %s ÷ %s |' "$SUBJECT" "$t"; done; echo
   printf '|---|'; for t in $TARGETS "${peers[@]}"; do printf -- '---:|'; done; echo
   local m v c p
   for m in "${metrics[@]}"; do
     printf '| %s |' "${label[$m]}"
     for t in $TARGETS; do v=${R[$t,$m]:-–}; printf ' %s |' "$v"; done
     for t in "${peers[@]}"; do
-      c=${R[cloakfs,$m]:-} p=${R[$t,$m]:-}
+      c=${R[$SUBJECT,$m]:-} p=${R[$t,$m]:-}
       if [ "$m" = rss ] || [ "$m" = left ] || [ -z "$c" ] || [ -z "$p" ] || [ "$p" = n/a ]; then printf ' |'; continue; fi
       if [ -n "${lower[$m]:-}" ]; then
         awk -v c="$c" -v p="$p" 'BEGIN { if (c > 0) printf " %.2f× |", p / c; else printf " – |" }'
@@ -535,18 +572,16 @@ report() {
     echo
   done
   echo
-  echo "Ratios: how many times better cloakfs is (speed ÷ speed, or time ÷ time inverted): above 1 cloakfs wins."
+  echo "Ratios: how many times better $SUBJECT is (speed ÷ speed, or time ÷ time inverted): above 1 $SUBJECT wins."
   if [ "$ROUNDS" -gt 1 ]; then
     echo "Each figure is the median of $ROUNDS rounds (the targets took turns in each round); peak RSS and plaintext"
-    echo "files left are the largest. Every round's figures, cloakfs / rclone-writes:"
+    echo "files left are the largest. Every round's figures, $SUBJECT / rclone-writes:"
     echo
     for m in "${metrics[@]}"; do
       case "$m" in rss|left) continue ;; esac
-      echo "- ${label[$m]}: ${ALL[cloakfs,$m]:-–}/ ${ALL[rclone-writes,$m]:-–}"
+      echo "- ${label[$m]}: ${ALL[$SUBJECT,$m]:-–}/ ${ALL[rclone-writes,$m]:-–}"
     done
   fi
-  echo
-  echo "Targets (issue 7):"
   check() { # check DESCRIPTION VALUE OP BOUND
     local verdict
     if [ -z "$2" ] || [ -z "$4" ]; then verdict="not measured"
@@ -554,6 +589,21 @@ report() {
     else verdict="**missed**"; fi
     echo "- $1: $verdict ($2 $3 $4)"
   }
+  if [ "$SUBJECT" = cryptomator ]; then
+    echo
+    echo "Targets (issue 22):"
+    local wt=${R[rclone-writes,ttfbbig]:-} ft=${R[rclone-full,ttfbbig]:-}
+    check "time to first byte of ${SIZE_MIB} MiB ≤ 2× rclone crypt, writes (ms)" "${R[cryptomator,ttfbbig]:-}" "<=" "${wt:+$((wt * 2))}"
+    check "time to first byte of ${SIZE_MIB} MiB ≤ 2× rclone crypt, full (ms)" "${R[cryptomator,ttfbbig]:-}" "<=" "${ft:+$((ft * 2))}"
+    check "plaintext files left after unmount = 0" "${R[cryptomator,left]:-}" "==" 0
+    echo
+    echo "Machine and versions:"
+    echo "- $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; $(. /etc/os-release; echo "$PRETTY_NAME")"
+    versions
+    return
+  fi
+  echo
+  echo "Targets (issue 7):"
   local rw=${R[rclone-writes,write]:-} gc=${R[gocryptfs,read_warm]:-}
   local budget=$(( $(numfmt --from=iec "$CACHE_SIZE") / 1048576 + 64 ))
   check "write until durable ≥ 2× rclone crypt (writes)" "${R[cloakfs,write]:-}" ">=" "${rw:+$((rw * 2))}"

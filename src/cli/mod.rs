@@ -40,7 +40,8 @@ pub enum Command {
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Mount an end-to-end encrypted folder as a local folder (FUSE): decrypted names, files fetched and
-    /// decrypted on open into RAM, changes encrypted and uploaded on close.
+    /// decrypted on open into RAM, changes encrypted and uploaded on close. A Cryptomator vault is mounted
+    /// with `cloakfs mount [--cryptomator] LOCATION MOUNTPOINT` (see `cloakfs mount --cryptomator --help`).
     Mount(mount::MountArgs),
     /// Upload pending changes and unmount a cloakfs mount.
     Unmount(mount::UnmountArgs),
@@ -77,7 +78,14 @@ pub fn main_with(platform_mount: impl FnOnce(mount::MountArgs) -> anyhow::Result
         )
         .with_writer(std::io::stderr)
         .init();
-    match run_with(Cli::parse(), platform_mount) {
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A Cryptomator vault has its own `cloakfs mount` arguments (a location, no Nextcloud server or mnemonic).
+    let result = if mount::is_vault_mount(&arguments) {
+        mount::run_vault_mount(arguments)
+    } else {
+        run_with(Cli::parse_from(arguments), platform_mount)
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cloakfs: error: {}", describe_error(&error));

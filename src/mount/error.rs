@@ -4,6 +4,7 @@
 //! here, once.
 
 use crate::crypto::file_cipher::FileCipherError;
+use crate::cryptomator::CryptomatorError;
 use crate::remote::RemoteErrorKind;
 use crate::vault::VaultError;
 
@@ -67,24 +68,49 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// The engine error for a failure of the server or store, by its kind.
+    pub fn from_remote_kind(kind: RemoteErrorKind) -> Self {
+        match kind {
+            RemoteErrorKind::Unauthorized | RemoteErrorKind::Forbidden => Self::AccessDenied,
+            RemoteErrorKind::NotFound => Self::NotFound,
+            RemoteErrorKind::NoSpace => Self::NoSpace,
+            RemoteErrorKind::Locked => Self::Busy,
+            RemoteErrorKind::Unreachable => Self::Unreachable,
+            RemoteErrorKind::LockLost => Self::LockLost,
+            RemoteErrorKind::CounterRefused
+            | RemoteErrorKind::Exists
+            | RemoteErrorKind::Changed
+            | RemoteErrorKind::Protocol
+            | RemoteErrorKind::BadConfiguration
+            | RemoteErrorKind::Failed => Self::Io,
+        }
+    }
+
+    /// The engine error for a Cryptomator vault error: failed authentication and malformed structures are
+    /// [`FsError::Tampered`], the store's kinds their counterparts, the namespace errors theirs.
+    pub fn from_cryptomator(error: &CryptomatorError) -> Self {
+        match error {
+            CryptomatorError::Remote(remote) => Self::from_remote_kind(remote.kind()),
+            CryptomatorError::Tampered { .. } | CryptomatorError::Malformed { .. } => Self::Tampered,
+            CryptomatorError::NotFound(_) => Self::NotFound,
+            CryptomatorError::Exists(_) => Self::Exists,
+            CryptomatorError::NotADirectory(_) => Self::NotADirectory,
+            CryptomatorError::IsADirectory(_) => Self::IsADirectory,
+            CryptomatorError::NotEmpty(_) => Self::NotEmpty,
+            CryptomatorError::IntoItself(_) | CryptomatorError::InvalidName(_) => Self::InvalidArgument,
+            CryptomatorError::Unsupported { .. } => Self::NotSupported,
+            CryptomatorError::Changed { .. }
+            | CryptomatorError::WrongPassphrase { .. }
+            | CryptomatorError::NoVault(_)
+            | CryptomatorError::VaultExists(_) => Self::Io,
+        }
+    }
+
     /// The engine error for a vault error: tampering and untrusted keys are [`FsError::Tampered`], the
     /// remote's kinds their counterparts, the namespace errors theirs.
     pub fn from_vault(error: &VaultError) -> Self {
         match error {
-            VaultError::Remote(remote) => match remote.kind() {
-                RemoteErrorKind::Unauthorized | RemoteErrorKind::Forbidden => Self::AccessDenied,
-                RemoteErrorKind::NotFound => Self::NotFound,
-                RemoteErrorKind::NoSpace => Self::NoSpace,
-                RemoteErrorKind::Locked => Self::Busy,
-                RemoteErrorKind::Unreachable => Self::Unreachable,
-                RemoteErrorKind::LockLost => Self::LockLost,
-                RemoteErrorKind::CounterRefused
-                | RemoteErrorKind::Exists
-                | RemoteErrorKind::Changed
-                | RemoteErrorKind::Protocol
-                | RemoteErrorKind::BadConfiguration
-                | RemoteErrorKind::Failed => Self::Io,
-            },
+            VaultError::Remote(remote) => Self::from_remote_kind(remote.kind()),
             // A local failure while storing decrypted content (e.g. a full disk under the spill file).
             VaultError::Content { source: FileCipherError::Io(io), .. } => Self::from_io(io),
             VaultError::Metadata { .. } | VaultError::Content { .. } | VaultError::MissingBlob(_) => Self::Tampered,

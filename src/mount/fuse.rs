@@ -1,4 +1,4 @@
-//! The fuser adapter: translates kernel requests into calls on [`Core`] and replies from tokio tasks, so a
+//! The fuser adapter: translates kernel requests into calls on an [`Engine`] and replies from tokio tasks, so a
 //! slow download never holds up the FUSE session (other files and `ls` keep working). Only this file knows
 //! fuser; the core does not.
 
@@ -12,9 +12,9 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::core::{Attributes, Core, NodeType, OpenMode};
+use super::core::{Attributes, NodeType, OpenMode};
+use super::engine::Engine;
 use super::error::FsError;
-use crate::remote::Remote;
 
 /// `S_IFMT` and `S_IFREG` as the u32 of FUSE's mode argument (`mode_t` is u16 on macOS).
 #[allow(clippy::unnecessary_cast)]
@@ -42,15 +42,15 @@ fn no_replace(_flags: RenameFlags) -> Result<bool, Errno> {
 /// after the core's own dir cache time.
 const ATTR_TTL: Duration = Duration::from_secs(1);
 
-/// The fuser file system over a [`Core`].
-pub struct FuseAdapter<R: Remote + 'static> {
-    core: Arc<Core<R>>,
+/// The fuser file system over an [`Engine`].
+pub struct FuseAdapter<E: Engine> {
+    core: Arc<E>,
     runtime: tokio::runtime::Handle,
 }
 
-impl<R: Remote + 'static> FuseAdapter<R> {
+impl<E: Engine> FuseAdapter<E> {
     /// An adapter that runs `core`'s operations on `runtime`.
-    pub fn new(core: Arc<Core<R>>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(core: Arc<E>, runtime: tokio::runtime::Handle) -> Self {
         Self { core, runtime }
     }
 
@@ -133,7 +133,7 @@ fn to_system_time(time: TimeOrNow) -> SystemTime {
     }
 }
 
-impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
+impl<E: Engine> Filesystem for FuseAdapter<E> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let core = self.core.clone();
         let name = name_of(name);
@@ -445,10 +445,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let core = self.core.clone();
-        self.spawn(async move {
-            core.wait_for_background().await;
-            answer_empty(reply, core.commit_now().await)
-        });
+        self.spawn(async move { answer_empty(reply, core.sync_all().await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -520,7 +517,7 @@ impl<R: Remote + 'static> Filesystem for FuseAdapter<R> {
     }
 }
 
-impl<R: Remote + 'static> FuseAdapter<R> {
+impl<E: Engine> FuseAdapter<E> {
     /// A `Send` closure building kernel attributes (tasks cannot borrow `self`).
     fn attr_maker(&self) -> impl Fn(&Attributes) -> FileAttr + Send + 'static {
         let attr = FuseAttr { owner: self.core.owner() };

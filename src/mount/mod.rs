@@ -12,6 +12,8 @@ pub mod content;
 #[cfg(any(unix, windows))]
 pub mod control;
 pub mod core;
+pub mod cryptomator;
+pub mod engine;
 pub mod error;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fuse;

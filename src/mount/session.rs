@@ -1,4 +1,4 @@
-//! The mount session (Linux): mount the FUSE adapter over a [`Core`], answer `cloakfs status`, `unmount` and
+//! The mount session (Linux): mount the FUSE adapter over an [`Engine`], answer `cloakfs status`, `unmount` and
 //! `lock` on the control socket, stop on a signal, an external unmount, the idle timeout (travel mode) or a
 //! suspend, and on the way out upload everything, detach and wipe.
 
@@ -9,16 +9,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::control::{self, MountStatus, Reply, Request};
-use super::core::Core;
+use super::engine::Engine;
 use super::table::{absolute, detach, prepare_mountpoint};
 use super::{fuse, suspend, MountError, MountInfo};
-use crate::remote::Remote;
 
 /// Mounts `core` at `info.mountpoint` and serves until asked to stop; then uploads everything still dirty,
 /// unmounts and wipes the core's memory. `ready` is called once the file system is mounted.
-pub fn run<R: Remote + 'static>(
+pub fn run<E: Engine>(
     runtime: &tokio::runtime::Runtime,
-    core: Arc<Core<R>>,
+    core: Arc<E>,
     info: MountInfo,
     ready: impl FnOnce(&Path),
 ) -> Result<(), MountError> {
@@ -40,7 +39,7 @@ pub fn run<R: Remote + 'static>(
         .map_err(|error| MountError::Mount { path: mountpoint.clone(), reason: error.to_string() })?;
     let session =
         session.spawn().map_err(|error| MountError::Mount { path: mountpoint.clone(), reason: error.to_string() })?;
-    tracing::info!(file_id = core.root_file_id(), "mounted");
+    tracing::info!(file_id = core.log_id(), "mounted");
 
     let socket_path = control::own_socket()?;
     let _ = std::fs::remove_file(&socket_path);
@@ -50,8 +49,8 @@ pub fn run<R: Remote + 'static>(
     result
 }
 
-async fn serve<R: Remote + 'static>(
-    core: Arc<Core<R>>,
+async fn serve<E: Engine>(
+    core: Arc<E>,
     info: &MountInfo,
     mountpoint: &Path,
     socket_path: &Path,
@@ -64,7 +63,7 @@ async fn serve<R: Remote + 'static>(
         .map_err(|error| control::ControlError::Socket { path: socket_path.to_owned(), reason: error.to_string() })?;
     ready(mountpoint);
 
-    let ticker = core.spawn_ticker();
+    let ticker = core.clone().spawn_ticker();
     // Unmount and lock requests hand over their connection: the reply is written after the unmount.
     let (stop_sender, mut stop_requests) = tokio::sync::mpsc::channel::<(Request, tokio::net::unix::OwnedWriteHalf)>(4);
     let status_of = {
@@ -134,7 +133,7 @@ async fn serve<R: Remote + 'static>(
                 eprintln!("cloakfs: {reason}: uploading, unmounting and wiping");
                 Stop::Suspend
             }
-            _ = idle(&core, idle_timeout) => {
+            _ = idle(&*core, idle_timeout) => {
                 eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
                 Stop::Now
             }
@@ -160,7 +159,7 @@ async fn serve<R: Remote + 'static>(
                 let refusal = "not unmounted: {waiting} file(s) could not be uploaded (server unreachable?) and \
                                exist only in this mount's memory; they are retried in the background. Run \
                                `cloakfs unmount` again later, or `cloakfs lock --discard` to drop them";
-                if let Some(writer) = upload_or_refuse(&core, writer, refusal, &status_of).await {
+                if let Some(writer) = upload_or_refuse(&*core, writer, refusal, &status_of).await {
                     requester = Some(writer);
                     break false;
                 }
@@ -175,7 +174,7 @@ async fn serve<R: Remote + 'static>(
             Stop::Lock(writer, false) => {
                 let refusal = "not locked: {waiting} file(s) could not be uploaded (server unreachable?); retry, \
                                or `cloakfs lock --discard` to drop them";
-                if let Some(writer) = upload_or_refuse(&core, writer, refusal, &status_of).await {
+                if let Some(writer) = upload_or_refuse(&*core, writer, refusal, &status_of).await {
                     requester = Some(writer);
                     break false;
                 }
@@ -184,7 +183,7 @@ async fn serve<R: Remote + 'static>(
     };
 
     // Upload everything while still mounted, then detach, wait for the kernel to let go, upload late writes.
-    let flushed = discarded || suspending || flush_until_clean(&core).await;
+    let flushed = discarded || suspending || flush_until_clean(&*core).await;
     if !externally_unmounted {
         if let Err(error) = detach(mountpoint) {
             tracing::warn!(%error, "unmount failed");
@@ -205,7 +204,7 @@ async fn serve<R: Remote + 'static>(
     if discarded {
         core.discard_dirty().await;
     }
-    let flushed = flushed && flush_until_clean(&core).await;
+    let flushed = flushed && flush_until_clean(&*core).await;
     ticker.abort();
     let status = status_of();
     if let Some(mut requester) = requester {
@@ -249,7 +248,7 @@ async fn next_lock(watch: &mut Option<suspend::SuspendWatch>) -> suspend::LockRe
 }
 
 /// Resolves once the mount has been idle for `timeout` (never without one).
-async fn idle<R: Remote + 'static>(core: &Core<R>, timeout: Option<Duration>) {
+async fn idle<E: Engine>(core: &E, timeout: Option<Duration>) {
     match timeout {
         Some(timeout) => core.idle_after(timeout).await,
         None => std::future::pending().await,
@@ -266,8 +265,8 @@ async fn write_reply(writer: &mut tokio::net::unix::OwnedWriteHalf, reply: &Repl
 /// Uploads and commits everything (two tries) and hands `writer` back to go on stopping; otherwise answers
 /// `refusal` (its `{waiting}` replaced by the count of files not uploaded) with the status, and the mount
 /// stays.
-async fn upload_or_refuse<R: Remote + 'static>(
-    core: &Core<R>,
+async fn upload_or_refuse<E: Engine>(
+    core: &E,
     mut writer: tokio::net::unix::OwnedWriteHalf,
     refusal: &str,
     status_of: &impl Fn() -> MountStatus,
@@ -282,7 +281,7 @@ async fn upload_or_refuse<R: Remote + 'static>(
 }
 
 /// Uploads and commits until nothing is dirty. Retries while the server fails; a second Ctrl-C gives up.
-async fn flush_until_clean<R: Remote + 'static>(core: &Core<R>) -> bool {
+async fn flush_until_clean<E: Engine>(core: &E) -> bool {
     let mut attempt = 0u32;
     loop {
         if core.flush_all().await {

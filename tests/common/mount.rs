@@ -116,43 +116,46 @@ impl Account {
     ) -> Mounted {
         let mut command = self.mount_command("/Vault", &dir.0, &self.mnemonic);
         customize(&mut command);
-        let mut child = command
+        command
             .args(if extra.contains(&"--dir-cache-time") { &[][..] } else { &["--dir-cache-time", "1"][..] })
             .args(if extra.contains(&"--commit-delay") { &[][..] } else { &["--commit-delay", "200"][..] })
-            .args(extra)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = String::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains(" mounted at ") {
-                        break;
-                    }
+            .args(extra);
+        start_mount(command, dir, self.runtime_dir())
+    }
+}
+
+/// Starts `command` (a `cloakfs mount` at `dir` using `runtime_dir` for control sockets) and returns once
+/// it reports the mount ready; its log is kept and echoed.
+pub fn start_mount(mut command: std::process::Command, dir: TempDir, runtime_dir: PathBuf) -> Mounted {
+    let mut child = command.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(" mounted at ") {
+                    break;
                 }
-                _ => {
-                    let status = child.wait().unwrap();
-                    panic!("mount exited ({status}) before mounting:\n{seen}");
-                }
+            }
+            _ => {
+                let status = child.wait().unwrap();
+                panic!("mount exited ({status}) before mounting:\n{seen}");
             }
         }
-        // Keep draining stderr (logs) so the mount never blocks on a full pipe.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("[mount] {line}");
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Mounted { child: Some(child), dir, log, runtime_dir: self.runtime_dir() }
     }
+    // Keep draining stderr (logs) so the mount never blocks on a full pipe.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("[mount] {line}");
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    Mounted { child: Some(child), dir, log, runtime_dir }
 }
 
 /// A running `cloakfs mount`.

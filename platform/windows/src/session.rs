@@ -30,10 +30,10 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
              ...`) and stop it with `cloakfs unmount`"
         );
     }
-    if args.travel && args.mnemonic.mnemonic_file.is_some() {
+    if args.options.travel && args.mnemonic.mnemonic_file.is_some() {
         bail!("--travel does not read the mnemonic from a file; type it when asked");
     }
-    let password = args.connection.password_from(!args.travel)?;
+    let password = args.connection.password_from(!args.options.travel)?;
     let mnemonic = args.mnemonic.read_text()?;
     // Spill files: %TEMP%, opened delete-on-close and encrypted under a key that exists only in RAM.
     let (runtime, core, info) = cloakfs::cli::mount::open_engine(&args, password, &mnemonic, std::env::temp_dir())?;

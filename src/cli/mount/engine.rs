@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use zeroize::Zeroizing;
 
 use super::super::common::{parse_mnemonic, runtime};
-use super::{MountArgs, TRAVEL_IDLE_TIMEOUT};
+use super::MountArgs;
 use crate::mount::core::{Core, CoreOptions};
 use crate::mount::MountInfo;
 use crate::remote::NextcloudClient;
@@ -25,10 +25,7 @@ pub fn open_engine(
     default_spill_dir: PathBuf,
 ) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Core<NextcloudClient>>, MountInfo)> {
     let mnemonic = parse_mnemonic(mnemonic_text)?;
-    let spill_directory = args.spill_dir.clone().unwrap_or(default_spill_dir);
-    crate::mount::content::Spill::new(spill_directory.clone(), 0).check().with_context(|| {
-        format!("cannot create temporary files in {} (give another --spill-dir)", spill_directory.display())
-    })?;
+    let spill_directory = args.options.spill_directory(default_spill_dir)?;
     let client = args.connection.client_with(password)?;
     let mut trust = args.connection.trust_store()?;
     let runtime = runtime()?;
@@ -48,14 +45,9 @@ pub fn open_engine(
         Err(error) => return Err(error).with_context(|| format!("opening {}", args.remote)),
     };
     let options = CoreOptions {
-        dir_cache_time: Duration::from_secs_f64(args.dir_cache_time.max(0.0)),
-        cache_size: args.cache_size,
         commit_delay: Duration::from_millis(args.commit_delay),
-        spill_above: args.spill_above.unwrap_or(args.cache_size),
-        spill_directory,
-        device: args.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
         write_behind: args.write_behind,
-        ..CoreOptions::default()
+        ..args.options.core_options(spill_directory)
     };
     let core = Arc::new(Core::new(vault, tree, root, options));
     let info = MountInfo {
@@ -63,8 +55,8 @@ pub fn open_engine(
         server,
         user: args.connection.user.clone(),
         remote: args.remote.clone(),
-        idle_timeout: args.idle_timeout.or(args.travel.then_some(TRAVEL_IDLE_TIMEOUT)),
-        lock_on_suspend: args.lock_on_suspend,
+        idle_timeout: args.options.idle_timeout(),
+        lock_on_suspend: args.options.lock_on_suspend,
     };
     Ok((runtime, core, info))
 }

@@ -10,30 +10,18 @@ mod commands;
 mod engine;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod unix;
+mod vault;
 #[cfg(any(unix, windows))]
 pub use commands::{lock, status, unmount};
 pub use engine::open_engine;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use unix::run;
-
-/// Checks the folder to mount before anything else: a Cryptomator vault's URL or folder is refused with
-/// what works today (`cloakfs vault …`), not with a question about a Nextcloud server.
-fn parse_remote_folder(text: &str) -> Result<String, String> {
-    let is_cryptomator_folder = std::path::Path::new(text).join("vault.cryptomator").is_file();
-    if crate::transport::is_url(text) || is_cryptomator_folder {
-        return Err(format!(
-            "{text} looks like a Cryptomator vault: mounting Cryptomator vaults is not built yet; list, read and \
-             change it with `cloakfs vault ls|get|put|mv|rm|mkdir {text} …` (README, \"Cryptomator vaults\")"
-        ));
-    }
-    Ok(text.to_owned())
-}
+pub use vault::{is_vault_mount, run_from as run_vault_mount, VaultMountArgs};
 
 /// Options of `cloakfs mount`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MountArgs {
     /// The encrypted folder on the server, e.g. /Vault (or a folder inside one).
-    #[arg(value_parser = parse_remote_folder)]
     pub remote: String,
     /// Where to mount it (an existing, empty directory).
     pub mountpoint: PathBuf,
@@ -43,6 +31,30 @@ pub struct MountArgs {
     /// The mnemonic.
     #[command(flatten)]
     pub mnemonic: MnemonicArgs,
+    /// Caches, spill, device name and travel mode.
+    #[command(flatten)]
+    pub options: MountOptions,
+    /// Files up to this size are queued at close and uploaded by the next commit, so close returns at once
+    /// (fast `tar x`, `cp -r`, `git`) and a file removed or replaced before the commit never reaches the
+    /// server; larger files, and all files after a failed upload, are uploaded before close returns so close
+    /// reports errors. 0: close always waits. fsync always waits for the server.
+    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
+    pub write_behind: u64,
+    /// Milliseconds of quiet after the last change before the batch is committed to the server.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub commit_delay: u64,
+    /// Detach and run in the background (logs are discarded; see `cloakfs status`).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Internal: read the password and mnemonic from stdin and report readiness on stdout (used by --daemon).
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+/// The options every kind of mount has (a Nextcloud folder, a Cryptomator vault): caches, the encrypted
+/// spill, this device's name, travel mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountOptions {
     /// Seconds a folder listing is trusted before its ETag is checked again (changes by other clients
     /// appear after at most this long).
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
@@ -62,15 +74,6 @@ pub struct MountArgs {
     /// device changed a file this mount also changed (default: the host name). Stored encrypted.
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
-    /// Files up to this size are queued at close and uploaded by the next commit, so close returns at once
-    /// (fast `tar x`, `cp -r`, `git`) and a file removed or replaced before the commit never reaches the
-    /// server; larger files, and all files after a failed upload, are uploaded before close returns so close
-    /// reports errors. 0: close always waits. fsync always waits for the server.
-    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
-    pub write_behind: u64,
-    /// Milliseconds of quiet after the last change before the batch is committed to the server.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pub commit_delay: u64,
     /// Unmount, wipe and exit after this long without file activity (reads, writes, listings, changes; an
     /// idle open file does not count), e.g. 15m, 90s, 1h.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -83,12 +86,37 @@ pub struct MountArgs {
     /// screen-saver signals over D-Bus). Refuses to mount if the system D-Bus cannot be watched.
     #[arg(long)]
     pub lock_on_suspend: bool,
-    /// Detach and run in the background (logs are discarded; see `cloakfs status`).
-    #[arg(long)]
-    pub daemon: bool,
-    /// Internal: read the password and mnemonic from stdin and report readiness on stdout (used by --daemon).
-    #[arg(long, hide = true)]
-    pub daemon_child: bool,
+}
+
+impl MountOptions {
+    /// The folder for spill files (`--spill-dir`, else `default`), checked to accept an anonymous file.
+    pub fn spill_directory(&self, default: PathBuf) -> anyhow::Result<PathBuf> {
+        let directory = self.spill_dir.clone().unwrap_or(default);
+        crate::mount::content::Spill::new(directory.clone(), 0).check().map_err(|error| {
+            anyhow::anyhow!(
+                "cannot create temporary files in {} (give another --spill-dir): {error}",
+                directory.display()
+            )
+        })?;
+        Ok(directory)
+    }
+
+    /// The engine's options from these (the Nextcloud-only ones at their defaults).
+    pub fn core_options(&self, spill_directory: PathBuf) -> crate::mount::core::CoreOptions {
+        crate::mount::core::CoreOptions {
+            dir_cache_time: Duration::from_secs_f64(self.dir_cache_time.max(0.0)),
+            cache_size: self.cache_size,
+            spill_above: self.spill_above.unwrap_or(self.cache_size),
+            spill_directory,
+            device: self.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
+            ..crate::mount::core::CoreOptions::default()
+        }
+    }
+
+    /// The idle timeout: `--idle-timeout`, else with `--travel` [`TRAVEL_IDLE_TIMEOUT`].
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout.or(self.travel.then_some(TRAVEL_IDLE_TIMEOUT))
+    }
 }
 
 /// The idle timeout of `--travel` when none is given.

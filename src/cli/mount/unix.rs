@@ -14,7 +14,7 @@ use crate::mount;
 
 /// Runs `cloakfs mount`.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
-    if args.travel && args.mnemonic.mnemonic_file.is_some() {
+    if args.options.travel && args.mnemonic.mnemonic_file.is_some() {
         bail!(
             "--travel does not read the mnemonic from a file (a file on this laptop would outlive the mount); \
              type it when asked"
@@ -33,7 +33,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         lines.read_line(&mut mnemonic).context("reading the mnemonic from the parent")?;
         (Zeroizing::new(password.trim_end_matches('\n').to_owned()), mnemonic)
     } else {
-        (args.connection.password_from(!args.travel)?, args.mnemonic.read_text()?)
+        (args.connection.password_from(!args.options.travel)?, args.mnemonic.read_text()?)
     };
     let result = mount_with(&args, password, &mnemonic_text);
     if args.daemon_child {
@@ -73,7 +73,7 @@ pub(super) fn default_spill_dir() -> PathBuf {
 /// reports the mount ready (or its error).
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
-    let password = args.connection.password_from(!args.travel)?;
+    let password = args.connection.password_from(!args.options.travel)?;
     let mnemonic = args.mnemonic.read_text()?;
     parse_mnemonic(&mnemonic)?;
     let executable = std::env::current_exe().context("finding the cloakfs executable")?;

@@ -4,28 +4,28 @@
 use super::*;
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
-pub(super) struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
+pub(crate) struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
 
 impl<K: std::hash::Hash + Eq + Clone> KeyedLocks<K> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Mutex::new(HashMap::new()))
     }
 
-    pub(super) async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
+    pub(crate) async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
         let mutex = lock(&self.0).entry(key.clone()).or_default().clone();
         let guard = mutex.clone().lock_owned().await;
         KeyedGuard { locks: self, key: key.clone(), _guard: guard, mutex }
     }
 
     /// The lock of `key` if nobody holds it.
-    pub(super) fn try_lock(&self, key: &K) -> Option<KeyedGuard<'_, K>> {
+    pub(crate) fn try_lock(&self, key: &K) -> Option<KeyedGuard<'_, K>> {
         let mutex = lock(&self.0).entry(key.clone()).or_default().clone();
         let guard = mutex.clone().try_lock_owned().ok()?;
         Some(KeyedGuard { locks: self, key: key.clone(), _guard: guard, mutex })
     }
 }
 
-pub(super) struct KeyedGuard<'a, K: std::hash::Hash + Eq + Clone> {
+pub(crate) struct KeyedGuard<'a, K: std::hash::Hash + Eq + Clone> {
     locks: &'a KeyedLocks<K>,
     key: K,
     _guard: tokio::sync::OwnedMutexGuard<()>,

@@ -28,7 +28,7 @@ mod commit;
 mod conflict;
 mod folders;
 mod handles;
-mod keyed_locks;
+pub(crate) mod keyed_locks;
 mod namespace;
 mod nodes;
 mod prefetch;

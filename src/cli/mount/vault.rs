@@ -1,0 +1,109 @@
+//! `cloakfs mount [--cryptomator] LOCATION MOUNTPOINT`: a Cryptomator vault (format 8) on a WebDAV server or
+//! in a local folder, mounted with FUSE. The format is found from the location (`vault.cryptomator`), not
+//! from the flag; the flag only says so when the location alone does not show it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::MountOptions;
+use crate::cli::cryptomator::LocationArgs;
+
+/// `cloakfs mount` of a Cryptomator vault.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "cloakfs mount",
+    about = "Mount a Cryptomator vault (format 8) from a WebDAV server or a local folder: decrypted names, \
+             files read by chunks as they are read, changes encrypted and uploaded at close"
+)]
+pub struct VaultMountArgs {
+    /// The vault and how to reach it.
+    #[command(flatten)]
+    pub location: LocationArgs,
+    /// Where to mount it (an existing, empty directory).
+    pub mountpoint: PathBuf,
+    /// The location is a Cryptomator vault (found from the location anyway; this only makes it explicit).
+    #[arg(long)]
+    pub cryptomator: bool,
+    /// Caches, spill, device name and travel mode.
+    #[command(flatten)]
+    pub options: MountOptions,
+}
+
+/// Whether `cloakfs ARGUMENTS` is a mount of a Cryptomator vault: `mount` with `--cryptomator`, a URL
+/// (Nextcloud folders are given as a path and `--server`), or a local folder holding `vault.cryptomator`.
+pub fn is_vault_mount(arguments: &[OsString]) -> bool {
+    if arguments.get(1).and_then(|command| command.to_str()) != Some("mount") {
+        return false;
+    }
+    let mut previous = "";
+    for argument in arguments.iter().skip(2).filter_map(|argument| argument.to_str()) {
+        let option_value = matches!(previous, "--server" | "--user" | "--pin-file" | "--mnemonic-file" | "--spill-dir");
+        previous = argument;
+        if argument == "--cryptomator" {
+            return true;
+        }
+        if option_value || argument.starts_with('-') {
+            continue;
+        }
+        if crate::transport::is_url(argument)
+            || std::path::Path::new(argument).join(crate::cryptomator::config::CONFIG_FILE).is_file()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Parses `cloakfs mount …` as a vault mount and runs it.
+pub fn run_from(arguments: Vec<OsString>) -> anyhow::Result<()> {
+    let args = <VaultMountArgs as clap::Parser>::parse_from(
+        std::iter::once(OsString::from("cloakfs mount")).chain(arguments.into_iter().skip(2)),
+    );
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    return run(args);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    anyhow::bail!(
+        "mounting a Cryptomator vault ({}) is built for Linux and macOS only so far; on this system use          `cloakfs vault ls|get|put|mv|rm|mkdir`",
+        args.location.location
+    )
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+/// Opens the vault (WebDAV password, then the vault passphrase), mounts it and serves until unmounted,
+/// locked or idle; then uploads what changed, unmounts and wipes.
+pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    use crate::cli::cryptomator::passphrase;
+    use crate::cryptomator::CryptomatorVault;
+    use crate::mount::cryptomator::CryptomatorFs;
+    use crate::mount::MountInfo;
+
+    let spill_directory = args.options.spill_directory(super::unix::default_spill_dir())?;
+    let store = args.location.store()?;
+    let passphrase = passphrase("vault passphrase: ")?;
+    let runtime = crate::cli::common::runtime()?;
+    let vault = runtime
+        .block_on(CryptomatorVault::open(store, &passphrase))
+        .with_context(|| format!("opening the vault at {}", args.location.location))?;
+    drop(passphrase);
+    let engine = std::sync::Arc::new(CryptomatorFs::new(vault, args.options.core_options(spill_directory)));
+    let info = MountInfo {
+        mountpoint: args.mountpoint.clone(),
+        server: args.location.location.clone(),
+        user: args.location.user.clone().unwrap_or_default(),
+        remote: "/".to_owned(),
+        idle_timeout: args.options.idle_timeout(),
+        lock_on_suspend: args.options.lock_on_suspend,
+    };
+    crate::mount::run(&runtime, engine, info, |mountpoint| {
+        eprintln!(
+            "cloakfs: the Cryptomator vault at {} is mounted at {} (Ctrl-C or `cloakfs unmount {}` to upload and \
+             unmount)",
+            args.location.location,
+            mountpoint.display(),
+            mountpoint.display()
+        );
+    })?;
+    Ok(())
+}

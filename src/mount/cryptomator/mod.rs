@@ -1,0 +1,631 @@
+//! The mount engine of a Cryptomator vault (format 8) over any [`Store`]: the same [`Engine`] as the
+//! Nextcloud format's [`crate::mount::core::Core`], with what this format makes different.
+//!
+//! - **No batches, no server lock.** The format has no server-side API: every namespace change (mkdir,
+//!   rename, unlink, rmdir) is applied to the store at once, and a changed file is encrypted under a fresh
+//!   content key and uploaded when it is closed (or fsynced), replacing only the version it was read at.
+//!   Another writer's change in between ends in a conflicted copy beside theirs
+//!   ([`CryptomatorVault::write_file_keeping_both`]), never in an overwrite.
+//! - **Reads by chunks.** A file opened for reading gets a [`FileReader`]: the header and the first chunks
+//!   in one request (the first byte costs one round trip), then only the chunks asked for, with a window
+//!   that grows on sequential reads. Every chunk is authenticated before a byte of it is returned.
+//! - **Writes in RAM or the encrypted spill.** A file opened for writing is loaded whole into a
+//!   [`Content`] (RAM, or above the spill threshold an anonymous file holding only ciphertext).
+//!
+//! Clear names live in the inode table only and are wiped when dropped; logs name ciphertext paths.
+
+mod files;
+mod tree;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use zeroize::Zeroize;
+
+use super::cache::Plaintext;
+use super::content::{Content, Spill};
+use super::core::keyed_locks::KeyedLocks;
+use super::core::{Attributes, CoreOptions, CoreStatus, DirtyFile, NodeType, ROOT_INO};
+use super::error::FsError;
+use crate::cryptomator::vault::{DirRef, FileReader};
+use crate::cryptomator::{CryptomatorError, CryptomatorVault, VaultEntry};
+use crate::transport::Store;
+
+/// A clear name that is wiped when dropped and can key maps.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Name(String);
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Name(..)")
+    }
+}
+
+/// Wipes the clear name an entry carries.
+fn wipe_entry(entry: &mut VaultEntry) {
+    entry.name.zeroize();
+}
+
+struct Dir {
+    /// The folder's id and where its entries are stored.
+    dir: DirRef,
+    /// Its entry in its parent (`None` for the root).
+    entry: Option<VaultEntry>,
+    /// Children by clear name (valid once listed).
+    children: BTreeMap<Name, u64>,
+    /// When the listing was last read from the store (`None`: never, or known to be stale).
+    listed: Option<Instant>,
+    /// When an entry was last created, removed or renamed in it here.
+    changed: Option<SystemTime>,
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let Some(entry) = &mut self.entry {
+            wipe_entry(entry);
+        }
+    }
+}
+
+/// A file shared by its open handles.
+struct File {
+    /// Its entry in the store (`None`: created here and not uploaded yet).
+    entry: Option<VaultEntry>,
+    /// Clear size when the content is not loaded.
+    size: u64,
+    mtime: SystemTime,
+    ctime: SystemTime,
+    /// The whole clear text, while open for writing or changed and not uploaded.
+    content: Option<Plaintext>,
+    /// Ranged reads of the stored version, while open for reading.
+    reader: Option<Arc<tokio::sync::Mutex<FileReader>>>,
+    /// The content differs from what the store has.
+    dirty: bool,
+    /// Increases with every local change (an upload makes the file clean only if nothing changed since).
+    version: u64,
+    open_handles: u32,
+    /// The last upload error.
+    error: Option<String>,
+    /// Removed while open: never uploaded, dropped at the last release.
+    unlinked: bool,
+    /// The store version whose content the kernel's page cache holds.
+    kernel_cached: Option<String>,
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        if let Some(entry) = &mut self.entry {
+            wipe_entry(entry);
+        }
+    }
+}
+
+impl File {
+    fn stored(entry: VaultEntry) -> Self {
+        let mtime = entry.modified.unwrap_or(SystemTime::UNIX_EPOCH);
+        Self {
+            size: entry.size,
+            entry: Some(entry),
+            mtime,
+            ctime: mtime,
+            content: None,
+            reader: None,
+            dirty: false,
+            version: 0,
+            open_handles: 0,
+            error: None,
+            unlinked: false,
+            kernel_cached: None,
+        }
+    }
+
+    fn new_here() -> Self {
+        let now = SystemTime::now();
+        Self {
+            entry: None,
+            size: 0,
+            mtime: now,
+            ctime: now,
+            content: Some(Arc::new(Content::empty())),
+            reader: None,
+            dirty: true,
+            version: 1,
+            open_handles: 0,
+            error: None,
+            unlinked: false,
+            kernel_cached: None,
+        }
+    }
+
+    fn mark_changed(&mut self) {
+        self.dirty = true;
+        self.version += 1;
+        self.mtime = SystemTime::now();
+        self.ctime = self.mtime;
+        self.kernel_cached = None;
+    }
+}
+
+enum Kind {
+    Dir(Box<Dir>),
+    File(Box<File>),
+}
+
+struct Node {
+    parent: u64,
+    name: Name,
+    kind: Kind,
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+    handles: HashMap<u64, u64>,
+    next_fh: u64,
+    uploads: u64,
+    mounted_at: SystemTime,
+    /// Failed uploads are tried again from then on.
+    retry_at: Option<Instant>,
+}
+
+impl State {
+    fn node(&self, ino: u64) -> Result<&Node, FsError> {
+        self.nodes.get(&ino).ok_or(FsError::NotFound)
+    }
+
+    fn dir(&self, ino: u64) -> Result<&Dir, FsError> {
+        match &self.node(ino)?.kind {
+            Kind::Dir(dir) => Ok(dir),
+            Kind::File(_) => Err(FsError::NotADirectory),
+        }
+    }
+
+    fn dir_mut(&mut self, ino: u64) -> Result<&mut Dir, FsError> {
+        match &mut self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.kind {
+            Kind::Dir(dir) => Ok(dir),
+            Kind::File(_) => Err(FsError::NotADirectory),
+        }
+    }
+
+    fn file(&self, ino: u64) -> Result<&File, FsError> {
+        match &self.node(ino)?.kind {
+            Kind::File(file) => Ok(file),
+            Kind::Dir(_) => Err(FsError::IsADirectory),
+        }
+    }
+
+    fn file_mut(&mut self, ino: u64) -> Result<&mut File, FsError> {
+        match &mut self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.kind {
+            Kind::File(file) => Ok(file),
+            Kind::Dir(_) => Err(FsError::IsADirectory),
+        }
+    }
+
+    fn child(&self, parent: u64, name: &str) -> Result<Option<u64>, FsError> {
+        Ok(self.dir(parent)?.children.get(&Name(name.to_owned())).copied())
+    }
+
+    fn allocate(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.nodes.insert(ino, Node { parent, name: Name(name.to_owned()), kind });
+        if let Ok(dir) = self.dir_mut(parent) {
+            dir.children.insert(Name(name.to_owned()), ino);
+        }
+        ino
+    }
+
+    fn folder_changed(&mut self, ino: u64) {
+        if let Ok(dir) = self.dir_mut(ino) {
+            dir.changed = Some(SystemTime::now());
+        }
+    }
+
+    /// Moves `ino` to `new_name` in `new_parent` in the table.
+    fn relink(&mut self, ino: u64, new_parent: u64, new_name: &str) -> Result<(), FsError> {
+        let (parent, old_name) = {
+            let node = self.node(ino)?;
+            (node.parent, node.name.clone())
+        };
+        if let Ok(dir) = self.dir_mut(parent) {
+            if dir.children.get(&old_name) == Some(&ino) {
+                dir.children.remove(&old_name);
+            }
+        }
+        self.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
+        self.folder_changed(parent);
+        self.folder_changed(new_parent);
+        let node = self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+        node.parent = new_parent;
+        node.name = Name(new_name.to_owned());
+        if let Kind::File(file) = &mut node.kind {
+            file.ctime = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// Removes `ino` from its parent's index; a file open elsewhere stays until its last release.
+    fn detach(&mut self, ino: u64) {
+        let Some(node) = self.nodes.get(&ino) else { return };
+        let (parent, name) = (node.parent, node.name.clone());
+        if let Ok(dir) = self.dir_mut(parent) {
+            if dir.children.get(&name) == Some(&ino) {
+                dir.children.remove(&name);
+                dir.changed = Some(SystemTime::now());
+            }
+        }
+        let drop_node = match self.nodes.get_mut(&ino).map(|node| &mut node.kind) {
+            Some(Kind::File(file)) => {
+                file.unlinked = true;
+                file.dirty = false;
+                file.open_handles == 0
+            }
+            Some(Kind::Dir(_)) => true,
+            None => false,
+        };
+        if drop_node {
+            self.forget_subtree(ino);
+        }
+    }
+
+    fn forget_subtree(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.remove(&ino) {
+            if let Kind::Dir(dir) = &node.kind {
+                for child in dir.children.values() {
+                    self.forget_subtree(*child);
+                }
+            }
+        }
+    }
+
+    /// Whether `ino` is `ancestor` or below it.
+    fn is_at_or_below(&self, mut ino: u64, ancestor: u64) -> bool {
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            if ino == ROOT_INO {
+                return false;
+            }
+            match self.nodes.get(&ino) {
+                Some(node) => ino = node.parent,
+                None => return false,
+            }
+        }
+    }
+
+    /// The clear path of `ino` inside the mount (for `cloakfs status` only, shown to the local user).
+    fn clear_path(&self, ino: u64) -> String {
+        let mut names = Vec::new();
+        let mut current = ino;
+        while current != ROOT_INO {
+            let Some(node) = self.nodes.get(&current) else { break };
+            names.push(node.name.0.clone());
+            current = node.parent;
+        }
+        names.reverse();
+        format!("/{}", names.join("/"))
+    }
+
+    fn attributes(&self, ino: u64) -> Result<Attributes, FsError> {
+        Ok(match &self.node(ino)?.kind {
+            Kind::Dir(dir) => {
+                let modified = dir.entry.as_ref().and_then(|entry| entry.modified);
+                let mtime = modified.max(dir.changed).unwrap_or(self.mounted_at);
+                Attributes { ino, kind: NodeType::Directory, size: 0, mtime, ctime: mtime }
+            }
+            Kind::File(file) => {
+                let size = file.content.as_ref().map(|content| content.len()).unwrap_or(file.size);
+                Attributes { ino, kind: NodeType::File, size, mtime: file.mtime, ctime: file.ctime }
+            }
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A mounted Cryptomator vault. See the module documentation.
+pub struct CryptomatorFs<S: Store + 'static> {
+    vault: CryptomatorVault<S>,
+    options: CoreOptions,
+    state: Mutex<State>,
+    spill: Arc<Spill>,
+    /// One load or upload per file at a time.
+    file_locks: KeyedLocks<u64>,
+    /// Uploads hold it shared (they name the file as it is when they start); renames and removals hold it
+    /// exclusively.
+    names: tokio::sync::RwLock<()>,
+    owner: (u32, u32),
+    last_activity: Mutex<tokio::time::Instant>,
+}
+
+impl<S: Store + 'static> CryptomatorFs<S> {
+    /// A file system over the opened `vault`, mounted at its root.
+    pub fn new(vault: CryptomatorVault<S>, options: CoreOptions) -> Self {
+        let root = Dir { dir: vault.root(), entry: None, children: BTreeMap::new(), listed: None, changed: None };
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
+        Self {
+            vault,
+            spill: Arc::new(Spill::new(options.spill_directory.clone(), options.spill_above)),
+            options,
+            state: Mutex::new(State {
+                nodes,
+                next_ino: ROOT_INO,
+                handles: HashMap::new(),
+                next_fh: 0,
+                uploads: 0,
+                mounted_at: SystemTime::now(),
+                retry_at: None,
+            }),
+            file_locks: KeyedLocks::new(),
+            names: tokio::sync::RwLock::new(()),
+            owner: crate::platform::owner_ids(),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Records user activity (for the idle timeout): the same operations count as in the Nextcloud engine.
+    fn note_activity(&self) {
+        *lock(&self.last_activity) = tokio::time::Instant::now();
+    }
+
+    /// Logs a vault error (ciphertext paths and kinds only) and maps it to an engine error.
+    fn fail(&self, error: CryptomatorError) -> FsError {
+        let failure = FsError::from_cryptomator(&error);
+        match &error {
+            CryptomatorError::Tampered { .. } | CryptomatorError::Malformed { .. } => {
+                tracing::error!(%error, "verification failed; refusing the data")
+            }
+            CryptomatorError::Remote(_) | CryptomatorError::Changed { .. } | CryptomatorError::Unsupported { .. } => {
+                tracing::warn!(%error, ?failure, "store operation failed")
+            }
+            // These carry clear names: only their kind is logged.
+            _ => tracing::debug!(?failure, "refused"),
+        }
+        failure
+    }
+
+    /// Counters and dirty files for `cloakfs status`.
+    pub fn status(&self) -> CoreStatus {
+        let state = self.state();
+        let mut readers = 0usize;
+        let mut held_bytes = 0u64;
+        let mut dirty = Vec::new();
+        for (ino, node) in &state.nodes {
+            if let Kind::File(file) = &node.kind {
+                readers += usize::from(file.reader.is_some());
+                held_bytes += file.content.as_ref().map(|content| content.ram_bytes()).unwrap_or(0);
+                if file.dirty && !file.unlinked {
+                    dirty.push(DirtyFile {
+                        path: state.clear_path(*ino),
+                        size: file.content.as_ref().map(|content| content.len()).unwrap_or(file.size),
+                        error: file.error.clone(),
+                    });
+                }
+            }
+        }
+        CoreStatus {
+            cache_bytes: held_bytes,
+            cache_capacity: self.options.cache_size,
+            cache_entries: readers,
+            dirty,
+            batch_open: false,
+            commit_error: None,
+            commits: 0,
+            uploads: state.uploads,
+            spill_files: self.spill.files_created(),
+            fetching_ahead: 0,
+            keys_locked: {
+                let stats = crate::crypto::locked::stats();
+                stats.locked_bytes == stats.mapped_bytes
+            },
+        }
+    }
+
+    /// Drops the read windows of every file and the clear text of files that are neither open nor changed
+    /// (all wiped as they go); open files fetch again on their next read.
+    pub fn clear_cache(&self) {
+        let mut state = self.state();
+        for node in state.nodes.values_mut() {
+            if let Kind::File(file) = &mut node.kind {
+                file.reader = None;
+                file.kernel_cached = None;
+                if !file.dirty && file.open_handles == 0 {
+                    file.content = None;
+                }
+            }
+        }
+    }
+
+    /// Drops every clear text and name held in memory (after the final flush).
+    pub fn wipe(&self) {
+        self.clear_cache();
+        let mut state = self.state();
+        state.nodes.clear();
+        state.handles.clear();
+    }
+
+    /// Time since the last activity.
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.last_activity).elapsed()
+    }
+}
+
+/// The name check of the kernel's names: what the format can hold, and at most 255 bytes (the limit every
+/// local file system has; longer encrypted names are shortened by the format itself).
+fn validate_name(name: &str) -> Result<(), FsError> {
+    if name.len() > 255 {
+        return Err(FsError::NameTooLong);
+    }
+    if !crate::cryptomator::names::is_valid_name(name) {
+        return Err(FsError::InvalidArgument);
+    }
+    Ok(())
+}
+
+impl<S: Store + 'static> super::engine::Engine for CryptomatorFs<S> {
+    fn owner(&self) -> (u32, u32) {
+        self.owner
+    }
+
+    fn log_id(&self) -> u64 {
+        0
+    }
+
+    async fn lookup(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        self.lookup(parent, name).await
+    }
+
+    async fn getattr(&self, ino: u64) -> Result<Attributes, FsError> {
+        self.getattr(ino).await
+    }
+
+    async fn setattr(&self, ino: u64, size: Option<u64>, mtime: Option<SystemTime>) -> Result<Attributes, FsError> {
+        self.setattr(ino, size, mtime).await
+    }
+
+    async fn mknod(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        self.mknod(parent, name).await
+    }
+
+    async fn mkdir(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
+        self.mkdir(parent, name).await
+    }
+
+    async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.unlink(parent, name).await
+    }
+
+    async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
+        self.rmdir(parent, name).await
+    }
+
+    async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<(), FsError> {
+        self.rename(parent, name, new_parent, new_name, no_replace).await
+    }
+
+    async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: super::core::OpenMode,
+        exclusive: bool,
+    ) -> Result<(Attributes, super::core::Opened), FsError> {
+        self.create(parent, name, mode, exclusive).await
+    }
+
+    async fn open(self: Arc<Self>, ino: u64, mode: super::core::OpenMode) -> Result<super::core::Opened, FsError> {
+        CryptomatorFs::open(&self, ino, mode).await
+    }
+
+    async fn read_with<T: Send>(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        use_bytes: impl FnOnce(&[u8]) -> T + Send,
+    ) -> Result<T, FsError> {
+        self.read_with(ino, offset, size, use_bytes).await
+    }
+
+    fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        self.write_loaded(ino, offset, data)
+    }
+
+    async fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        self.write(ino, offset, data).await
+    }
+
+    async fn close(&self, ino: u64) -> Result<(), FsError> {
+        self.upload(ino).await
+    }
+
+    fn release(&self, fh: u64) {
+        self.release(fh)
+    }
+
+    async fn fsync(&self, ino: u64) -> Result<(), FsError> {
+        self.note_activity();
+        self.upload(ino).await
+    }
+
+    async fn sync_all(&self) -> Result<(), FsError> {
+        if self.flush_all().await {
+            Ok(())
+        } else {
+            Err(FsError::Io)
+        }
+    }
+
+    async fn readdir(&self, ino: u64) -> Result<Vec<super::core::DirEntry>, FsError> {
+        self.readdir(ino).await
+    }
+
+    fn parent_of(&self, ino: u64) -> u64 {
+        self.state().nodes.get(&ino).map(|node| node.parent).unwrap_or(ROOT_INO)
+    }
+
+    fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.retry_failed().await;
+            }
+        })
+    }
+
+    fn status(&self) -> CoreStatus {
+        self.status()
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.idle_for()
+    }
+
+    async fn idle_after(&self, timeout: Duration) {
+        loop {
+            let idle = self.idle_for();
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
+        }
+    }
+
+    async fn flush_all(&self) -> bool {
+        self.flush_all().await
+    }
+
+    async fn discard_dirty(&self) -> usize {
+        self.discard_dirty()
+    }
+
+    fn clear_cache(&self) {
+        self.clear_cache()
+    }
+
+    fn wipe(&self) {
+        self.wipe()
+    }
+}

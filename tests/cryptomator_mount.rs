@@ -1,0 +1,355 @@
+//! `cloakfs mount` of Cryptomator vaults (format 8) in the kernel, over real third-party WebDAV servers
+//! (Apache mod_dav, rclone serve webdav) and a local folder: the real tools of the Linux mount tests (cp -r
+//! and diff -r, an editor-style save, sed -i, tar x, git clone and fsck, rsync) then a remount; vaults made
+//! by cloakfs and by an independent implementation (pycryptomator) mounted, read, written, renamed and
+//! removed on both servers, and read back by pycryptomator; two mounts as two devices with a concurrent
+//! edit ending in a conflicted copy; tampering on the server refused with EIO; wrong passphrase, status,
+//! lock and the idle timeout.
+
+#[path = "common/dav.rs"]
+mod dav;
+#[path = "common/mount.rs"]
+mod mount;
+#[path = "common/server.rs"]
+mod server;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use dav::{pycryptomator, DavServer, DAV_PASSWORD, DAV_USER};
+use mount::{eventually, ok, pattern, sh, start_mount, Mounted};
+use server::{cloakfs, TempDir};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// `cloakfs vault ARGS…` on `location` with the test credentials.
+fn vault(location: &str, args: &[&str]) -> Output {
+    let (command, rest) = args.split_first().unwrap();
+    let mut process = cloakfs();
+    process.args(["vault", command, location]).args(rest).env("CLOAKFS_PASSPHRASE", PASSPHRASE);
+    if location.starts_with("http") {
+        process.args(["--user", DAV_USER]).env("CLOAKFS_PASSWORD", DAV_PASSWORD);
+    }
+    process.output().unwrap()
+}
+
+/// `cloakfs mount LOCATION` at a fresh mount point, control sockets in `run`.
+fn mount_vault(location: &str, label: &str, run: &Path, extra: &[&str]) -> Mounted {
+    let dir = TempDir::new(&format!("{label}-mnt"));
+    let mut command = cloakfs();
+    command
+        .args(["mount", location])
+        .arg(&dir.0)
+        .args(["--dir-cache-time", "1"])
+        .args(extra)
+        .env("CLOAKFS_PASSPHRASE", PASSPHRASE)
+        .env("XDG_RUNTIME_DIR", run);
+    if location.starts_with("http") {
+        command.args(["--user", DAV_USER]).env("CLOAKFS_PASSWORD", DAV_PASSWORD);
+    }
+    start_mount(command, dir, run.to_owned())
+}
+
+fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
+    result.err().and_then(|error| error.raw_os_error()).unwrap_or(0)
+}
+
+/// Every file and folder below `root`, for checking what a server stores.
+fn paths_below(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn assert_no_clear_names(stored: &Path, clear: &[&str]) {
+    for path in paths_below(stored) {
+        let text = path.strip_prefix(stored).unwrap().to_string_lossy().into_owned();
+        for name in clear {
+            assert!(!text.contains(name), "the server stores a clear name: {text}");
+        }
+    }
+}
+
+/// `pycryptomator` on the vault in `stored`: `ARGS…`.
+fn py(stored: &Path, args: &[&str]) -> String {
+    let output = pycryptomator().args(["--password", PASSPHRASE]).arg(stored).args(args).output().unwrap();
+    String::from_utf8_lossy(&ok(output).stdout).into_owned()
+}
+
+/// pycryptomator's decryption of `path` in the vault in `stored`.
+fn py_read(stored: &Path, path: &str, scratch: &Path) -> Vec<u8> {
+    let out = scratch.join("py-out");
+    let _ = fs::remove_file(&out);
+    ok(pycryptomator()
+        .args(["--password", PASSPHRASE])
+        .arg(stored)
+        .args(["decrypt", path])
+        .arg(&out)
+        .output()
+        .unwrap());
+    fs::read(&out).unwrap()
+}
+
+#[test]
+fn real_tools_in_a_vault_mounted_over_apache_then_remount_an_independent_reader_and_tampering() {
+    let server = DavServer::apache("mount-tools");
+    let location = server.folder("Vault");
+    ok(vault(&location, &["create"]));
+    let run = TempDir::new("mount-tools-run");
+    let work = TempDir::new("mount-tools-work");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mounted = mount_vault(&location, "tools", &run.0, &[]);
+    let root = mounted.path("");
+
+    // cp -r, then diff -r.
+    sh(&format!("cp -r '{0}' src && diff -r '{0}' src", source.join("src").display()), &root);
+    // An editor's save: a swap file, the new version under another name renamed over the original.
+    fs::write(root.join("note.txt"), b"first version\n").unwrap();
+    fs::write(root.join(".note.txt.swp"), pattern(4096, 9)).unwrap();
+    fs::write(root.join("note.txt~"), b"second version\n").unwrap();
+    fs::rename(root.join("note.txt~"), root.join("note.txt")).unwrap();
+    fs::remove_file(root.join(".note.txt.swp")).unwrap();
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"second version\n");
+    sh("sed -i 's/second/third/' note.txt", &root);
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
+    // tar x of a real source tarball, then diff -r.
+    sh(&format!("tar czf src.tgz -C '{}' src tests Cargo.toml", source.display()), &work.0);
+    sh(&format!("mkdir untar && tar xzf '{}/src.tgz' -C untar", work.0.display()), &root);
+    sh(&format!("diff -r '{}' untar/tests", source.join("tests").display()), &root);
+    // git clone into the mount, then git fsck.
+    sh(
+        &format!(
+            "git init -q repo && cp -r '{}' repo/ && cd repo && git add -A && \
+             git -c user.name=t -c user.email=t@t commit -qm init",
+            source.join("src").display()
+        ),
+        &work.0,
+    );
+    sh(&format!("git clone -q '{}/repo' clone && cd clone && git fsck --full", work.0.display()), &root);
+    // rsync -a in and out.
+    sh(&format!("rsync -a '{0}/' rsynced/ && diff -r '{0}' rsynced", source.join("src").display()), &root);
+    sh(
+        &format!("rsync -a '{}/rsynced/' back/ && diff -r '{}' back", root.display(), source.join("src").display()),
+        &work.0,
+    );
+
+    // A long name (a .c9s node), and a large file read back from the middle.
+    let long_name = format!("{}.txt", "ü".repeat(100));
+    fs::write(root.join(&long_name), b"behind a long name").unwrap();
+    let big = pattern((3 << 20) + 12_345, 5);
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let mut file = fs::File::open(root.join("big.bin")).unwrap();
+    file.seek(SeekFrom::Start((2 << 20) + 7)).unwrap();
+    let mut middle = vec![0; 100_000];
+    file.read_exact(&mut middle).unwrap();
+    assert!(middle[..] == big[(2 << 20) + 7..(2 << 20) + 100_007], "a read from the middle differs");
+    drop(file);
+    // POSIX answers.
+    assert_eq!(errno_of(fs::remove_dir(root.join("src"))), libc::ENOTEMPTY);
+    assert_eq!(errno_of(fs::create_dir(root.join("src"))), libc::EEXIST);
+    assert_eq!(errno_of(fs::rename(root.join("src"), root.join("src/inside"))), libc::EINVAL);
+    assert_eq!(errno_of(fs::read(root.join("missing"))), libc::ENOENT);
+    ok(mounted.unmount());
+
+    let stored = server.root.join("Vault");
+    assert_no_clear_names(&stored, &["main.rs", "note.txt", "big.bin", "clone", "untar", "rsynced", "ü"]);
+    // An independent implementation reads what the mount wrote.
+    assert!(py_read(&stored, "/big.bin", &work.0) == big, "pycryptomator decrypts big.bin differently");
+    assert_eq!(py_read(&stored, &format!("/{long_name}"), &work.0), b"behind a long name");
+    assert_eq!(py_read(&stored, "/note.txt", &work.0), b"third version\n");
+
+    // Remount: everything is still there.
+    let again = mount_vault(&location, "tools-again", &run.0, &[]);
+    let root = again.path("");
+    sh(&format!("diff -r '{0}' src && diff -r '{0}' untar/src", source.join("src").display()), &root);
+    sh("cd clone && git fsck --full", &root);
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
+    assert!(!root.join(".note.txt.swp").exists());
+
+    // Tampering on the server: one byte of big.bin's second chunk. Reading it fails with EIO and the log
+    // names the ciphertext; other files still read.
+    let contents = paths_below(&stored)
+        .into_iter()
+        .find(|path| path.metadata().is_ok_and(|meta| meta.is_file() && meta.len() > 3 << 20))
+        .expect("big.bin's ciphertext");
+    let mut sealed = fs::read(&contents).unwrap();
+    sealed[68 + (32 * 1024 + 28) + 100] ^= 1;
+    fs::write(&contents, &sealed).unwrap();
+    server.settle_ownership();
+    assert!(
+        eventually(Duration::from_secs(10), || errno_of(fs::read(root.join("big.bin"))) == libc::EIO),
+        "a tampered chunk was not refused with EIO"
+    );
+    assert!(eventually(Duration::from_secs(5), || again.log().contains("does not authenticate")), "{}", again.log());
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
+    ok(again.unmount());
+}
+
+/// How the vault of a scenario is made.
+#[derive(Clone, Copy, Debug)]
+enum Maker {
+    /// By pycryptomator, directly in the server's folder, holding `/shared/report.txt`.
+    Pycryptomator,
+    /// By `cloakfs vault create --cipher siv-ctrmac` over WebDAV, then `vault put` of the report.
+    CloakfsCtrMac,
+}
+
+/// Two mounts of one vault as two devices: reads of what the maker stored, changes seen by the other
+/// mount, a rename and a removal, and a concurrent edit that ends in a conflicted copy; pycryptomator
+/// then reads what the mounts wrote.
+fn two_devices(server: &DavServer, maker: Maker, label: &str) {
+    let scratch = TempDir::new(&format!("{label}-scratch"));
+    let stored = server.root.join("Shared");
+    let location = format!("{}/Shared", server.url);
+    let report = pattern(100_000, 3);
+    match maker {
+        Maker::Pycryptomator => {
+            fs::create_dir(&stored).unwrap();
+            ok(pycryptomator().args(["--init", "--password", PASSPHRASE]).arg(&stored).output().unwrap());
+            py(&stored, &["mkdir", "/shared"]);
+            fs::write(scratch.0.join("report"), &report).unwrap();
+            let source = scratch.0.join("report");
+            py(&stored, &["encrypt", source.to_str().unwrap(), "/shared/report.txt"]);
+            server.settle_ownership();
+        }
+        Maker::CloakfsCtrMac => {
+            let location = server.folder("Shared");
+            ok(vault(&location, &["create", "--cipher", "siv-ctrmac"]));
+            ok(vault(&location, &["mkdir", "/shared"]));
+            fs::write(scratch.0.join("report"), &report).unwrap();
+            ok(vault(&location, &["put", scratch.0.join("report").to_str().unwrap(), "/shared/report.txt"]));
+        }
+    }
+    let run = TempDir::new(&format!("{label}-run"));
+    let first = mount_vault(&location, &format!("{label}-a"), &run.0, &["--device", "laptop-1"]);
+    let second = mount_vault(&location, &format!("{label}-b"), &run.0, &["--device", "laptop-2"]);
+    assert!(fs::read(first.path("shared/report.txt")).unwrap() == report, "{maker:?}: the report reads differently");
+
+    // Written by one mount, seen by the other.
+    fs::write(first.path("shared/from-first.txt"), b"hello from the first").unwrap();
+    fs::create_dir(first.path("made-here")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || fs::read(second.path("shared/from-first.txt")).ok().as_deref()
+            == Some(&b"hello from the first"[..])),
+        "{maker:?}: the second mount did not see the first one's file"
+    );
+    // A rename and a removal by the second, seen by the first.
+    fs::rename(second.path("shared/from-first.txt"), second.path("made-here/renamed.txt")).unwrap();
+    assert_eq!(errno_of(fs::remove_dir(second.path("made-here"))), libc::ENOTEMPTY);
+    assert!(eventually(Duration::from_secs(10), || !first.path("shared/from-first.txt").exists()
+        && fs::read(first.path("made-here/renamed.txt")).ok().as_deref() == Some(&b"hello from the first"[..])));
+
+    // A concurrent edit: the second device opens the report and writes; the first replaces it and closes
+    // first; the second's close then keeps its version as a conflicted copy beside the first's.
+    let mut editing = fs::OpenOptions::new().write(true).open(second.path("shared/report.txt")).unwrap();
+    editing.set_len(0).unwrap();
+    editing.write_all(b"the second device's version").unwrap();
+    fs::write(first.path("shared/report.txt"), b"the first device's version").unwrap();
+    drop(editing);
+    let conflicted = |mount: &Mounted| -> Option<String> {
+        fs::read_dir(mount.path("shared"))
+            .ok()?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .find(|name| name.starts_with("report (conflicted copy laptop-2 ") && name.ends_with(").txt"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || conflicted(&first).is_some()),
+        "{maker:?}: no conflicted copy: {:?}",
+        fs::read_dir(first.path("shared")).unwrap().map(|entry| entry.unwrap().file_name()).collect::<Vec<_>>()
+    );
+    let copy = conflicted(&first).unwrap();
+    assert_eq!(fs::read(first.path(&format!("shared/{copy}"))).unwrap(), b"the second device's version");
+    assert_eq!(fs::read(first.path("shared/report.txt")).unwrap(), b"the first device's version");
+    assert!(
+        eventually(Duration::from_secs(10), || fs::read(second.path("shared/report.txt")).ok().as_deref()
+            == Some(&b"the first device's version"[..])),
+        "{maker:?}: the second mount does not show the first device's version under the name"
+    );
+    // A removal.
+    fs::remove_file(second.path(&format!("shared/{copy}"))).unwrap();
+    assert!(eventually(Duration::from_secs(10), || conflicted(&first).is_none()));
+    ok(first.unmount());
+    ok(second.unmount());
+
+    // What the mounts left, read by the independent implementation where it reads the cipher combination
+    // (pycryptomator 1.15 reads SIV_GCM only), else by the vault commands.
+    let (listing, renamed, report) = match maker {
+        Maker::Pycryptomator => (
+            py(&stored, &["ls", "-r", "/"]),
+            py_read(&stored, "/made-here/renamed.txt", &scratch.0),
+            py_read(&stored, "/shared/report.txt", &scratch.0),
+        ),
+        Maker::CloakfsCtrMac => (
+            String::from_utf8_lossy(&ok(vault(&location, &["ls", "/shared"])).stdout).into_owned()
+                + &String::from_utf8_lossy(&ok(vault(&location, &["ls", "/made-here"])).stdout),
+            ok(vault(&location, &["get", "/made-here/renamed.txt", "-"])).stdout,
+            ok(vault(&location, &["get", "/shared/report.txt", "-"])).stdout,
+        ),
+    };
+    assert!(listing.contains("renamed.txt") && listing.contains("report.txt"), "{listing}");
+    assert!(!listing.contains("conflicted copy"), "{listing}");
+    assert_eq!(renamed, b"hello from the first");
+    assert_eq!(report, b"the first device's version");
+}
+
+#[test]
+fn vaults_made_by_pycryptomator_and_by_cloakfs_on_two_servers_as_two_devices() {
+    let rclone = DavServer::rclone("two-rclone");
+    two_devices(&rclone, Maker::Pycryptomator, "two-rclone-py");
+    let apache = DavServer::apache("two-apache");
+    two_devices(&apache, Maker::Pycryptomator, "two-apache-py");
+    let rclone = DavServer::rclone("two-rclone-ours");
+    two_devices(&rclone, Maker::CloakfsCtrMac, "two-rclone-ours");
+}
+
+#[test]
+fn a_vault_in_a_local_folder_wrong_passphrase_status_lock_and_idle_timeout() {
+    let folder = TempDir::new("local-vault");
+    let location = folder.0.to_str().unwrap().to_owned();
+    ok(vault(&location, &["create"]));
+    let run = TempDir::new("local-run");
+
+    // A wrong passphrase: a clear error, nothing mounted.
+    let target = TempDir::new("local-wrong-mnt");
+    let refused = cloakfs()
+        .args(["mount", &location])
+        .arg(&target.0)
+        .env("CLOAKFS_PASSPHRASE", "not the passphrase")
+        .env("XDG_RUNTIME_DIR", &run.0)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("wrong passphrase"), "{message}");
+    assert!(!mount::is_mounted(&target.0));
+
+    // Status while mounted, then `cloakfs lock`: uploads, unmounts, exits.
+    let mut mounted = mount_vault(&location, "local-lock", &run.0, &[]);
+    fs::write(mounted.path("locked.txt"), b"written before the lock").unwrap();
+    let status = mounted.status();
+    assert!(status.contains(&mounted.dir.0.display().to_string()), "{status}");
+    ok(mounted.control(&["lock", mounted.dir.0.to_str().unwrap()]));
+    assert!(mounted.wait_for_exit(Duration::from_secs(20)), "the mount did not stop at lock");
+    assert!(!mount::is_mounted(&mounted.dir.0));
+
+    // The idle timeout: a mount left alone unmounts itself after uploading.
+    let mut idle = mount_vault(&location, "local-idle", &run.0, &["--idle-timeout", "2s"]);
+    fs::write(idle.path("idle.txt"), b"written before going idle").unwrap();
+    assert!(idle.wait_for_exit(Duration::from_secs(30)), "the idle mount did not unmount itself");
+    assert!(idle.log().contains("idle for"), "{}", idle.log());
+    let listing = String::from_utf8_lossy(&ok(vault(&location, &["ls"])).stdout).into_owned();
+    assert!(listing.contains("locked.txt") && listing.contains("idle.txt"), "{listing}");
+    assert_no_clear_names(&folder.0, &["locked.txt", "idle.txt"]);
+}
