@@ -178,6 +178,26 @@ fn real_tools_in_a_vault_mounted_over_apache_then_remount_an_independent_reader_
     assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
     assert!(!root.join(".note.txt.swp").exists());
 
+    // Ranged reads in the mount: the first byte of big.bin costs one GET (header and first chunks), a jump
+    // to its middle one more; opening it again after a close costs none (its reader was kept).
+    let gets = || server.access_log().lines().filter(|line| line.starts_with("GET ")).count();
+    let before = gets();
+    let mut file = fs::File::open(root.join("big.bin")).unwrap();
+    let mut first = [0u8; 1];
+    file.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], big[0]);
+    assert_eq!(gets() - before, 1, "the first byte of a 3 MiB file:\n{}", server.access_log());
+    file.seek(SeekFrom::Start(2 << 20)).unwrap();
+    file.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], big[2 << 20]);
+    assert!(gets() - before <= 3, "a jump to the middle:\n{}", server.access_log());
+    drop(file);
+    let before = gets();
+    let mut file = fs::File::open(root.join("big.bin")).unwrap();
+    file.read_exact(&mut first).unwrap();
+    drop(file);
+    assert_eq!(gets(), before, "opening big.bin again fetched it again:\n{}", server.access_log());
+
     // Tampering on the server: one byte of big.bin's second chunk. Reading it fails with EIO and the log
     // names the ciphertext; other files still read.
     let contents = paths_below(&stored)

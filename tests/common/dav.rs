@@ -89,7 +89,7 @@ impl DavServer {
         let user = if is_root() { "User www-data\nGroup www-data\n" } else { "" };
         let config = format!(
             "ServerRoot {dir}\nPidFile {dir}/httpd.pid\nListen 127.0.0.1:{port}\nServerName 127.0.0.1\n{user}\
-             ErrorLog {dir}/error.log\nLogLevel warn\n\
+             ErrorLog {dir}/error.log\nLogLevel warn\nCustomLog {dir}/access.log \"%m %U %{{Range}}i\"\n\
              LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
              LoadModule authz_core_module {modules}/mod_authz_core.so\n\
              LoadModule authn_core_module {modules}/mod_authn_core.so\n\
@@ -121,6 +121,12 @@ impl DavServer {
             .unwrap();
         wait_for_port(port, &mut child, &log);
         Self { child, kind: "Apache mod_dav", url: format!("http://127.0.0.1:{port}"), root, _dir: dir }
+    }
+
+    /// Apache's requests so far, one line each: method, path, Range header ("-" without one). Empty for
+    /// other servers.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.root.parent().unwrap().join("access.log")).unwrap_or_default()
     }
 
     /// `rclone serve webdav` over a fresh folder.

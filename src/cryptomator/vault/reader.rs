@@ -37,6 +37,13 @@ pub struct FileReader {
     pub requests: u64,
 }
 
+impl FileReader {
+    /// Clear bytes the reader holds (its window).
+    pub fn held_bytes(&self) -> u64 {
+        self.window.len() as u64
+    }
+}
+
 impl std::fmt::Debug for FileReader {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter

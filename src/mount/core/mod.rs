@@ -38,7 +38,9 @@ mod write;
 
 pub use conflict::{conflict_name, default_device_name};
 use keyed_locks::{KeyedGuard, KeyedLocks};
-use nodes::{validate_name, Batch, Dir, File, Kind, Loaded, Name, Node, State};
+pub(crate) use nodes::Name;
+use nodes::{validate_name, Batch, Dir, File, Kind, Loaded, Node, State};
+pub(crate) use write::writable;
 
 use super::cache::{Plaintext, PlaintextCache};
 use super::content::{Content, ContentSink, Spill};
@@ -239,7 +241,9 @@ pub struct Core<R: Remote> {
     cache_generation: std::sync::atomic::AtomicU64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks a std mutex, taking over a poisoned one (a panicking holder never leaves the state half-changed in
+/// a way later operations cannot live with).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -5,7 +5,7 @@ use super::*;
 
 /// A clear name that is wiped when dropped and can key maps.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct Name(pub(super) String);
+pub(crate) struct Name(pub(crate) String);
 
 impl Drop for Name {
     fn drop(&mut self) {

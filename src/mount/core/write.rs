@@ -81,7 +81,7 @@ impl<R: Remote> Core<R> {
 }
 
 /// The content behind `content` for writing: shared (cached) content is copied first.
-pub(super) fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
+pub(crate) fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
     if Arc::get_mut(content).is_none() {
         *content = Arc::new(content.try_clone().map_err(|error| FsError::from_io(&error))?);
     }

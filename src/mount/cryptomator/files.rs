@@ -9,12 +9,12 @@ use std::time::{Instant, SystemTime};
 use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
-use super::{CryptomatorFs, Kind};
+use super::kept::SharedReader;
+use super::{lock, CryptomatorFs, Kind};
 use crate::cryptomator::vault::Written;
 use crate::cryptomator::CryptomatorError;
-use crate::mount::cache::Plaintext;
 use crate::mount::content::Content;
-use crate::mount::core::{Attributes, OpenMode, Opened};
+use crate::mount::core::{writable, Attributes, OpenMode, Opened};
 use crate::mount::error::FsError;
 use crate::transport::Store;
 
@@ -60,17 +60,20 @@ impl<S: Store + 'static> CryptomatorFs<S> {
     }
 
     /// The shared reader of file `ino`, opened if it has none (one request: header and first chunks).
-    async fn ensure_reader(
-        &self,
-        ino: u64,
-    ) -> Result<Arc<tokio::sync::Mutex<crate::cryptomator::vault::FileReader>>, FsError> {
+    async fn ensure_reader(&self, ino: u64) -> Result<SharedReader, FsError> {
         let entry = {
-            let state = self.state();
-            let file = state.file(ino)?;
+            let mut state = self.state();
+            let file = state.file_mut(ino)?;
             if let Some(reader) = &file.reader {
                 return Ok(reader.clone());
             }
-            file.entry.clone().ok_or(FsError::Io)?
+            let entry = file.entry.clone().ok_or(FsError::Io)?;
+            // Kept since its last close, at the same stored version: no request.
+            if let Some(reader) = lock(&self.kept).take(ino, &entry.version) {
+                file.reader = Some(reader.clone());
+                return Ok(reader);
+            }
+            entry
         };
         let span = tracing::debug_span!("open_reader", node = %entry.node.display());
         let reader = self.vault.open_reader(&entry).instrument(span).await.map_err(|error| self.fail(error))?;
@@ -298,12 +301,18 @@ impl<S: Store + 'static> CryptomatorFs<S> {
         let Ok(file) = state.file_mut(ino) else { return };
         file.open_handles = file.open_handles.saturating_sub(1);
         if file.open_handles == 0 {
-            file.reader = None;
+            let reader = file.reader.take();
             if !file.dirty {
                 file.content = None;
             }
-            if file.unlinked {
+            let unlinked = file.unlinked;
+            if unlinked {
                 state.forget_subtree(ino);
+            }
+            drop(state);
+            match reader {
+                Some(reader) if !unlinked => lock(&self.kept).keep(ino, reader),
+                _ => lock(&self.kept).forget(ino),
             }
         }
     }
@@ -386,12 +395,4 @@ fn whole(content: &Content) -> std::io::Result<Zeroizing<Vec<u8>>> {
     let mut clear = Zeroizing::new(Vec::with_capacity(len));
     content.reader().read_to_end(&mut clear)?;
     Ok(clear)
-}
-
-/// The content behind `content` for writing: shared content is copied first.
-fn writable(content: &mut Plaintext) -> Result<&mut Content, FsError> {
-    if Arc::get_mut(content).is_none() {
-        *content = Arc::new(content.try_clone().map_err(|error| FsError::from_io(&error))?);
-    }
-    Arc::get_mut(content).ok_or(FsError::Io)
 }

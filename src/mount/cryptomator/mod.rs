@@ -15,10 +15,12 @@
 //! Clear names live in the inode table only and are wiped when dropped; logs name ciphertext paths.
 
 mod files;
+mod kept;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroize;
@@ -26,27 +28,11 @@ use zeroize::Zeroize;
 use super::cache::Plaintext;
 use super::content::{Content, Spill};
 use super::core::keyed_locks::KeyedLocks;
-use super::core::{Attributes, CoreOptions, CoreStatus, DirtyFile, NodeType, ROOT_INO};
+use super::core::{lock, Attributes, CoreOptions, CoreStatus, DirtyFile, Name, NodeType, ROOT_INO};
 use super::error::FsError;
-use crate::cryptomator::vault::{DirRef, FileReader};
+use crate::cryptomator::vault::DirRef;
 use crate::cryptomator::{CryptomatorError, CryptomatorVault, VaultEntry};
 use crate::transport::Store;
-
-/// A clear name that is wiped when dropped and can key maps.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Name(String);
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl std::fmt::Debug for Name {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("Name(..)")
-    }
-}
 
 /// Wipes the clear name an entry carries.
 fn wipe_entry(entry: &mut VaultEntry) {
@@ -85,7 +71,7 @@ struct File {
     /// The whole clear text, while open for writing or changed and not uploaded.
     content: Option<Plaintext>,
     /// Ranged reads of the stored version, while open for reading.
-    reader: Option<Arc<tokio::sync::Mutex<FileReader>>>,
+    reader: Option<kept::SharedReader>,
     /// The content differs from what the store has.
     dirty: bool,
     /// Increases with every local change (an upload makes the file clean only if nothing changed since).
@@ -329,10 +315,6 @@ impl State {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// A mounted Cryptomator vault. See the module documentation.
 pub struct CryptomatorFs<S: Store + 'static> {
     vault: CryptomatorVault<S>,
@@ -346,11 +328,14 @@ pub struct CryptomatorFs<S: Store + 'static> {
     names: tokio::sync::RwLock<()>,
     owner: (u32, u32),
     last_activity: Mutex<tokio::time::Instant>,
+    /// Readers of closed files, within the cache budget.
+    kept: Mutex<kept::KeptReaders>,
 }
 
 impl<S: Store + 'static> CryptomatorFs<S> {
     /// A file system over the opened `vault`, mounted at its root.
     pub fn new(vault: CryptomatorVault<S>, options: CoreOptions) -> Self {
+        let kept = kept::KeptReaders::new(options.cache_size);
         let root = Dir { dir: vault.root(), entry: None, children: BTreeMap::new(), listed: None, changed: None };
         let mut nodes = HashMap::new();
         nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
@@ -371,6 +356,7 @@ impl<S: Store + 'static> CryptomatorFs<S> {
             names: tokio::sync::RwLock::new(()),
             owner: crate::platform::owner_ids(),
             last_activity: Mutex::new(tokio::time::Instant::now()),
+            kept: Mutex::new(kept),
         }
     }
 
@@ -418,10 +404,11 @@ impl<S: Store + 'static> CryptomatorFs<S> {
                 }
             }
         }
+        let (kept_bytes, kept_readers) = lock(&self.kept).usage();
         CoreStatus {
-            cache_bytes: held_bytes,
+            cache_bytes: held_bytes + kept_bytes,
             cache_capacity: self.options.cache_size,
-            cache_entries: readers,
+            cache_entries: readers + kept_readers,
             dirty,
             batch_open: false,
             commit_error: None,
@@ -436,9 +423,10 @@ impl<S: Store + 'static> CryptomatorFs<S> {
         }
     }
 
-    /// Drops the read windows of every file and the clear text of files that are neither open nor changed
-    /// (all wiped as they go); open files fetch again on their next read.
+    /// Drops the readers kept of closed files, the read windows of open ones and the clear text of files
+    /// that are neither open nor changed (all wiped as they go); open files fetch again on their next read.
     pub fn clear_cache(&self) {
+        lock(&self.kept).clear();
         let mut state = self.state();
         for node in state.nodes.values_mut() {
             if let Kind::File(file) = &mut node.kind {

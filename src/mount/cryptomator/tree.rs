@@ -156,6 +156,7 @@ impl<S: Store + 'static> CryptomatorFs<S> {
             self.remove_stored(&entry, false).await?;
         }
         self.state().detach(ino);
+        super::lock(&self.kept).forget(ino);
         Ok(())
     }
 
@@ -260,6 +261,7 @@ impl<S: Store + 'static> CryptomatorFs<S> {
         let mut state = self.state();
         if let Some(target) = target {
             state.detach(target);
+            super::lock(&self.kept).forget(target);
         }
         state.relink(ino, new_parent, new_name)?;
         match &mut state.nodes.get_mut(&ino).ok_or(FsError::NotFound)?.kind {
