@@ -43,7 +43,7 @@ fn mount_vault(location: &str, label: &str, run: &Path, extra: &[&str]) -> Mount
     command
         .args(["mount", location])
         .arg(&dir.0)
-        .args(["--dir-cache-time", "1"])
+        .args(if extra.contains(&"--dir-cache-time") { &[][..] } else { &["--dir-cache-time", "1"][..] })
         .args(extra)
         .env("CLOAKFS_PASSPHRASE", PASSPHRASE)
         .env("XDG_RUNTIME_DIR", run);
@@ -372,4 +372,44 @@ fn a_vault_in_a_local_folder_wrong_passphrase_status_lock_and_idle_timeout() {
     let listing = String::from_utf8_lossy(&ok(vault(&location, &["ls"])).stdout).into_owned();
     assert!(listing.contains("locked.txt") && listing.contains("idle.txt"), "{listing}");
     assert_no_clear_names(&folder.0, &["locked.txt", "idle.txt"]);
+}
+
+#[test]
+fn a_server_outage_keeps_changes_in_ram_and_uploads_them_when_the_server_is_back() {
+    let mut server = DavServer::rclone("outage");
+    let location = server.folder("Vault");
+    ok(vault(&location, &["create"]));
+    let run = TempDir::new("outage-run");
+    // Listings trusted for a minute, so that the outage is met by the upload, not by a listing.
+    let mounted = mount_vault(&location, "outage", &run.0, &["--dir-cache-time", "60"]);
+    fs::write(mounted.path("before.txt"), b"before the outage").unwrap();
+    server.stop();
+
+    // Written during the outage: fsync reports the failure, the data stays in RAM and is named by status.
+    let mut file = fs::File::create(mounted.path("during.txt")).unwrap();
+    file.write_all(b"written while the server was down").unwrap();
+    assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(file);
+    let status = mounted.status();
+    assert!(status.contains("/during.txt (33 bytes): upload failed"), "{status}");
+    // Unmounting now would lose it: refused, with the count.
+    let refused = mounted.control(&["unmount", mounted.dir.0.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("1 file(s) could not be uploaded"), "{message}");
+    assert_eq!(fs::read(mounted.path("during.txt")).unwrap(), b"written while the server was down");
+
+    // The server is back: the retry uploads it without being asked.
+    server.start_again();
+    assert!(
+        eventually(Duration::from_secs(30), || mounted.status().contains("dirty files: 0")),
+        "not uploaded after the outage: {}",
+        mounted.status()
+    );
+    // The failures were logged (with ciphertext paths), the clear names never.
+    let log = mounted.log();
+    assert!(log.contains("store operation failed") && !log.contains("during") && !log.contains("before"), "{log}");
+    ok(mounted.unmount());
+    assert_eq!(ok(vault(&location, &["get", "/during.txt", "-"])).stdout, b"written while the server was down");
+    assert_eq!(ok(vault(&location, &["get", "/before.txt", "-"])).stdout, b"before the outage");
 }

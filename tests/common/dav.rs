@@ -20,6 +20,10 @@ pub const DAV_PASSWORD: &str = "dav-password-1234";
 /// A running WebDAV server.
 pub struct DavServer {
     child: Child,
+    /// Starts the server again on the same port and folder (after [`DavServer::stop`]).
+    relaunch: Box<dyn Fn() -> Child>,
+    port: u16,
+    log: PathBuf,
     /// What it is, for messages.
     pub kind: &'static str,
     /// The URL of the served folder's root, without a trailing slash.
@@ -111,16 +115,37 @@ impl DavServer {
         // Apache's user must be able to reach the folder.
         let _ = Command::new("chmod").arg("755").arg(&dir.0).status();
         let log = dir.0.join("error.log");
-        let mut child = Command::new("apache2")
-            .arg("-f")
-            .arg(dir.0.join("httpd.conf"))
-            .arg("-DFOREGROUND")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let config_path = dir.0.join("httpd.conf");
+        let relaunch = Box::new(move || {
+            Command::new("apache2")
+                .arg("-f")
+                .arg(&config_path)
+                .arg("-DFOREGROUND")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
+        let mut child = relaunch();
         wait_for_port(port, &mut child, &log);
-        Self { child, kind: "Apache mod_dav", url: format!("http://127.0.0.1:{port}"), root, _dir: dir }
+        let url = format!("http://127.0.0.1:{port}");
+        Self { child, relaunch, port, log, kind: "Apache mod_dav", url, root, _dir: dir }
+    }
+
+    /// Stops the server (an outage: connections are refused until [`Self::start_again`]).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the stopped server again, on the same port over the same folder.
+    pub fn start_again(&mut self) {
+        self.child = (self.relaunch)();
+        wait_for_port(self.port, &mut self.child, &self.log);
     }
 
     /// Apache's requests so far, one line each: method, path, Range header ("-" without one). Empty for
@@ -137,19 +162,25 @@ impl DavServer {
         std::fs::create_dir_all(&root).unwrap();
         let port = free_port();
         let log = dir.0.join("rclone.log");
-        let mut child = Command::new("rclone")
-            .args(["serve", "webdav"])
-            .arg(&root)
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--user", DAV_USER, "--pass", DAV_PASSWORD])
-            .arg("--log-file")
-            .arg(&log)
-            .env("RCLONE_CONFIG", dir.0.join("rclone.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (served, config) = (root.clone(), dir.0.join("rclone.conf"));
+        let log_file = log.clone();
+        let relaunch = Box::new(move || {
+            Command::new("rclone")
+                .args(["serve", "webdav"])
+                .arg(&served)
+                .args(["--addr", &format!("127.0.0.1:{port}"), "--user", DAV_USER, "--pass", DAV_PASSWORD])
+                .arg("--log-file")
+                .arg(&log_file)
+                .env("RCLONE_CONFIG", &config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
+        let mut child = relaunch();
         wait_for_port(port, &mut child, &log);
-        Self { child, kind: "rclone serve webdav", url: format!("http://127.0.0.1:{port}"), root, _dir: dir }
+        let url = format!("http://127.0.0.1:{port}");
+        Self { child, relaunch, port, log, kind: "rclone serve webdav", url, root, _dir: dir }
     }
 
     /// Makes the folder `name` at the server's root (with the server's own user as owner) and returns its
