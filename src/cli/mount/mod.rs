@@ -55,7 +55,7 @@ pub struct MountArgs {
 /// spill, this device's name, travel mode.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MountOptions {
-    /// Seconds a folder listing is trusted before its ETag is checked again (changes by other clients
+    /// Seconds a folder listing is trusted before it is checked with the server again (changes by other clients
     /// appear after at most this long).
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     pub dir_cache_time: f64,
@@ -78,8 +78,8 @@ pub struct MountOptions {
     /// idle open file does not count), e.g. 15m, 90s, 1h.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Option<Duration>,
-    /// Travel profile: the app password is never taken from the OS keyring (CLOAKFS_PASSWORD or a prompt),
-    /// the mnemonic is asked at each mount (no --mnemonic-file), and --idle-timeout defaults to 15m.
+    /// Travel profile: secrets come from the environment or a prompt only, never from the OS keyring or a
+    /// file (a Nextcloud mount refuses --mnemonic-file), and --idle-timeout defaults to 15m.
     #[arg(long)]
     pub travel: bool,
     /// Lock (upload, unmount, wipe) when the system is about to sleep or the screen locks (logind and
