@@ -154,6 +154,22 @@ impl DavServer {
         std::fs::read_to_string(self.root.parent().unwrap().join("access.log")).unwrap_or_default()
     }
 
+    /// The access log once it has stopped growing: Apache writes a request's line after the response is
+    /// sent, so a client can go on before the line of its last request is there. Waits until the log is
+    /// unchanged over 300 ms (at most 10 s).
+    pub fn settled_access_log(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = self.access_log();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = self.access_log();
+            if now == seen || std::time::Instant::now() >= deadline {
+                return now;
+            }
+            seen = now;
+        }
+    }
+
     /// `rclone serve webdav` over a fresh folder.
     pub fn rclone(label: &str) -> Self {
         require("rclone", "rclone");
