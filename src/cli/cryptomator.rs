@@ -11,16 +11,19 @@ use zeroize::Zeroizing;
 
 use super::common::runtime;
 use super::files::{create_output, human_size, read_plaintext};
+use super::ssh::SshArgs;
 use crate::cryptomator::vault::{clear_segments, Written};
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
 use crate::transport::local::LocalStore;
+use crate::transport::sftp::SftpLocation;
 use crate::transport::webdav::{DavConfig, DavStore};
-use crate::transport::{is_url, AnyStore};
+use crate::transport::{is_url, AnyStore, Store as _};
 
 /// Where a Cryptomator vault is and how to reach it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocationArgs {
-    /// The vault's folder: https://host/dav/path/Vault (http only to this machine), or a local folder.
+    /// The vault's folder: https://host/dav/path/Vault (http only to this machine), sftp://user@host[:port]/path
+    /// (/~/path: below the login folder), or a local folder.
     pub location: String,
     /// The WebDAV user (Basic authentication; the password from CLOAKFS_PASSWORD or a prompt).
     #[arg(long, env = "CLOAKFS_DAV_USER")]
@@ -31,11 +34,21 @@ pub struct LocationArgs {
     /// Timeout of each request, in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// SSH options for sftp:// locations.
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 impl LocationArgs {
-    /// The store the location names (asking for the WebDAV password if a user is given).
-    pub fn store(&self) -> anyhow::Result<AnyStore> {
+    /// The store the location names (asking for the WebDAV password if a user is given; for sftp://,
+    /// connecting and logging in).
+    pub fn store(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<AnyStore> {
+        if SftpLocation::is_sftp(&self.location) {
+            let location = SftpLocation::parse(&self.location).map_err(anyhow::Error::msg)?;
+            let timeout = Duration::from_secs(self.timeout.max(1));
+            let store = self.ssh.connect(&location, self.user.as_deref(), timeout, runtime)?;
+            return Ok(AnyStore::Sftp(std::sync::Arc::new(store)));
+        }
         if !is_url(&self.location) {
             let root = PathBuf::from(&self.location);
             if !root.is_dir() {
@@ -164,7 +177,7 @@ pub enum VaultCommand {
 }
 
 fn open(location: &LocationArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<CryptomatorVault<AnyStore>> {
-    let store = location.store()?;
+    let store = location.store(runtime)?;
     let passphrase = passphrase("vault passphrase: ")?;
     let vault = runtime
         .block_on(CryptomatorVault::open(store, &passphrase))
@@ -221,7 +234,7 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match command {
         VaultCommand::Create { location, cipher } => {
-            let store = location.store()?;
+            let store = location.store(&runtime)?;
             let first = passphrase("new vault passphrase: ")?;
             if std::env::var_os("CLOAKFS_PASSPHRASE").is_none() {
                 let again = passphrase("the same passphrase again: ")?;
@@ -237,7 +250,15 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
                 ComboArg::SivCtrmac => CipherCombo::SivCtrMac,
             };
             let vault = runtime
-                .block_on(CryptomatorVault::create(store, &first, combo))
+                .block_on(async {
+                    // The vault's own folder is made if only it is missing.
+                    if let Err(missing) = store.stat(&[]).await {
+                        if missing.kind() == crate::remote::RemoteErrorKind::NotFound {
+                            store.make_dir(&[]).await?;
+                        }
+                    }
+                    CryptomatorVault::create(store, &first, combo).await
+                })
                 .with_context(|| format!("creating a vault at {}", location.location))?;
             eprintln!(
                 "created a Cryptomator vault (format 8, {}) at {}; keep the passphrase safe: nothing can recover it",

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod recovery;
 pub mod serve;
 pub mod sharing;
+pub mod ssh;
 
 use clap::{Parser, Subcommand};
 

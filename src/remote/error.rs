@@ -93,6 +93,16 @@ pub enum RemoteError {
         /// The system's message.
         reason: String,
     },
+    /// An SFTP server (over SSH) refused or failed an operation, or the connection is gone.
+    #[error("{request}: {reason}")]
+    Ssh {
+        /// The operation and server path.
+        request: String,
+        /// What the failure means.
+        kind: RemoteErrorKind,
+        /// The server's message, or what happened to the connection.
+        reason: String,
+    },
     /// The server's answer does not have the expected shape.
     #[error("{request}: unexpected answer: {reason}")]
     Protocol {
@@ -119,7 +129,7 @@ impl RemoteError {
         match self {
             Self::BadUrl(_) => RemoteErrorKind::BadConfiguration,
             Self::Unauthorized { .. } => RemoteErrorKind::Unauthorized,
-            Self::Status { kind, .. } | Self::Local { kind, .. } => *kind,
+            Self::Status { kind, .. } | Self::Local { kind, .. } | Self::Ssh { kind, .. } => *kind,
             Self::Transport { .. } => RemoteErrorKind::Unreachable,
             Self::Protocol { .. } => RemoteErrorKind::Protocol,
         }

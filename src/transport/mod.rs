@@ -4,9 +4,11 @@
 //! Paths are segments below the vault's root; errors are [`RemoteError`]s with kinds, never protocol codes.
 //!
 //! Implementations: [`webdav::DavStore`] (any WebDAV server: Apache mod_dav, nginx, rclone, ownCloud,
-//! Nextcloud without its end-to-end encryption app) and [`local::LocalStore`] (a folder a sync client keeps).
+//! Nextcloud without its end-to-end encryption app), [`sftp::SftpStore`] (an SFTP server over SSH) and
+//! [`local::LocalStore`] (a folder a sync client keeps).
 
 pub mod local;
+pub mod sftp;
 pub mod webdav;
 
 use std::future::Future;
@@ -88,6 +90,8 @@ pub enum AnyStore {
     Dav(webdav::DavStore),
     /// A local folder.
     Local(local::LocalStore),
+    /// A folder on an SFTP server (one connection, shared).
+    Sftp(std::sync::Arc<sftp::SftpStore>),
 }
 
 macro_rules! each_store {
@@ -95,6 +99,7 @@ macro_rules! each_store {
         match $self {
             AnyStore::Dav($store) => $call,
             AnyStore::Local($store) => $call,
+            AnyStore::Sftp($store) => $call,
         }
     };
 }

@@ -37,7 +37,17 @@ pub fn is_vault_mount(arguments: &[OsString]) -> bool {
     }
     let mut previous = "";
     for argument in arguments.iter().skip(2).filter_map(|argument| argument.to_str()) {
-        let option_value = matches!(previous, "--server" | "--user" | "--pin-file" | "--mnemonic-file" | "--spill-dir");
+        let option_value = matches!(
+            previous,
+            "--server"
+                | "--user"
+                | "--pin-file"
+                | "--mnemonic-file"
+                | "--spill-dir"
+                | "-i"
+                | "--identity"
+                | "--ssh-config"
+        );
         previous = argument;
         if argument == "--cryptomator" {
             return true;
@@ -46,6 +56,7 @@ pub fn is_vault_mount(arguments: &[OsString]) -> bool {
             continue;
         }
         if crate::transport::is_url(argument)
+            || crate::transport::sftp::SftpLocation::is_sftp(argument)
             || std::path::Path::new(argument).join(crate::cryptomator::config::CONFIG_FILE).is_file()
         {
             return true;
@@ -80,9 +91,9 @@ pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
     use crate::mount::MountInfo;
 
     let spill_directory = args.options.spill_directory(super::unix::default_spill_dir())?;
-    let store = args.location.store()?;
-    let passphrase = passphrase("vault passphrase: ")?;
     let runtime = crate::cli::common::runtime()?;
+    let store = args.location.store(&runtime)?;
+    let passphrase = passphrase("vault passphrase: ")?;
     let vault = runtime
         .block_on(CryptomatorVault::open(store, &passphrase))
         .with_context(|| format!("opening the vault at {}", args.location.location))?;

@@ -1,0 +1,138 @@
+//! The SSH side of `sftp://` vault locations: the options a user of `ssh` expects (`-i`, the agent,
+//! ~/.ssh/config, known_hosts, a password only when allowed), and the terminal that answers the
+//! connection's questions (passphrases and one-time codes without echo, host-key confirmation).
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use zeroize::Zeroizing;
+
+use crate::transport::sftp::{self, ssh_config, Asker, SftpLocation, SftpStore, SshSettings};
+
+/// SSH options of an `sftp://` location.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SshArgs {
+    /// A private key file to log in with (as `ssh -i`; may be given more than once). Tried after the
+    /// agent's keys, before ~/.ssh/config's IdentityFile and ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Trust the server's host key when its SHA256 fingerprint is this (`SHA256:…`, as `ssh-keygen -l`
+    /// prints it), without asking. A key that differs from known_hosts is refused all the same.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub accept_host_key: Option<String>,
+    /// Record a newly trusted host key in ~/.ssh/known_hosts (hashed). Without it nothing is written.
+    #[arg(long)]
+    pub remember_host: bool,
+    /// Allow the password method (asked without echo); off by default, since a key is what the server
+    /// should ask for.
+    #[arg(long)]
+    pub allow_password: bool,
+    /// Do not use ssh-agent's keys (SSH_AUTH_SOCK).
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The ssh client configuration to read (default ~/.ssh/config).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+}
+
+impl SshArgs {
+    /// The connection settings for `location`: the address, then `--user`, then ~/.ssh/config, then the
+    /// local user name.
+    pub fn settings(
+        &self,
+        location: &SftpLocation,
+        user: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<SshSettings> {
+        let home = sftp::home_folder().context("HOME is not set (needed for ~/.ssh)")?;
+        let config_file = self.ssh_config.clone().unwrap_or_else(|| home.join(".ssh/config"));
+        let config = ssh_config::settings_for(&config_file, &location.host, &home)
+            .with_context(|| format!("reading {}", config_file.display()))?;
+        let user = location
+            .user
+            .clone()
+            .or_else(|| user.map(str::to_owned))
+            .or(config.user.clone())
+            .or_else(|| std::env::var("USER").ok())
+            .context("no user name: give sftp://USER@host/…")?;
+        let mut identity_files = self.identity.clone();
+        identity_files.extend(config.identity_files.iter().cloned());
+        if config.identity_files.is_empty() {
+            identity_files.extend(sftp::default_identity_files(&home));
+        }
+        let mut known_hosts_files = config.known_hosts_files.clone();
+        if known_hosts_files.is_empty() {
+            known_hosts_files = vec![home.join(".ssh/known_hosts"), home.join(".ssh/known_hosts2")];
+        }
+        known_hosts_files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
+        let remember_host_in = self.remember_host.then(|| known_hosts_files[0].clone());
+        Ok(SshSettings {
+            host: config.host_name.clone().unwrap_or_else(|| location.host.clone()),
+            port: location.port.or(config.port).unwrap_or(22),
+            user,
+            identity_files,
+            use_agent: !self.no_agent,
+            identities_only: config.identities_only,
+            allow_password: self.allow_password,
+            known_hosts_files,
+            accept_host_key: self.accept_host_key.clone(),
+            remember_host_in,
+            timeout,
+        })
+    }
+
+    /// Connects to the vault's folder at `location`.
+    pub fn connect(
+        &self,
+        location: &SftpLocation,
+        user: Option<&str>,
+        timeout: Duration,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<SftpStore> {
+        let settings = self.settings(location, user, timeout)?;
+        let describe = format!("{}@{}:{}", settings.user, settings.host, settings.port);
+        runtime
+            .block_on(SftpStore::connect(settings, location.path.clone(), Arc::new(TerminalAsker)))
+            .with_context(|| format!("connecting to {describe}"))
+    }
+}
+
+/// Answers through the terminal: a secret without echo when stdin is a terminal, else a line of stdin
+/// (the prompt on stderr) so that scripts and tests can answer; nothing when stdin is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct TerminalAsker;
+
+fn read_line_of_stdin(prompt: &str) -> Option<Zeroizing<String>> {
+    let mut stderr = std::io::stderr();
+    let _ = write!(stderr, "{prompt}");
+    let _ = stderr.flush();
+    let mut line = Zeroizing::new(String::new());
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+            Some(trimmed)
+        }
+    }
+}
+
+impl Asker for TerminalAsker {
+    fn secret(&self, prompt: &str) -> Option<Zeroizing<String>> {
+        if std::io::stdin().is_terminal() {
+            rpassword::prompt_password(prompt).ok().map(Zeroizing::new)
+        } else {
+            read_line_of_stdin(prompt)
+        }
+    }
+
+    fn confirm(&self, question: &str) -> bool {
+        read_line_of_stdin(question).is_some_and(|answer| matches!(answer.trim(), "yes" | "y" | "YES" | "Yes"))
+    }
+
+    fn show(&self, text: &str) {
+        eprintln!("{}", text.trim_end());
+    }
+}
