@@ -12,6 +12,8 @@ mod dav;
 mod mount;
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -113,37 +115,7 @@ fn real_tools_in_a_vault_mounted_over_apache_then_remount_an_independent_reader_
     let mounted = mount_vault(&location, "tools", &run.0, &[]);
     let root = mounted.path("");
 
-    // cp -r, then diff -r.
-    sh(&format!("cp -r '{0}' src && diff -r '{0}' src", source.join("src").display()), &root);
-    // An editor's save: a swap file, the new version under another name renamed over the original.
-    fs::write(root.join("note.txt"), b"first version\n").unwrap();
-    fs::write(root.join(".note.txt.swp"), pattern(4096, 9)).unwrap();
-    fs::write(root.join("note.txt~"), b"second version\n").unwrap();
-    fs::rename(root.join("note.txt~"), root.join("note.txt")).unwrap();
-    fs::remove_file(root.join(".note.txt.swp")).unwrap();
-    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"second version\n");
-    sh("sed -i 's/second/third/' note.txt", &root);
-    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
-    // tar x of a real source tarball, then diff -r.
-    sh(&format!("tar czf src.tgz -C '{}' src tests Cargo.toml", source.display()), &work.0);
-    sh(&format!("mkdir untar && tar xzf '{}/src.tgz' -C untar", work.0.display()), &root);
-    sh(&format!("diff -r '{}' untar/tests", source.join("tests").display()), &root);
-    // git clone into the mount, then git fsck.
-    sh(
-        &format!(
-            "git init -q repo && cp -r '{}' repo/ && cd repo && git add -A && \
-             git -c user.name=t -c user.email=t@t commit -qm init",
-            source.join("src").display()
-        ),
-        &work.0,
-    );
-    sh(&format!("git clone -q '{}/repo' clone && cd clone && git fsck --full", work.0.display()), &root);
-    // rsync -a in and out.
-    sh(&format!("rsync -a '{0}/' rsynced/ && diff -r '{0}' rsynced", source.join("src").display()), &root);
-    sh(
-        &format!("rsync -a '{}/rsynced/' back/ && diff -r '{}' back", root.display(), source.join("src").display()),
-        &work.0,
-    );
+    tools::real_tool_workload(&root, &work.0);
 
     // A long name (a .c9s node), and a large file read back from the middle.
     let long_name = format!("{}.txt", "ü".repeat(100));

@@ -100,10 +100,45 @@ impl SshArgs {
     }
 }
 
+/// How long a question waits for its answer before the connection attempt gives up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Answers through the terminal: a secret without echo when stdin is a terminal, else a line of stdin
-/// (the prompt on stderr) so that scripts and tests can answer; nothing when stdin is closed.
+/// (the prompt on stderr) so that scripts and tests can answer; nothing when stdin is closed. One thread
+/// asks, one question at a time; a question not answered within two minutes gets no answer (the
+/// connection attempt fails, and the mount tries again later), and an answer typed after that is dropped.
 #[derive(Debug, Clone, Copy)]
 pub struct TerminalAsker;
+
+enum Question {
+    Secret(String),
+    Line(String),
+}
+
+type Reply = std::sync::mpsc::Sender<Option<Zeroizing<String>>>;
+
+fn ask(question: Question) -> Option<Zeroizing<String>> {
+    static TERMINAL: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<(Question, Reply)>>> =
+        std::sync::OnceLock::new();
+    let sender = TERMINAL.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<(Question, Reply)>();
+        std::thread::spawn(move || {
+            for (question, reply) in receiver {
+                let answer = match question {
+                    Question::Secret(prompt) if std::io::stdin().is_terminal() => {
+                        rpassword::prompt_password(prompt).ok().map(Zeroizing::new)
+                    }
+                    Question::Secret(prompt) | Question::Line(prompt) => read_line_of_stdin(&prompt),
+                };
+                let _ = reply.send(answer);
+            }
+        });
+        std::sync::Mutex::new(sender)
+    });
+    let (reply, answer) = std::sync::mpsc::channel();
+    sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send((question, reply)).ok()?;
+    answer.recv_timeout(ANSWER_TIMEOUT).ok().flatten()
+}
 
 fn read_line_of_stdin(prompt: &str) -> Option<Zeroizing<String>> {
     let mut stderr = std::io::stderr();
@@ -112,24 +147,18 @@ fn read_line_of_stdin(prompt: &str) -> Option<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());
     match std::io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => None,
-        Ok(_) => {
-            let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
-            Some(trimmed)
-        }
+        Ok(_) => Some(Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())),
     }
 }
 
 impl Asker for TerminalAsker {
     fn secret(&self, prompt: &str) -> Option<Zeroizing<String>> {
-        if std::io::stdin().is_terminal() {
-            rpassword::prompt_password(prompt).ok().map(Zeroizing::new)
-        } else {
-            read_line_of_stdin(prompt)
-        }
+        ask(Question::Secret(prompt.to_owned()))
     }
 
     fn confirm(&self, question: &str) -> bool {
-        read_line_of_stdin(question).is_some_and(|answer| matches!(answer.trim(), "yes" | "y" | "YES" | "Yes"))
+        ask(Question::Line(question.to_owned()))
+            .is_some_and(|answer| matches!(answer.trim(), "yes" | "y" | "YES" | "Yes"))
     }
 
     fn show(&self, text: &str) {

@@ -33,11 +33,11 @@ pub struct DavServer {
     _dir: TempDir,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn require(program: &str, package: &str) {
+pub fn require(program: &str, package: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap();
     assert!(
         found.status.success(),

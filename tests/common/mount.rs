@@ -158,6 +158,56 @@ pub fn start_mount(mut command: std::process::Command, dir: TempDir, runtime_dir
     Mounted { child: Some(child), dir, log, runtime_dir }
 }
 
+/// Answers a mount's questions: called with what the mount wrote to stderr since the last answer, it
+/// returns the line to type (a passphrase, a one-time code, "yes"), or `None` to wait for more.
+pub type Answerer = Box<dyn FnMut(&str) -> Option<String> + Send>;
+
+/// Starts `command` with its stdin kept open for `answer` (the mount's questions arrive on stderr, without
+/// a newline) and returns once it reports the mount ready, or `Err` with what it printed if it exits
+/// first.
+pub fn start_mount_answering(
+    mut command: std::process::Command,
+    dir: TempDir,
+    runtime_dir: PathBuf,
+    mut answer: Answerer,
+) -> Result<Mounted, String> {
+    use std::io::{Read as _, Write as _};
+    let mut child = command.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut stdin, mut stderr) = (child.stdin.take().unwrap(), child.stderr.take().unwrap());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let (mut buffer, mut pending) = ([0u8; 4096], String::new());
+        loop {
+            let read = match stderr.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let chunk = String::from_utf8_lossy(&buffer[..read]).into_owned();
+            eprint!("[mount] {chunk}");
+            sink.lock().unwrap().push_str(&chunk);
+            pending.push_str(&chunk);
+            if let Some(line) = answer(&pending) {
+                pending.clear();
+                let _ = stdin.write_all(format!("{line}\n").as_bytes());
+                let _ = stdin.flush();
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if log.lock().unwrap().contains(" mounted at ") {
+            return Ok(Mounted { child: Some(child), dir, log, runtime_dir });
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200));
+            return Err(format!("exited ({status}): {}", log.lock().unwrap()));
+        }
+        assert!(Instant::now() < deadline, "the mount neither mounted nor exited: {}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running `cloakfs mount`.
 pub struct Mounted {
     child: Option<Child>,

@@ -258,7 +258,10 @@ mod tests {
         // `ssh-keygen -H` of the line "[127.0.0.1]:2222 <ED25519>".
         let line = format!("|1|EzSS1ZdHi/79pY7k0nil9VpfyT0=|a5ivUBVodpOtcQ8WzNKNuqsuSsQ= {ED25519}\n");
         let (_folder, path) = file_with(&line);
-        assert!(matches!(check(std::slice::from_ref(&path), "127.0.0.1", 2222, &key(ED25519)), HostKeyVerdict::Known { .. }));
+        assert!(matches!(
+            check(std::slice::from_ref(&path), "127.0.0.1", 2222, &key(ED25519)),
+            HostKeyVerdict::Known { .. }
+        ));
         assert_eq!(check(&[path], "127.0.0.2", 2222, &key(ED25519)), HostKeyVerdict::Unknown);
         // The fingerprint as `ssh-keygen -l` prints it.
         assert_eq!(fingerprint(&key(ED25519)), "SHA256:gLFm/tmlY7fWLvw4j5yQCc4scpr224fkQSKtha9kjeA");

@@ -106,7 +106,14 @@ impl SftpStore {
 
     /// The open connection, or a new one if it dropped.
     async fn live(&self, request: &str) -> Result<Arc<Live>, RemoteError> {
-        let mut live = self.live.lock().await;
+        // A reconnection may be waiting for a person (a one-time code): others wait for it only so long.
+        let Ok(mut live) = tokio::time::timeout(self.settings.timeout, self.live.lock()).await else {
+            return Err(RemoteError::Ssh {
+                request: request.to_owned(),
+                kind: RemoteErrorKind::Unreachable,
+                reason: "reconnecting to the SSH server (waiting for an answer on the terminal that mounted)".into(),
+            });
+        };
         if let Some(current) = live.as_ref() {
             if !current.handle.is_closed() {
                 return Ok(current.clone());

@@ -1,0 +1,46 @@
+//! The real-tool workload every kind of mount runs: cp -r and diff -r, an editor's save (a swap file and
+//! the new version renamed over the old), sed -i, tar x and diff -r, git clone and git fsck, rsync -a in and
+//! out. The files it leaves (`src`, `note.txt` holding "third version", `untar`, `clone`, `rsynced`) are
+//! what the callers check again after a remount.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+
+use super::mount::{pattern, sh};
+
+/// Runs the workload in the mounted folder `root`, with `work` as a scratch folder outside the mount.
+pub fn real_tool_workload(root: &Path, work: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // cp -r, then diff -r.
+    sh(&format!("cp -r '{0}' src && diff -r '{0}' src", source.join("src").display()), root);
+    // An editor's save: a swap file, the new version under another name renamed over the original.
+    fs::write(root.join("note.txt"), b"first version\n").unwrap();
+    fs::write(root.join(".note.txt.swp"), pattern(4096, 9)).unwrap();
+    fs::write(root.join("note.txt~"), b"second version\n").unwrap();
+    fs::rename(root.join("note.txt~"), root.join("note.txt")).unwrap();
+    fs::remove_file(root.join(".note.txt.swp")).unwrap();
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"second version\n");
+    sh("sed -i 's/second/third/' note.txt", root);
+    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
+    // tar x of a real source tarball, then diff -r.
+    sh(&format!("tar czf src.tgz -C '{}' src tests Cargo.toml", source.display()), work);
+    sh(&format!("mkdir untar && tar xzf '{}/src.tgz' -C untar", work.display()), root);
+    sh(&format!("diff -r '{}' untar/tests", source.join("tests").display()), root);
+    // git clone into the mount, then git fsck.
+    sh(
+        &format!(
+            "git init -q repo && cp -r '{}' repo/ && cd repo && git add -A && \
+             git -c user.name=t -c user.email=t@t commit -qm init",
+            source.join("src").display()
+        ),
+        work,
+    );
+    sh(&format!("git clone -q '{}/repo' clone && cd clone && git fsck --full", work.display()), root);
+    // rsync -a in and out.
+    sh(&format!("rsync -a '{0}/' rsynced/ && diff -r '{0}' rsynced", source.join("src").display()), root);
+    sh(
+        &format!("rsync -a '{}/rsynced/' back/ && diff -r '{}' back", root.display(), source.join("src").display()),
+        work,
+    );
+}
