@@ -2,9 +2,11 @@
 # cloakfs next to the tools people use instead, on identical workloads, in one run, on loopback.
 #
 #   scripts/bench/run.sh [--quick] [--rounds N] [--latency MS] [--targets "cloakfs rclone-writes ..."]
-#                        [--subject cloakfs|cryptomator] [--out FILE] [--update-docs]
+#                        [--subject cloakfs|cryptomator|sftp] [--out FILE] [--update-docs]
 #
-# Targets: cloakfs (mount over `cloakfs serve`), cryptomator (cloakfs mount of a Cryptomator vault over the
+# Targets: cloakfs (mount over `cloakfs serve`), sftp / rclone-sftp / sshfs (a Cryptomator vault mounted by
+# cloakfs, rclone crypt, and plain sshfs, all over one OpenSSH server: scripts/bench/sftp_targets.sh),
+# cryptomator (cloakfs mount of a Cryptomator vault over the
 # same `rclone serve webdav` as rclone crypt), rclone-writes / rclone-full (rclone crypt remote +
 # `rclone mount --vfs-cache-mode writes|full` over `rclone serve webdav`), davfs2 (plain, over the same
 # `rclone serve webdav`), gocryptfs (local cipher dir) and plain (a local dir, the limit). Peers come from
@@ -61,6 +63,8 @@ for tool in curl openssl fusermount3 perl tar python3; do command -v "$tool" >/d
 for target in $TARGETS; do
   case "$target" in
     rclone-*|cryptomator) command -v rclone >/dev/null || need+=(rclone) ;;
+    sftp) [ -x /usr/sbin/sshd ] || need+=(openssh-server) ;;
+    sshfs) command -v sshfs >/dev/null || need+=(sshfs); [ -x /usr/sbin/sshd ] || need+=(openssh-server) ;;
     davfs2) command -v mount.davfs >/dev/null || need+=(davfs2); command -v rclone >/dev/null || need+=(rclone) ;;
     gocryptfs) command -v gocryptfs >/dev/null || need+=(gocryptfs) ;;
   esac
@@ -370,6 +374,10 @@ gocryptfs_durable() { sync; }
 gocryptfs_stop() { gocryptfs_unmount; }
 gocryptfs_leftovers() { echo ""; }
 
+# SFTP: cloakfs over SFTP, rclone crypt over SFTP and sshfs, on one OpenSSH server
+# shellcheck source=scripts/bench/sftp_targets.sh
+. "$ROOT/scripts/bench/sftp_targets.sh"
+
 # a plain local dir: the limit
 plain_start() { MP_SAVED=$MP; rm -rf "$W/plain"; mkdir -p "$W/plain"; MP="$W/plain"; MOUNT_PID=""; }
 plain_remount() { drop_caches; }
@@ -498,7 +506,7 @@ curl -s -o /dev/null "http://127.0.0.1:$DAV_PORT/curl/big"
 CURL_MIBPS=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$DAV_PORT/curl/big" | awk '{printf "%.0f", $1 / 1048576}')
 rm -rf "$W/dav/curl"
 
-if [[ " $TARGETS " == *" cloakfs "* || " $TARGETS " == *" cryptomator "* ]]; then
+if [[ " $TARGETS " == *" cloakfs "* || " $TARGETS " == *" cryptomator "* || " $TARGETS " == *" sftp "* ]]; then
   [ -n "${CLOAKFS_BENCH_NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --locked -q)
 fi
 METRICS=(write read_cold read_warm ttfb1 ttfbbig create smallread ls_cold ls_warm rename mkdir rmdir untar gitclone rss left)
@@ -533,6 +541,7 @@ versions() {
   command -v rclone >/dev/null && echo "- $(rclone version 2>/dev/null | head -1)"
   command -v mount.davfs >/dev/null && echo "- $(mount.davfs -V 2>&1 | head -1 | sed 's/ *<.*//')"
   command -v gocryptfs >/dev/null && echo "- $(gocryptfs -version 2>/dev/null | cut -d';' -f1)"
+  [[ " $TARGETS " == *" sftp "* || " $TARGETS " == *" sshfs "* ]] && echo "- $(/usr/sbin/sshd -V 2>&1 | head -1), $(sshfs --version 2>&1 | grep -i "^sshfs" | head -1)"
   echo "- $(openssl version), $(curl --version | head -1 | cut -d' ' -f1-2), fuse3 $(fusermount3 -V 2>&1 | awk '{print $NF}')"
 }
 report() {
@@ -589,6 +598,15 @@ report() {
     else verdict="**missed**"; fi
     echo "- $1: $verdict ($2 $3 $4)"
   }
+  if [ "$SUBJECT" = sftp ]; then
+    echo
+    echo "sshfs stores plain files (no encryption): the upper bound of an SFTP mount, not a peer."
+    echo
+    echo "Machine and versions:"
+    echo "- $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; $(. /etc/os-release; echo "$PRETTY_NAME")"
+    versions
+    return
+  fi
   if [ "$SUBJECT" = cryptomator ]; then
     echo
     echo "Targets (issue 22):"

@@ -256,22 +256,36 @@ async fn posix_rename(live: &Live, from: &str, to: &str) -> Result<(), SftpError
     }
 }
 
-/// Reads `length` bytes at `offset` of an open file (fewer at its end), pieces in flight together.
-async fn read_range(live: &Live, handle: &str, offset: u64, length: u64) -> Result<Vec<u8>, SftpError> {
-    use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+/// Reads `length` bytes at `offset` of an open file (to its end when `None`; fewer where it ends), pieces
+/// in flight together. Nothing the server says about the file's size is trusted: pieces are asked for
+/// until one comes back short.
+async fn read_range(live: &Live, handle: &str, offset: u64, length: Option<u64>) -> Result<Vec<u8>, SftpError> {
+    use futures_util::StreamExt as _;
     let piece = u64::from(live.max_read);
-    let starts: Vec<u64> = (0..length.div_ceil(piece)).map(|index| offset + index * piece).collect();
-    let end = offset + length;
-    let pieces: Vec<Vec<u8>> = stream::iter(starts)
-        .map(|start| read_piece(live, handle, start, (end - start).min(piece)))
-        .buffered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    // A piece shorter than asked ends at the end of the file: later pieces are empty then.
-    Ok(pieces.concat())
+    let end = length.map(|length| offset.saturating_add(length));
+    let mut body = Vec::new();
+    let (mut next, mut ended) = (offset, false);
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    loop {
+        while !ended && in_flight.len() < IN_FLIGHT && end.is_none_or(|end| next < end) {
+            let size = end.map_or(piece, |end| (end - next).min(piece));
+            in_flight.push_back(async move { read_piece(live, handle, next, size).await.map(|data| (size, data)) });
+            next += size;
+        }
+        match in_flight.next().await {
+            None => break,
+            Some(result) => {
+                let (size, data) = result?;
+                ended |= (data.len() as u64) < size;
+                body.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(body)
 }
 
-/// One piece, read to its length unless the file ends (a server may answer a read with fewer bytes).
+/// One piece, read to its length unless the file ends (a server may answer a read with fewer bytes; one
+/// that answers with more is cut to what was asked).
 async fn read_piece(live: &Live, handle: &str, start: u64, length: u64) -> Result<Vec<u8>, SftpError> {
     let mut piece = Vec::with_capacity(length as usize);
     while (piece.len() as u64) < length {
@@ -283,41 +297,75 @@ async fn read_piece(live: &Live, handle: &str, start: u64, length: u64) -> Resul
             Err(error) => return Err(error),
         }
     }
+    piece.truncate(length as usize);
     Ok(piece)
 }
 
-/// Writes `body` to a new file `path` (which must not exist), flushes and closes it.
-async fn write_new_file(live: &Live, path: &str, body: &[u8]) -> Result<(), SftpError> {
+/// Writes `body` to a new file `temporary` (which must not exist), flushes it, then renames it to
+/// `target` (replacing it unless `create_only`) and returns the file's attributes (size and modification
+/// time, which the rename keeps). Requests are sent without waiting where their order on the channel is
+/// enough (the server handles them in order): the last writes, the flush and the stat together, then the
+/// close and the rename together; a small file costs three round trips.
+async fn write_and_rename(
+    live: &Live,
+    temporary: &str,
+    target: &str,
+    body: &[u8],
+    create_only: bool,
+) -> Result<FileAttributes, SftpError> {
+    use futures_util::StreamExt as _;
     let attributes = FileAttributes { permissions: Some(0o600), ..FileAttributes::empty() };
     let handle = live
         .sftp
-        .open(path, OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::TRUNCATE, attributes)
+        .open(temporary, OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::TRUNCATE, attributes)
         .await?
         .handle;
     let piece = live.max_write as usize;
-    let outcome = async {
+    let written = async {
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         for (index, chunk) in body.chunks(piece).enumerate() {
             if in_flight.len() >= IN_FLIGHT {
-                if let Some(done) = futures_util::StreamExt::next(&mut in_flight).await {
+                if let Some(done) = in_flight.next().await {
                     done?;
                 }
             }
             in_flight.push(live.sftp.write(handle.as_str(), (index * piece) as u64, chunk.to_vec()));
         }
-        while let Some(done) = futures_util::StreamExt::next(&mut in_flight).await {
-            done?;
+        let drained = async {
+            while let Some(done) = in_flight.next().await {
+                done?;
+            }
+            Ok::<(), SftpError>(())
+        };
+        // Polled in this order, so sent in this order: the writes still to send, then fsync, then fstat.
+        let (drained, synced, stat) =
+            futures_util::join!(drained, live.sftp.fsync(handle.as_str()), live.sftp.fstat(handle.as_str()));
+        drained?;
+        match synced {
+            Err(error) if !is_status(&error, StatusCode::OpUnsupported) => return Err(error),
+            _ => {}
         }
-        match live.sftp.fsync(handle.as_str()).await {
-            Ok(_) => Ok(()),
-            Err(unsupported) if is_status(&unsupported, StatusCode::OpUnsupported) => Ok(()),
-            Err(error) => Err(error),
-        }
+        Ok(stat?.attrs)
     }
     .await;
-    let closed = live.sftp.close(handle.as_str()).await;
-    outcome?;
-    closed.map(|_| ())
+    let renamed = async {
+        if create_only {
+            live.sftp.rename(temporary, target).await.map(|_| ())
+        } else {
+            posix_rename(live, temporary, target).await
+        }
+    };
+    match written {
+        Ok(attributes) => {
+            let (closed, renamed) = futures_util::join!(live.sftp.close(handle.as_str()), renamed);
+            closed?;
+            renamed.map(|()| attributes)
+        }
+        Err(error) => {
+            let _ = live.sftp.close(handle.as_str()).await;
+            Err(error)
+        }
+    }
 }
 
 async fn stat_entry(live: &Live, path: &str, name: String) -> Result<StoreEntry, SftpError> {
@@ -399,25 +447,12 @@ impl Store for SftpStore {
             let range = range.clone();
             async move {
                 let handle = live.sftp.open(full.as_str(), OpenFlags::READ, FileAttributes::empty()).await?.handle;
-                let outcome = async {
-                    let (start, length) = match &range {
-                        Some(range) => (range.start, range.end.saturating_sub(range.start)),
-                        None => (0, live.sftp.fstat(handle.as_str()).await?.attrs.size.unwrap_or(0)),
-                    };
-                    let mut body = read_range(&live, &handle, start, length).await?;
-                    if range.is_none() {
-                        // The file may have grown since fstat: read on to its end.
-                        loop {
-                            let more = read_piece(&live, &handle, body.len() as u64, u64::from(live.max_read)).await?;
-                            if more.is_empty() {
-                                break;
-                            }
-                            body.extend_from_slice(&more);
-                        }
+                let outcome = match &range {
+                    Some(range) => {
+                        read_range(&live, &handle, range.start, Some(range.end.saturating_sub(range.start))).await
                     }
-                    Ok(body)
-                }
-                .await;
+                    None => read_range(&live, &handle, 0, None).await,
+                };
                 let _ = live.sftp.close(handle.as_str()).await;
                 outcome
             }
@@ -437,20 +472,18 @@ impl Store for SftpStore {
             kind,
             reason: reason.to_owned(),
         };
-        let current = match self.stat(path).await {
-            Ok(entry) => Some(entry.version),
-            Err(missing) if missing.kind() == RemoteErrorKind::NotFound => None,
-            Err(other) => return Err(other),
-        };
-        match (&condition, &current) {
-            (WriteCondition::CreateOnly, Some(_)) => return Err(refuse(RemoteErrorKind::Exists, "exists already")),
-            (WriteCondition::IfVersion(expected), Some(found)) if expected != found => {
-                return Err(refuse(RemoteErrorKind::Changed, "changed since it was read"))
+        // Only a write over a version needs to look first; a create-only write is refused by the rename.
+        if let WriteCondition::IfVersion(expected) = &condition {
+            match self.stat(path).await {
+                Ok(entry) if entry.version != *expected => {
+                    return Err(refuse(RemoteErrorKind::Changed, "changed since it was read"))
+                }
+                Ok(_) => {}
+                Err(missing) if missing.kind() == RemoteErrorKind::NotFound => {
+                    return Err(refuse(RemoteErrorKind::Changed, "removed since it was read"))
+                }
+                Err(other) => return Err(other),
             }
-            (WriteCondition::IfVersion(_), None) => {
-                return Err(refuse(RemoteErrorKind::Changed, "removed since it was read"))
-            }
-            _ => {}
         }
         let create_only = condition == WriteCondition::CreateOnly;
         let written = self
@@ -458,27 +491,18 @@ impl Store for SftpStore {
                 let body = body.clone();
                 async move {
                     let temporary = temporary_name(&full);
-                    let outcome = async {
-                        write_new_file(&live, &temporary, &body).await?;
-                        if create_only {
-                            live.sftp.rename(temporary.as_str(), full.as_str()).await.map(|_| ())
-                        } else {
-                            posix_rename(&live, &temporary, &full).await
-                        }
-                    }
-                    .await;
+                    let outcome = write_and_rename(&live, &temporary, &full, &body, create_only).await;
                     if outcome.is_err() {
                         let _ = live.sftp.remove(temporary.as_str()).await;
                     }
-                    outcome?;
-                    stat_entry(&live, &full, String::new()).await.map(|entry| entry.version)
+                    outcome.map(|attributes| entry_of(String::new(), &attributes).version)
                 }
             })
             .await;
         match written {
             Ok(version) => Ok(Some(version)),
             Err(error) if create_only && error.kind() == RemoteErrorKind::Failed && self.stat(path).await.is_ok() => {
-                Err(refuse(RemoteErrorKind::Exists, "another writer created it first"))
+                Err(refuse(RemoteErrorKind::Exists, "exists already"))
             }
             Err(error) => Err(error),
         }
