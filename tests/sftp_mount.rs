@@ -88,23 +88,36 @@ fn key_and_code(server: &SshServer) -> Vec<String> {
     vec![KEY_PASSPHRASE.to_owned(), server.code()]
 }
 
-/// Answers the key's passphrase and one-time codes (computed when asked), counting the codes asked.
-fn answering(server: &SshServer, codes_asked: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Answerer {
-    let secret_server_code = {
-        // The answerer runs on another thread: it computes codes itself from the same secret.
-        let _ = server;
-        move || ssh::totp(b"cloakfs-test-totp!!!", std::time::SystemTime::now())
-    };
-    Box::new(move |seen: &str| {
-        if seen.contains("Enter passphrase for key") {
-            Some(KEY_PASSPHRASE.to_owned())
-        } else if seen.contains("Verification code:") {
-            codes_asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Some(secret_server_code())
-        } else {
-            None
-        }
-    })
+/// What the mounting terminal does: counts the one-time codes asked, and answers them while
+/// `answer_codes` is set (else they are left for `cloakfs unlock`).
+#[derive(Clone, Default)]
+struct Terminal {
+    codes_asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    leave_codes: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Terminal {
+    fn codes_asked(&self) -> usize {
+        self.codes_asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Answers the key's passphrase and, unless told to leave them, one-time codes (computed when asked).
+    fn answerer(&self) -> Answerer {
+        let terminal = self.clone();
+        Box::new(move |seen: &str| {
+            if seen.contains("Enter passphrase for key") {
+                Some(KEY_PASSPHRASE.to_owned())
+            } else if seen.contains("Verification code:") {
+                terminal.codes_asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if terminal.leave_codes.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                Some(ssh::totp(b"cloakfs-test-totp!!!", std::time::SystemTime::now()))
+            } else {
+                None
+            }
+        })
+    }
 }
 
 fn mount_over_sftp(server: &SshServer, home: &Path, login: &Login, label: &str, run: &Path, extra: &[&str]) -> Mounted {
@@ -119,7 +132,7 @@ fn mount_counting_codes(
     label: &str,
     run: &Path,
     extra: &[&str],
-) -> (Mounted, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+) -> (Mounted, Terminal) {
     let dir = TempDir::new(&format!("{label}-mnt"));
     let mut command = client(server, home, login, true);
     let base_args: Vec<_> = command.get_args().map(|arg| arg.to_owned()).collect();
@@ -133,10 +146,10 @@ fn mount_counting_codes(
     mount.args(["mount", &server.url("Vault")]).arg(&dir.0).args(["--dir-cache-time", "1"]).args(extra).args(base_args);
     mount.env("XDG_RUNTIME_DIR", run);
     command = mount;
-    let codes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mounted = start_mount_answering(command, dir, run.to_owned(), answering(server, codes.clone()))
-        .unwrap_or_else(|log| panic!("{log}"));
-    (mounted, codes)
+    let terminal = Terminal::default();
+    let mounted =
+        start_mount_answering(command, dir, run.to_owned(), terminal.answerer()).unwrap_or_else(|log| panic!("{log}"));
+    (mounted, terminal)
 }
 
 fn paths_below(root: &Path) -> Vec<PathBuf> {
@@ -220,19 +233,19 @@ fn a_key_file_and_a_one_time_code_then_the_real_tools_a_remount_and_an_independe
     assert!(py_read(&stored, "/big.bin", &work.0) == big, "pycryptomator decrypts big.bin differently");
 
     // Remount: everything is still there.
-    let (again, codes) = mount_counting_codes(&server, &home, &Login::KeyFile, "sftp-tools-again", &run.0, &[]);
+    let (again, terminal) = mount_counting_codes(&server, &home, &Login::KeyFile, "sftp-tools-again", &run.0, &[]);
     let root = again.path("");
     let source = Path::new(env!("CARGO_MANIFEST_DIR"));
     mount::sh(&format!("diff -r '{0}' src && diff -r '{0}' untar/src", source.join("src").display()), &root);
     mount::sh("cd clone && git fsck --full", &root);
     assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
-    assert_eq!(codes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(terminal.codes_asked(), 1);
 
     // The server restarts (its sessions killed): the change waits in RAM, and the reconnection asks for a
     // new one-time code on the terminal that mounted (the key's passphrase is not asked again).
-    server.stop();
     let mut file = fs::File::create(root.join("after restart.txt")).unwrap();
     file.write_all(b"uploaded after a new code").unwrap();
+    server.stop();
     assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
     drop(file);
     server.start_again();
@@ -241,10 +254,51 @@ fn a_key_file_and_a_one_time_code_then_the_real_tools_a_remount_and_an_independe
         "not uploaded after the restart: {}",
         again.status()
     );
-    assert!(codes.load(std::sync::atomic::Ordering::SeqCst) >= 2, "no new code was asked: {}", again.log());
+    assert!(terminal.codes_asked() >= 2, "no new code was asked: {}", again.log());
     assert_eq!(again.log().matches("Enter passphrase for key").count(), 1, "{}", again.log());
+
+    // Once more, and this time the code is given with `cloakfs unlock` from another terminal.
+    terminal.leave_codes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let asked_before = terminal.codes_asked();
+    let mut file = fs::File::create(root.join("unlocked.txt")).unwrap();
+    file.write_all(b"uploaded after cloakfs unlock").unwrap();
+    server.stop();
+    assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(file);
+    let nothing_waits = cloakfs().arg("unlock").env("XDG_RUNTIME_DIR", &run.0).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&nothing_waits.stderr).contains("no cloakfs mount is waiting"),
+        "{nothing_waits:?}"
+    );
+    server.start_again();
+    assert!(
+        eventually(Duration::from_secs(40), || terminal.codes_asked() > asked_before),
+        "the reconnection asked no code: {}",
+        again.log()
+    );
+    let unlocked = eventually(Duration::from_secs(30), || {
+        let mut unlock = cloakfs()
+            .arg("unlock")
+            .arg(&again.dir.0)
+            .env("XDG_RUNTIME_DIR", &run.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = writeln!(unlock.stdin.take().unwrap(), "{}", server.code());
+        let output = unlock.wait_with_output().unwrap();
+        output.status.success() && String::from_utf8_lossy(&output.stderr).contains("Verification code:")
+    });
+    assert!(unlocked, "cloakfs unlock did not answer the mount's question: {}", again.log());
+    assert!(
+        eventually(Duration::from_secs(40), || again.status().contains("dirty files: 0")),
+        "not uploaded after cloakfs unlock: {}",
+        again.status()
+    );
     ok(again.unmount());
     assert_eq!(py_read(&stored, "/after restart.txt", &work.0), b"uploaded after a new code");
+    assert_eq!(py_read(&stored, "/unlocked.txt", &work.0), b"uploaded after cloakfs unlock");
 }
 
 #[test]
@@ -312,6 +366,30 @@ fn wrong_passphrase_wrong_code_unknown_and_changed_host_keys_are_refused() {
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     writeln!(child.stdin.take().unwrap(), "{}\n{}", KEY_PASSPHRASE, server.code()).unwrap();
     ok(child.wait_with_output().unwrap());
+
+    // A host alias of an ssh client configuration: HostName, Port, User and IdentityFile come from it.
+    let config = server.scratch("config").join("ssh_config");
+    fs::write(
+        &config,
+        format!(
+            "Host vaulthost\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n",
+            server.host_port,
+            ssh::SSH_USER,
+            server.key.display()
+        ),
+    )
+    .unwrap();
+    let mut command = cloakfs();
+    command.env("HOME", &home).env("CLOAKFS_PASSPHRASE", PASSPHRASE).env_remove("SSH_AUTH_SOCK");
+    command
+        .args(["vault", "ls", &format!("sftp://vaulthost{}/Vault", server.root.display()), "--no-agent"])
+        .arg("--ssh-config")
+        .arg(&config);
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}\n{}", KEY_PASSPHRASE, server.code()).unwrap();
+    let through_alias = child.wait_with_output().unwrap();
+    assert!(stderr_of(&through_alias).contains(&server.key.display().to_string()), "{}", stderr_of(&through_alias));
+    ok(through_alias);
 
     // A changed host key: refused with both fingerprints, even with the new one "accepted".
     let other_key = server.scratch("other").join("host");

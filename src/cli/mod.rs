@@ -52,6 +52,12 @@ pub enum Command {
     Forget(forget::ForgetArgs),
     /// Show running mounts: cache use, files waiting for upload, upload errors.
     Status,
+    /// Answer the question a mount waits on when it reconnects to an SSH server (a one-time code, a key's
+    /// passphrase), from this terminal instead of the one that mounted.
+    Unlock {
+        /// The mount point (default: any mount that waits).
+        mountpoint: Option<std::path::PathBuf>,
+    },
     /// File commands inside end-to-end encrypted folders.
     #[command(flatten)]
     Files(files::FileCommand),
@@ -129,8 +135,10 @@ pub fn run_with(cli: Cli, platform_mount: impl FnOnce(mount::MountArgs) -> anyho
         Command::Lock(args) => mount::lock(args),
         #[cfg(any(unix, windows))]
         Command::Status => mount::status(),
+        #[cfg(any(unix, windows))]
+        Command::Unlock { mountpoint } => ssh::unlock(mountpoint),
         #[cfg(not(any(unix, windows)))]
-        Command::Unmount(_) | Command::Lock(_) | Command::Status => {
+        Command::Unmount(_) | Command::Lock(_) | Command::Status | Command::Unlock { .. } => {
             anyhow::bail!("no control channel to mounts on this system")
         }
         Command::Forget(args) => forget::run(args),

@@ -104,9 +104,10 @@ impl SshArgs {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Answers through the terminal: a secret without echo when stdin is a terminal, else a line of stdin
-/// (the prompt on stderr) so that scripts and tests can answer; nothing when stdin is closed. One thread
-/// asks, one question at a time; a question not answered within two minutes gets no answer (the
-/// connection attempt fails, and the mount tries again later), and an answer typed after that is dropped.
+/// (the prompt on stderr) so that scripts and tests can answer; nothing when stdin is closed. In a mount,
+/// `cloakfs unlock` can answer the same question from another terminal. One thread asks, one question at
+/// a time; a question not answered within two minutes gets no answer (the connection attempt fails, and
+/// the mount tries again later), and an answer typed after that is dropped.
 #[derive(Debug, Clone, Copy)]
 pub struct TerminalAsker;
 
@@ -130,14 +131,29 @@ fn ask(question: Question) -> Option<Zeroizing<String>> {
                     }
                     Question::Secret(prompt) | Question::Line(prompt) => read_line_of_stdin(&prompt),
                 };
-                let _ = reply.send(answer);
+                // A line typed for a question that was answered elsewhere or given up goes to the question
+                // waiting now, if any (the person saw a prompt and typed for it).
+                if let Err(std::sync::mpsc::SendError(Some(late))) = reply.send(answer) {
+                    if let Some((id, _, _)) = crate::mount::questions::waiting() {
+                        crate::mount::questions::answer(id, late);
+                    }
+                }
             }
         });
         std::sync::Mutex::new(sender)
     });
+    // The same question is open to `cloakfs unlock` (through a running mount's control socket): the
+    // first answer wins.
+    let (prompt, secret) = match &question {
+        Question::Secret(prompt) => (prompt.clone(), true),
+        Question::Line(prompt) => (prompt.clone(), false),
+    };
     let (reply, answer) = std::sync::mpsc::channel();
-    sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send((question, reply)).ok()?;
-    answer.recv_timeout(ANSWER_TIMEOUT).ok().flatten()
+    let posted = crate::mount::questions::post(&prompt, secret, reply.clone());
+    let asked = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).send((question, reply)).is_ok();
+    let answered = if asked { answer.recv_timeout(ANSWER_TIMEOUT).ok().flatten() } else { None };
+    crate::mount::questions::withdraw(posted);
+    answered
 }
 
 fn read_line_of_stdin(prompt: &str) -> Option<Zeroizing<String>> {
@@ -164,4 +180,44 @@ impl Asker for TerminalAsker {
     fn show(&self, text: &str) {
         eprintln!("{}", text.trim_end());
     }
+}
+
+/// `cloakfs unlock [MOUNTPOINT]`: answers the question a mount waits on (a one-time code or a key's
+/// passphrase when it reconnects), asked here without echo (or read from stdin when it is not a terminal).
+pub fn unlock(mountpoint: Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::mount::control::{self, Request};
+    let runtime = crate::cli::common::runtime()?;
+    let mounts = runtime.block_on(control::all_mounts())?;
+    let mut asked = 0;
+    for (socket, status) in mounts {
+        if let Some(wanted) = &mountpoint {
+            let same = std::fs::canonicalize(wanted).ok().is_some_and(|wanted| wanted == status.mountpoint)
+                || *wanted == status.mountpoint;
+            if !same {
+                continue;
+            }
+        }
+        let reply = runtime.block_on(control::send(&socket, &Request::Question))?;
+        let Some(question) = reply.question else { continue };
+        asked += 1;
+        eprintln!("cloakfs: the mount at {} asks:", status.mountpoint.display());
+        let answer = if question.secret && std::io::stdin().is_terminal() {
+            Zeroizing::new(rpassword::prompt_password(&question.prompt).context("reading the answer")?)
+        } else {
+            read_line_of_stdin(&question.prompt).context("no answer (stdin closed)")?
+        };
+        let reply =
+            runtime.block_on(control::send(&socket, &Request::Answer { id: question.id, text: answer.to_string() }))?;
+        if let Some(error) = reply.error {
+            anyhow::bail!("{}: {error}", status.mountpoint.display());
+        }
+        eprintln!("cloakfs: answered; the mount at {} goes on", status.mountpoint.display());
+    }
+    if asked == 0 {
+        match mountpoint {
+            Some(mountpoint) => anyhow::bail!("no mount at {} is waiting for an answer", mountpoint.display()),
+            None => anyhow::bail!("no cloakfs mount is waiting for an answer"),
+        }
+    }
+    Ok(())
 }

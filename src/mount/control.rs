@@ -45,6 +45,26 @@ pub enum Request {
         /// Drop changes that are not on the server yet instead of refusing.
         discard: bool,
     },
+    /// The question the mount waits on, if any (`cloakfs unlock`).
+    Question,
+    /// Answers question `id` (a one-time code or a passphrase for reconnecting).
+    Answer {
+        /// The question answered.
+        id: u64,
+        /// The answer (wiped once handed over).
+        text: String,
+    },
+}
+
+/// A question a mount waits on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuestionReport {
+    /// Its id, for the answer.
+    pub id: u64,
+    /// The prompt, as the server or the key file wrote it.
+    pub prompt: String,
+    /// Whether the answer is a secret (asked without echo).
+    pub secret: bool,
 }
 
 /// What a mount reports.
@@ -101,6 +121,9 @@ pub struct Reply {
     pub status: Option<MountStatus>,
     /// An error, if the request failed.
     pub error: Option<String>,
+    /// The question waiting (for `question`).
+    #[serde(default)]
+    pub question: Option<QuestionReport>,
 }
 
 /// The directory holding the control sockets, created with mode 0700 if missing.

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fuse;
+pub mod questions;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod session;
 #[cfg(any(target_os = "linux", target_os = "macos"))]

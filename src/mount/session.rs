@@ -85,12 +85,25 @@ async fn serve<E: Engine>(
                         return;
                     }
                     let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(Request::Status) => Reply { status: Some(status_of()), error: None },
+                        Ok(Request::Status) => Reply { status: Some(status_of()), error: None, question: None },
+                        Ok(Request::Question) => Reply {
+                            status: None,
+                            error: None,
+                            question: super::questions::waiting()
+                                .map(|(id, prompt, secret)| super::control::QuestionReport { id, prompt, secret }),
+                        },
+                        Ok(Request::Answer { id, text }) => {
+                            let taken = super::questions::answer(id, zeroize::Zeroizing::new(text));
+                            let error = (!taken).then(|| "that question is no longer waiting".to_owned());
+                            Reply { status: None, error, question: None }
+                        }
                         Ok(request @ (Request::Unmount | Request::Lock { .. })) => {
                             let _ = stop_sender.send((request, write_half)).await;
                             return;
                         }
-                        Err(error) => Reply { status: None, error: Some(format!("bad request: {error}")) },
+                        Err(error) => {
+                            Reply { status: None, error: Some(format!("bad request: {error}")), question: None }
+                        }
                     };
                     let mut text = serde_json::to_string(&reply).unwrap_or_default();
                     text.push('\n');
@@ -209,7 +222,7 @@ async fn serve<E: Engine>(
     let status = status_of();
     if let Some(mut requester) = requester {
         let error = (!flushed).then(|| "some files could not be uploaded (see the status)".to_owned());
-        write_reply(&mut requester, &Reply { status: Some(status), error }).await;
+        write_reply(&mut requester, &Reply { status: Some(status), error, question: None }).await;
     }
     control_task.abort();
     if !flushed {
@@ -275,7 +288,11 @@ async fn upload_or_refuse<E: Engine>(
         return Some(writer);
     }
     let waiting = core.status().dirty.len();
-    let reply = Reply { status: Some(status_of()), error: Some(refusal.replace("{waiting}", &waiting.to_string())) };
+    let reply = Reply {
+        status: Some(status_of()),
+        error: Some(refusal.replace("{waiting}", &waiting.to_string())),
+        question: None,
+    };
     write_reply(&mut writer, &reply).await;
     None
 }

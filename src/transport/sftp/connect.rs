@@ -335,7 +335,7 @@ async fn authenticate(
         let file_publics: Vec<(PathBuf, Option<PublicKey>)> =
             settings.identity_files.iter().map(|file| (file.clone(), public_key_next_to(file))).collect();
         if settings.use_agent {
-            if let Ok(mut agent) = AgentClient::connect_env().await {
+            if let Some(mut agent) = connect_agent().await {
                 let identities = agent.request_identities().await.unwrap_or_default();
                 for identity in identities {
                     let AgentIdentity::PublicKey { key, .. } = identity else { continue };
@@ -444,6 +444,28 @@ async fn authenticate(
         }
     }
     Err(refused(&tried, &methods))
+}
+
+/// A connection to the agent, whatever carries it.
+type Agent = AgentClient<Box<dyn russh::keys::agent::client::AgentStream + Send + Unpin>>;
+
+/// The agent at SSH_AUTH_SOCK (a Unix socket).
+#[cfg(unix)]
+async fn connect_agent() -> Option<Agent> {
+    AgentClient::connect_env().await.ok().map(AgentClient::dynamic)
+}
+
+/// The agent: the named pipe SSH_AUTH_SOCK names, else OpenSSH's `\\.\pipe\openssh-ssh-agent`, else
+/// Pageant.
+#[cfg(windows)]
+async fn connect_agent() -> Option<Agent> {
+    let pipe = std::env::var_os("SSH_AUTH_SOCK")
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| r"\\.\pipe\openssh-ssh-agent".into());
+    match AgentClient::connect_named_pipe(&pipe).await {
+        Ok(agent) => Some(agent.dynamic()),
+        Err(_) => AgentClient::connect_pageant().await.ok().map(AgentClient::dynamic),
+    }
 }
 
 /// The public key of a key file, from `FILE.pub` (so that a key the agent already offered is not
