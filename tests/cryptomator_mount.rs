@@ -17,13 +17,14 @@ mod tools;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use dav::{pycryptomator, DavServer, DAV_PASSWORD, DAV_USER};
 use mount::{eventually, ok, pattern, sh, start_mount, Mounted};
 use server::{cloakfs, TempDir};
+use tools::{assert_no_clear_names, paths_below};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -59,31 +60,6 @@ fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
     result.err().and_then(|error| error.raw_os_error()).unwrap_or(0)
 }
 
-/// Every file and folder below `root`, for checking what a server stores.
-fn paths_below(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            found.push(path);
-        }
-    }
-    found
-}
-
-fn assert_no_clear_names(stored: &Path, clear: &[&str]) {
-    for path in paths_below(stored) {
-        let text = path.strip_prefix(stored).unwrap().to_string_lossy().into_owned();
-        for name in clear {
-            assert!(!text.contains(name), "the server stores a clear name: {text}");
-        }
-    }
-}
-
 /// `pycryptomator` on the vault in `stored`: `ARGS…`.
 fn py(stored: &Path, args: &[&str]) -> String {
     let output = pycryptomator().args(["--password", PASSPHRASE]).arg(stored).args(args).output().unwrap();
@@ -92,16 +68,7 @@ fn py(stored: &Path, args: &[&str]) -> String {
 
 /// pycryptomator's decryption of `path` in the vault in `stored`.
 fn py_read(stored: &Path, path: &str, scratch: &Path) -> Vec<u8> {
-    let out = scratch.join("py-out");
-    let _ = fs::remove_file(&out);
-    ok(pycryptomator()
-        .args(["--password", PASSPHRASE])
-        .arg(stored)
-        .args(["decrypt", path])
-        .arg(&out)
-        .output()
-        .unwrap());
-    fs::read(&out).unwrap()
+    tools::py_read(stored, PASSPHRASE, path, scratch)
 }
 
 #[test]
@@ -258,12 +225,7 @@ fn two_devices(server: &DavServer, maker: Maker, label: &str) {
     editing.write_all(b"the second device's version").unwrap();
     fs::write(first.path("shared/report.txt"), b"the first device's version").unwrap();
     drop(editing);
-    let conflicted = |mount: &Mounted| -> Option<String> {
-        fs::read_dir(mount.path("shared"))
-            .ok()?
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .find(|name| name.starts_with("report (conflicted copy laptop-2 ") && name.ends_with(").txt"))
-    };
+    let conflicted = |mount: &Mounted| tools::conflicted_copy(&mount.path("shared"), "report", "laptop-2");
     assert!(
         eventually(Duration::from_secs(10), || conflicted(&first).is_some()),
         "{maker:?}: no conflicted copy: {:?}",

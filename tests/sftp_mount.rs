@@ -24,11 +24,10 @@ mod tools;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use dav::pycryptomator;
 use mount::{eventually, ok, pattern, start_mount_answering, Answerer, Mounted};
 use server::{cloakfs, TempDir};
 use ssh::{Agent, Factor, SshServer, KEY_PASSPHRASE};
@@ -152,32 +151,8 @@ fn mount_counting_codes(
     (mounted, terminal)
 }
 
-fn paths_below(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            found.push(path);
-        }
-    }
-    found
-}
-
 fn py_read(stored: &Path, path: &str, scratch: &Path) -> Vec<u8> {
-    let out = scratch.join("py-out");
-    let _ = fs::remove_file(&out);
-    ok(pycryptomator()
-        .args(["--password", PASSPHRASE])
-        .arg(stored)
-        .args(["decrypt", path])
-        .arg(&out)
-        .output()
-        .unwrap());
-    fs::read(&out).unwrap()
+    tools::py_read(stored, PASSPHRASE, path, scratch)
 }
 
 fn stderr_of(output: &Output) -> String {
@@ -220,7 +195,7 @@ fn a_key_file_and_a_one_time_code_then_the_real_tools_a_remount_and_an_independe
 
     // On the server: ciphertext only, no temporary file left; on the laptop: nothing in ~/.ssh.
     let stored = server.root.join("Vault");
-    for path in paths_below(&stored) {
+    for path in tools::paths_below(&stored) {
         let name = path.strip_prefix(&stored).unwrap().to_string_lossy().into_owned();
         for clear in ["note.txt", "big.bin", "clone", "untar", "rsynced", "main.rs"] {
             assert!(!name.contains(clear), "the server stores a clear name: {name}");
@@ -465,12 +440,7 @@ fn the_agent_s_key_a_server_restart_mid_write_and_a_second_device_s_concurrent_e
     editing.write_all(b"the second device's version, longer").unwrap();
     fs::write(first.path("before.txt"), b"the first device's version").unwrap();
     drop(editing);
-    let conflicted = |mount: &Mounted| -> Option<String> {
-        fs::read_dir(mount.path(""))
-            .ok()?
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .find(|name| name.starts_with("before (conflicted copy laptop-2 ") && name.ends_with(").txt"))
-    };
+    let conflicted = |mount: &Mounted| tools::conflicted_copy(&mount.path(""), "before", "laptop-2");
     assert!(
         eventually(Duration::from_secs(10), || conflicted(&first).is_some()),
         "no conflicted copy: {:?}",

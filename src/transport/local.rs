@@ -150,18 +150,8 @@ impl Store for LocalStore {
                 Err(missing) if missing.kind() == std::io::ErrorKind::NotFound => None,
                 Err(other) => return Err(error(other)),
             };
-            let refuse = |kind: RemoteErrorKind, reason: &str| {
-                Err(RemoteError::Local { request: request("write", &owned), kind, reason: reason.into() })
-            };
-            match (&condition, &current) {
-                (WriteCondition::CreateOnly, Some(_)) => return refuse(RemoteErrorKind::Exists, "exists already"),
-                (WriteCondition::IfVersion(expected), Some(found)) if expected != found => {
-                    return refuse(RemoteErrorKind::Changed, "changed since it was read")
-                }
-                (WriteCondition::IfVersion(_), None) => {
-                    return refuse(RemoteErrorKind::Changed, "removed since it was read")
-                }
-                _ => {}
+            if let Err((kind, reason)) = condition.allows(current.as_deref()) {
+                return Err(RemoteError::Local { request: request("write", &owned), kind, reason: reason.into() });
             }
             write_atomically(&full, &body).map_err(error)?;
             let metadata = std::fs::metadata(&full).map_err(error)?;

@@ -44,6 +44,22 @@ pub enum WriteCondition {
     IfVersion(String),
 }
 
+impl WriteCondition {
+    /// Whether the write may happen over what is there now (`current`: its version, `None` if nothing
+    /// is); if not, the kind and reason of the refusal.
+    pub fn allows(&self, current: Option<&str>) -> Result<(), (crate::remote::RemoteErrorKind, &'static str)> {
+        use crate::remote::RemoteErrorKind::{Changed, Exists};
+        match (self, current) {
+            (Self::CreateOnly, Some(_)) => Err((Exists, "exists already")),
+            (Self::IfVersion(expected), Some(found)) if expected != found => {
+                Err((Changed, "changed since it was read"))
+            }
+            (Self::IfVersion(_), None) => Err((Changed, "removed since it was read")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The bytes of a vault, reached somehow.
 pub trait Store: Send + Sync {
     /// What this store is, for messages (a URL without credentials, or a local path).

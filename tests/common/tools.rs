@@ -1,13 +1,14 @@
 //! The real-tool workload every kind of mount runs: cp -r and diff -r, an editor's save (a swap file and
 //! the new version renamed over the old), sed -i, tar x and diff -r, git clone and git fsck, rsync -a in and
 //! out. The files it leaves (`src`, `note.txt` holding "third version", `untar`, `clone`, `rsynced`) are
-//! what the callers check again after a remount.
+//! what the callers check again after a remount. Also what the vault tests check on the server side.
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::mount::{pattern, sh};
+use super::dav::pycryptomator;
+use super::mount::{ok, pattern, sh};
 
 /// Runs the workload in the mounted folder `root`, with `work` as a scratch folder outside the mount.
 pub fn real_tool_workload(root: &Path, work: &Path) {
@@ -43,4 +44,53 @@ pub fn real_tool_workload(root: &Path, work: &Path) {
         &format!("rsync -a '{}/rsynced/' back/ && diff -r '{}' back", root.display(), source.join("src").display()),
         work,
     );
+}
+
+/// Every file and folder below `root`, for checking what a server stores.
+pub fn paths_below(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Fails if a path below `stored` contains one of the `clear` names.
+pub fn assert_no_clear_names(stored: &Path, clear: &[&str]) {
+    for path in paths_below(stored) {
+        let text = path.strip_prefix(stored).unwrap().to_string_lossy().into_owned();
+        for name in clear {
+            assert!(!text.contains(name), "the server stores a clear name: {text}");
+        }
+    }
+}
+
+/// pycryptomator's decryption of `path` in the vault in `stored` (unlocked with `passphrase`).
+pub fn py_read(stored: &Path, passphrase: &str, path: &str, scratch: &Path) -> Vec<u8> {
+    let out = scratch.join("py-out");
+    let _ = fs::remove_file(&out);
+    ok(pycryptomator()
+        .args(["--password", passphrase])
+        .arg(stored)
+        .args(["decrypt", path])
+        .arg(&out)
+        .output()
+        .unwrap());
+    fs::read(&out).unwrap()
+}
+
+/// The name of the conflicted copy of `stem.txt` made by `device` in `folder`, if there is one.
+pub fn conflicted_copy(folder: &Path, stem: &str, device: &str) -> Option<String> {
+    let prefix = format!("{stem} (conflicted copy {device} ");
+    fs::read_dir(folder)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with(&prefix) && name.ends_with(").txt"))
 }

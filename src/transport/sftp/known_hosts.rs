@@ -143,18 +143,23 @@ impl Entry<'_> {
         if let Some(hashed) = self.hosts.strip_prefix("|1|") {
             return hashed_matches(hashed, name);
         }
-        let mut matched = false;
-        for pattern in self.hosts.split(',') {
-            if let Some(negated) = pattern.strip_prefix('!') {
-                if wildcard_matches(negated, name) {
-                    return false;
-                }
-            } else if wildcard_matches(pattern, name) {
-                matched = true;
-            }
-        }
-        matched
+        patterns_match(self.hosts.split(','), name)
     }
+}
+
+/// OpenSSH's pattern lists: one pattern matches `name` and no negated (`!`) one does.
+pub(crate) fn patterns_match<'a>(patterns: impl Iterator<Item = &'a str>, name: &str) -> bool {
+    let mut matched = false;
+    for pattern in patterns {
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if wildcard_matches(negated, name) {
+                return false;
+            }
+        } else if wildcard_matches(pattern, name) {
+            matched = true;
+        }
+    }
+    matched
 }
 
 fn hashed_matches(hashed: &str, name: &str) -> bool {

@@ -473,16 +473,14 @@ impl Store for SftpStore {
             reason: reason.to_owned(),
         };
         // Only a write over a version needs to look first; a create-only write is refused by the rename.
-        if let WriteCondition::IfVersion(expected) = &condition {
-            match self.stat(path).await {
-                Ok(entry) if entry.version != *expected => {
-                    return Err(refuse(RemoteErrorKind::Changed, "changed since it was read"))
-                }
-                Ok(_) => {}
-                Err(missing) if missing.kind() == RemoteErrorKind::NotFound => {
-                    return Err(refuse(RemoteErrorKind::Changed, "removed since it was read"))
-                }
+        if let WriteCondition::IfVersion(_) = &condition {
+            let current = match self.stat(path).await {
+                Ok(entry) => Some(entry.version),
+                Err(missing) if missing.kind() == RemoteErrorKind::NotFound => None,
                 Err(other) => return Err(other),
+            };
+            if let Err((kind, reason)) = condition.allows(current.as_deref()) {
+                return Err(refuse(kind, reason));
             }
         }
         let create_only = condition == WriteCondition::CreateOnly;

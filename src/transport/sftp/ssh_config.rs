@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::known_hosts::wildcard_matches;
+use super::known_hosts::patterns_match;
 
 /// The settings that apply to one host alias.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,17 +88,7 @@ pub fn parse(text: &str, alias: &str, home: &Path) -> HostSettings {
 
 /// Whether a `Host` line's patterns select `alias`: one pattern matches and no negated one does.
 fn host_matches(patterns: &str, alias: &str) -> bool {
-    let mut matched = false;
-    for pattern in patterns.split_whitespace() {
-        if let Some(negated) = pattern.strip_prefix('!') {
-            if wildcard_matches(negated, alias) {
-                return false;
-            }
-        } else if wildcard_matches(pattern, alias) {
-            matched = true;
-        }
-    }
-    matched
+    patterns_match(patterns.split_whitespace(), alias)
 }
 
 /// `~` and the tokens OpenSSH expands in file names: %d (home), %h (host), %r (remote user), %u (local
