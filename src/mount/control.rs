@@ -126,6 +126,27 @@ pub struct Reply {
     pub question: Option<QuestionReport>,
 }
 
+/// The reply to a `question` or `answer` request, which concern the question waiting in
+/// [`super::questions`] rather than the engine; any other request is given back.
+pub fn question_reply(request: Request) -> Result<Reply, Request> {
+    match request {
+        Request::Question => Ok(Reply {
+            status: None,
+            error: None,
+            question: super::questions::waiting().map(|(id, prompt, secret)| QuestionReport { id, prompt, secret }),
+        }),
+        Request::Answer { id, text } => {
+            let taken = super::questions::answer(id, zeroize::Zeroizing::new(text));
+            Ok(Reply {
+                status: None,
+                error: (!taken).then(|| "that question is no longer waiting".into()),
+                question: None,
+            })
+        }
+        other => Err(other),
+    }
+}
+
 /// The directory holding the control sockets, created with mode 0700 if missing.
 #[cfg(unix)]
 pub fn runtime_dir() -> Result<PathBuf, ControlError> {

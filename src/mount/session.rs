@@ -84,20 +84,10 @@ async fn serve<E: Engine>(
                     if BufReader::new(read_half).read_line(&mut line).await.is_err() {
                         return;
                     }
-                    let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(Request::Status) => Reply { status: Some(status_of()), error: None, question: None },
-                        Ok(Request::Question) => Reply {
-                            status: None,
-                            error: None,
-                            question: super::questions::waiting()
-                                .map(|(id, prompt, secret)| super::control::QuestionReport { id, prompt, secret }),
-                        },
-                        Ok(Request::Answer { id, text }) => {
-                            let taken = super::questions::answer(id, zeroize::Zeroizing::new(text));
-                            let error = (!taken).then(|| "that question is no longer waiting".to_owned());
-                            Reply { status: None, error, question: None }
-                        }
-                        Ok(request @ (Request::Unmount | Request::Lock { .. })) => {
+                    let reply = match serde_json::from_str::<Request>(&line).map(super::control::question_reply) {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(Request::Status)) => Reply { status: Some(status_of()), error: None, question: None },
+                        Ok(Err(request)) => {
                             let _ = stop_sender.send((request, write_half)).await;
                             return;
                         }

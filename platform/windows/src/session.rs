@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use cloakfs::cli::mount::MountArgs;
-use cloakfs::mount::control::{pipe, MountStatus, Reply, Request};
+use cloakfs::mount::control::{self, pipe, MountStatus, Reply, Request};
 use cloakfs::mount::core::Core;
 use cloakfs::mount::winfs::info::to_filetime;
 use cloakfs::mount::winfs::WinFs;
@@ -132,13 +132,16 @@ async fn serve(
                         return;
                     }
                     let mut connection = reader.into_inner();
-                    let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(Request::Status) => Reply { status: Some(status_of()), error: None },
-                        Ok(request) => {
+                    let reply = match serde_json::from_str::<Request>(&line).map(control::question_reply) {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(Request::Status)) => Reply { status: Some(status_of()), error: None, question: None },
+                        Ok(Err(request)) => {
                             let _ = stop_sender.send((request, connection)).await;
                             return;
                         }
-                        Err(error) => Reply { status: None, error: Some(format!("bad request: {error}")) },
+                        Err(error) => {
+                            Reply { status: None, error: Some(format!("bad request: {error}")), question: None }
+                        }
                     };
                     write_reply(&mut connection, &reply).await;
                 });
@@ -185,7 +188,8 @@ async fn serve(
                     "not unmounted: {waiting} file(s) could not be uploaded (server unreachable?) and exist only in \
                      this mount's memory; they are retried. Try again later, or `cloakfs lock --discard`"
                 );
-                write_reply(&mut connection, &Reply { status: Some(status_of()), error: Some(error) }).await;
+                write_reply(&mut connection, &Reply { status: Some(status_of()), error: Some(error), question: None })
+                    .await;
             }
         }
     }
@@ -193,7 +197,7 @@ async fn serve(
     ticker.abort();
     if let Some(mut connection) = requester {
         let error = (!flushed).then(|| "some files could not be uploaded (see the status)".to_owned());
-        write_reply(&mut connection, &Reply { status: Some(status_of()), error }).await;
+        write_reply(&mut connection, &Reply { status: Some(status_of()), error, question: None }).await;
     }
     control_task.abort();
     if !flushed {
