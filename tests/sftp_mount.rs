@@ -456,3 +456,34 @@ fn the_agent_s_key_a_server_restart_mid_write_and_a_second_device_s_concurrent_e
     let listing = String::from_utf8_lossy(&ok(vault(&server, &home, &login, "ls", &[], &[])).stdout).into_owned();
     assert!(listing.contains("during.txt") && listing.contains("conflicted copy laptop-2"), "{listing}");
 }
+
+#[test]
+fn a_password_is_sent_only_when_allowed() {
+    let server = SshServer::start("password", Factor::Password);
+    let home = server.scratch("home");
+    let run = |extra: &[&str]| {
+        let mut command = cloakfs();
+        command.env("HOME", &home).env("CLOAKFS_PASSPHRASE", PASSPHRASE).env_remove("SSH_AUTH_SOCK");
+        command
+            .args(["vault", "create", &server.url("Vault"), "--no-agent", "--accept-host-key", &server.fingerprint])
+            .args(extra);
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        writeln!(child.stdin.take().unwrap(), "{}", ssh::USER_PASSWORD).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Not allowed: refused without asking, naming what the server accepts.
+    let refused = run(&[]);
+    let message = stderr_of(&refused);
+    assert!(!refused.status.success());
+    assert!(message.contains("refused the login") && message.contains("accepts: password"), "{message}");
+    assert!(!message.contains("password:"), "a password was asked for: {message}");
+    // Allowed: asked (no echo on a terminal; here on stdin) and accepted.
+    let created = run(&["--allow-password"]);
+    assert!(
+        stderr_of(&created).contains(&format!("{}@127.0.0.1's password: ", ssh::SSH_USER)),
+        "{}",
+        stderr_of(&created)
+    );
+    ok(created);
+    assert!(server.root.join("Vault/vault.cryptomator").is_file());
+}

@@ -34,7 +34,12 @@ pub enum Factor {
     Key,
     /// The key, then a one-time code (keyboard-interactive through PAM).
     KeyAndCode,
+    /// A password only ([`USER_PASSWORD`], checked against the system's shadow file, no PAM).
+    Password,
 }
+
+/// The test user's password, set when a [`Factor::Password`] server starts.
+pub const USER_PASSWORD: &str = "user password 7733";
 
 /// A running OpenSSH server.
 pub struct SshServer {
@@ -126,16 +131,23 @@ impl SshServer {
         .unwrap();
         let program = dir.0.join(&service);
         std::os::unix::fs::symlink("/usr/sbin/sshd", &program).unwrap();
-        let methods = match factor {
-            Factor::Key => "publickey",
-            Factor::KeyAndCode => "publickey,keyboard-interactive",
+        let (methods, pam, passwords) = match factor {
+            Factor::Key => ("publickey", "yes", "no"),
+            Factor::KeyAndCode => ("publickey,keyboard-interactive", "yes", "no"),
+            Factor::Password => ("password", "no", "yes"),
         };
+        if factor == Factor::Password {
+            let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+            use std::io::Write as _;
+            writeln!(chpasswd.stdin.take().unwrap(), "{SSH_USER}:{USER_PASSWORD}").unwrap();
+            assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
+        }
         let config = dir.0.join("sshd_config");
         std::fs::write(
             &config,
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}/%u\nStrictModes no\n\
-                 UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\nAuthenticationMethods {methods}\n\
+                 UsePAM {pam}\nKbdInteractiveAuthentication yes\nPasswordAuthentication {passwords}\nAuthenticationMethods {methods}\n\
                  Subsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\nLogLevel VERBOSE\n",
                 host_key.display(),
                 dir.0.join("sshd.pid").display(),
