@@ -4,10 +4,14 @@
 //! mount seeing changes, what the server holds (only 32-hex names), a tampered blob (EIO), refusals to
 //! mount, an fsync that survives a crash, and no orphaned blob after removes and replaces in one batch.
 
+#[path = "common/dav.rs"]
+mod dav;
 #[path = "common/mount.rs"]
 mod mount;
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::ffi::CString;
 use std::fs;
@@ -244,61 +248,7 @@ fn real_tools_work_in_the_mount() {
     let root = mounted.path("");
     let source = Path::new(env!("CARGO_MANIFEST_DIR"));
 
-    // cp -r, then diff -r.
-    sh(
-        &format!("cp -r '{}' src && diff -r '{}' src", source.join("src").display(), source.join("src").display()),
-        &root,
-    );
-    // A vim-style save: write a swap file, write the new version under another name, rename it over.
-    fs::write(root.join("note.txt"), b"first version\n").unwrap();
-    fs::write(root.join(".note.txt.swp"), pattern(4096, 9)).unwrap();
-    fs::write(root.join("note.txt~"), b"second version\n").unwrap();
-    fs::rename(root.join("note.txt~"), root.join("note.txt")).unwrap();
-    fs::remove_file(root.join(".note.txt.swp")).unwrap();
-    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"second version\n");
-    // sed -i (a temporary file renamed over the original).
-    sh("sed -i 's/second/third/' note.txt", &root);
-    assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"third version\n");
-    // tar x of a real source tarball, then diff -r against the original.
-    sh(&format!("tar czf '{}/src.tgz' -C '{}' src tests Cargo.toml", work.0.display(), source.display()), &work.0);
-    sh(&format!("mkdir untar && tar xzf '{}/src.tgz' -C untar", work.0.display()), &root);
-    sh(
-        &format!(
-            "diff -r '{}' untar/src && diff -r '{}' untar/tests",
-            source.join("src").display(),
-            source.join("tests").display()
-        ),
-        &root,
-    );
-    // git clone of a local repository into the mount, then git fsck.
-    sh(
-        &format!(
-            "git init -q repo && cp -r '{}' repo/ && cd repo && git add -A && \
-             git -c user.name=t -c user.email=t@t commit -qm init",
-            source.join("src").display()
-        ),
-        &work.0,
-    );
-    sh(
-        &format!(
-            "git clone -q '{}/repo' clone && cd clone && git fsck --full && git status --porcelain",
-            work.0.display()
-        ),
-        &root,
-    );
-    // rsync -a in and out.
-    sh(
-        &format!(
-            "rsync -a '{}/' rsynced/ && diff -r '{}' rsynced",
-            source.join("src").display(),
-            source.join("src").display()
-        ),
-        &root,
-    );
-    sh(
-        &format!("rsync -a '{}/rsynced/' back/ && diff -r '{}' back", root.display(), source.join("src").display()),
-        &work.0,
-    );
+    tools::real_tool_workload(&root, &work.0);
 
     ok(mounted.unmount());
     let again = account.mount("tools-again");

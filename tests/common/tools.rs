@@ -27,7 +27,14 @@ pub fn real_tool_workload(root: &Path, work: &Path) {
     // tar x of a real source tarball, then diff -r.
     sh(&format!("tar czf src.tgz -C '{}' src tests Cargo.toml", source.display()), work);
     sh(&format!("mkdir untar && tar xzf '{}/src.tgz' -C untar", work.display()), root);
-    sh(&format!("diff -r '{}' untar/tests", source.join("tests").display()), root);
+    sh(
+        &format!(
+            "diff -r '{}' untar/src && diff -r '{}' untar/tests",
+            source.join("src").display(),
+            source.join("tests").display()
+        ),
+        root,
+    );
     // git clone into the mount, then git fsck.
     sh(
         &format!(
@@ -37,7 +44,13 @@ pub fn real_tool_workload(root: &Path, work: &Path) {
         ),
         work,
     );
-    sh(&format!("git clone -q '{}/repo' clone && cd clone && git fsck --full", work.display()), root);
+    sh(
+        &format!(
+            "git clone -q '{}/repo' clone && cd clone && git fsck --full && git status --porcelain",
+            work.display()
+        ),
+        root,
+    );
     // rsync -a in and out.
     sh(&format!("rsync -a '{0}/' rsynced/ && diff -r '{0}' rsynced", source.join("src").display()), root);
     sh(
