@@ -219,11 +219,12 @@ fn two_devices(server: &DavServer, maker: Maker, label: &str) {
         && fs::read(first.path("made-here/renamed.txt")).ok().as_deref() == Some(&b"hello from the first"[..])));
 
     // A concurrent edit: the second device opens the report and writes; the first replaces it and closes
-    // first; the second's close then keeps its version as a conflicted copy beside the first's.
+    // first (fsync: a close may return before its upload); the second's close then keeps its version as a
+    // conflicted copy beside the first's.
     let mut editing = fs::OpenOptions::new().write(true).open(second.path("shared/report.txt")).unwrap();
     editing.set_len(0).unwrap();
     editing.write_all(b"the second device's version").unwrap();
-    fs::write(first.path("shared/report.txt"), b"the first device's version").unwrap();
+    tools::write_durably(&first.path("shared/report.txt"), b"the first device's version");
     drop(editing);
     let conflicted = |mount: &Mounted| tools::conflicted_copy(&mount.path("shared"), "report", "laptop-2");
     assert!(
@@ -324,22 +325,34 @@ fn a_server_outage_keeps_changes_in_ram_and_uploads_them_when_the_server_is_back
     let run = TempDir::new("outage-run");
     // Listings trusted for a minute, so that the outage is met by the upload, not by a listing.
     let mounted = mount_vault(&location, "outage", &run.0, &["--dir-cache-time", "60"]);
-    fs::write(mounted.path("before.txt"), b"before the outage").unwrap();
+    tools::write_durably(&mounted.path("before.txt"), b"before the outage");
     server.stop();
 
-    // Written during the outage: fsync reports the failure, the data stays in RAM and is named by status.
+    // Closed during the outage: close returns at once (write-behind) and the background upload fails; the
+    // file stays in RAM and status names it.
+    tools::write_and_close(&mounted.path("queued.txt"), b"closed while the server was down").unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || mounted.status().contains("/queued.txt (32 bytes): upload failed")),
+        "the failed background upload is not in the status: {}",
+        mounted.status()
+    );
+    // After a failed upload, close waits for its own upload, so the program sees the outage.
+    assert_eq!(errno_of(tools::write_and_close(&mounted.path("refused.txt"), b"refused at close")), libc::EIO);
+    // fsync reports the failure too; the data stays in RAM and is named by status.
     let mut file = fs::File::create(mounted.path("during.txt")).unwrap();
     file.write_all(b"written while the server was down").unwrap();
     assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
     drop(file);
     let status = mounted.status();
     assert!(status.contains("/during.txt (33 bytes): upload failed"), "{status}");
-    // Unmounting now would lose it: refused, with the count.
+    assert!(status.contains("/refused.txt (16 bytes): upload failed"), "{status}");
+    // Unmounting now would lose them: refused, with the count.
     let refused = mounted.control(&["unmount", mounted.dir.0.to_str().unwrap()]);
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("1 file(s) could not be uploaded"), "{message}");
+    assert!(message.contains("3 file(s) could not be uploaded"), "{message}");
     assert_eq!(fs::read(mounted.path("during.txt")).unwrap(), b"written while the server was down");
+    assert_eq!(fs::read(mounted.path("queued.txt")).unwrap(), b"closed while the server was down");
 
     // The server is back: the retry uploads it without being asked.
     server.start_again();
@@ -350,8 +363,16 @@ fn a_server_outage_keeps_changes_in_ram_and_uploads_them_when_the_server_is_back
     );
     // The failures were logged (with ciphertext paths), the clear names never.
     let log = mounted.log();
-    assert!(log.contains("store operation failed") && !log.contains("during") && !log.contains("before"), "{log}");
+    assert!(
+        log.contains("store operation failed")
+            && !log.contains("during")
+            && !log.contains("before")
+            && !log.contains("queued"),
+        "{log}"
+    );
     ok(mounted.unmount());
     assert_eq!(ok(vault(&location, &["get", "/during.txt", "-"])).stdout, b"written while the server was down");
     assert_eq!(ok(vault(&location, &["get", "/before.txt", "-"])).stdout, b"before the outage");
+    assert_eq!(ok(vault(&location, &["get", "/queued.txt", "-"])).stdout, b"closed while the server was down");
+    assert_eq!(ok(vault(&location, &["get", "/refused.txt", "-"])).stdout, b"refused at close");
 }

@@ -443,7 +443,7 @@ fn the_agent_s_key_a_server_restart_mid_write_and_a_second_device_s_concurrent_e
     let mut editing = fs::OpenOptions::new().write(true).open(second.path("before.txt")).unwrap();
     editing.set_len(0).unwrap();
     editing.write_all(b"the second device's version, longer").unwrap();
-    fs::write(first.path("before.txt"), b"the first device's version").unwrap();
+    tools::write_durably(&first.path("before.txt"), b"the first device's version");
     drop(editing);
     let conflicted = |mount: &Mounted| tools::conflicted_copy(&mount.path(""), "before", "laptop-2");
     assert!(

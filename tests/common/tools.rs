@@ -107,3 +107,27 @@ pub fn conflicted_copy(folder: &Path, stem: &str, device: &str) -> Option<String
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .find(|name| name.starts_with(&prefix) && name.ends_with(").txt"))
 }
+
+/// Writes `bytes` as the whole file at `path` and waits until the store has it (fsync): a mount's close
+/// may return before its upload (write-behind), so a test that needs one device's version to reach the
+/// store before another's says so.
+pub fn write_durably(path: &Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(bytes).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// Writes a file and closes it, returning close's error too (std's drop ignores it): a mount's close
+/// reports an upload that failed.
+pub fn write_and_close(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::fd::IntoRawFd as _;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    // SAFETY: the descriptor comes from into_raw_fd and is closed exactly once.
+    match unsafe { libc::close(file.into_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}

@@ -317,51 +317,6 @@ impl<S: Store + 'static> CryptomatorFs<S> {
         }
     }
 
-    fn dirty_files(&self, only_closed: bool) -> Vec<u64> {
-        let state = self.state();
-        state
-            .nodes
-            .iter()
-            .filter(|(_, node)| {
-                matches!(&node.kind, Kind::File(file)
-                    if file.dirty && !file.unlinked && (!only_closed || file.open_handles == 0))
-            })
-            .map(|(ino, _)| *ino)
-            .collect()
-    }
-
-    /// Uploads every changed file (unmount, lock, fsyncdir). Returns whether everything is in the store.
-    pub async fn flush_all(&self) -> bool {
-        let mut clean = true;
-        for ino in self.dirty_files(false) {
-            if self.upload(ino).await.is_err() {
-                clean = false;
-            }
-        }
-        clean && self.dirty_files(false).is_empty()
-    }
-
-    /// Uploads again what failed, once the retry interval has passed.
-    pub(super) async fn retry_failed(&self) {
-        let due = {
-            let mut state = self.state();
-            match state.retry_at {
-                Some(at) if Instant::now() >= at => {
-                    state.retry_at = None;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if due {
-            for ino in self.dirty_files(true) {
-                if let Err(error) = self.upload(ino).await {
-                    tracing::warn!(%error, "retrying an upload failed; will retry");
-                }
-            }
-        }
-    }
-
     /// Drops every change not yet in the store (`cloakfs lock --discard`); files made here and never
     /// uploaded disappear. Returns how many files were dropped.
     pub fn discard_dirty(&self) -> usize {

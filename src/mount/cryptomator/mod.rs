@@ -18,6 +18,7 @@ mod files;
 mod kept;
 mod nodes;
 mod tree;
+mod write_behind;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,6 +47,10 @@ pub struct CryptomatorFs<S: Store + 'static> {
     last_activity: Mutex<tokio::time::Instant>,
     /// Readers of closed files, within the cache budget.
     kept: Mutex<kept::KeptReaders>,
+    /// Wakes the background uploader: a file was queued.
+    wake: tokio::sync::Notify,
+    /// Slots of background uploads ([`write_behind::MAX_BACKGROUND_UPLOADS`]).
+    upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S: Store + 'static> CryptomatorFs<S> {
@@ -67,12 +72,15 @@ impl<S: Store + 'static> CryptomatorFs<S> {
                 uploads: 0,
                 mounted_at: SystemTime::now(),
                 retry_at: None,
+                upload_queue: Default::default(),
             }),
             file_locks: KeyedLocks::new(),
             names: tokio::sync::RwLock::new(()),
             owner: crate::platform::owner_ids(),
             last_activity: Mutex::new(tokio::time::Instant::now()),
             kept: Mutex::new(kept),
+            wake: tokio::sync::Notify::new(),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(write_behind::MAX_BACKGROUND_UPLOADS)),
         }
     }
 
@@ -262,7 +270,7 @@ impl<S: Store + 'static> super::engine::Engine for CryptomatorFs<S> {
     }
 
     async fn close(&self, ino: u64) -> Result<(), FsError> {
-        self.upload(ino).await
+        CryptomatorFs::close(self, ino).await
     }
 
     fn release(&self, fh: u64) {
@@ -291,12 +299,7 @@ impl<S: Store + 'static> super::engine::Engine for CryptomatorFs<S> {
     }
 
     fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.retry_failed().await;
-            }
-        })
+        tokio::spawn(self.upload_in_background())
     }
 
     fn status(&self) -> CoreStatus {

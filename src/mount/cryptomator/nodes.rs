@@ -2,7 +2,7 @@
 //! when they were listed) and files (their stored entry, content, reader, dirty state), clear names wiped
 //! when dropped, and the lookups and moves over the table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -141,6 +141,9 @@ pub(super) struct State {
     pub(super) mounted_at: SystemTime,
     /// Failed uploads are tried again from then on.
     pub(super) retry_at: Option<Instant>,
+    /// Closed files waiting for a background upload (write-behind); by inode number, so about in the
+    /// order they were made.
+    pub(super) upload_queue: BTreeSet<u64>,
 }
 
 impl State {
