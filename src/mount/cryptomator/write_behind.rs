@@ -90,7 +90,7 @@ impl<S: Store + 'static> CryptomatorFs<S> {
     /// open (an open one is uploaded by its own close).
     fn queue_failed_if_due(&self) {
         let mut state = self.state();
-        if !state.retry_at.is_some_and(|at| Instant::now() >= at) {
+        if state.retry_at.is_none_or(|at| Instant::now() < at) {
             return;
         }
         state.retry_at = None;
