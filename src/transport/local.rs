@@ -189,4 +189,8 @@ impl Store for LocalStore {
         })
         .await
     }
+
+    fn versions_from_writes(&self) -> bool {
+        true
+    }
 }

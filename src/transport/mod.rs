@@ -92,6 +92,12 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<(), RemoteError>> + Send;
     /// Removes a file, or a folder with everything in it.
     fn remove(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Whether the version [`Store::write`] returns is the one a later listing shows, so that a writer
+    /// need not look the file up again (one round trip less per file). WebDAV servers differ in the ETag
+    /// they answer a PUT with, so only stores that compute versions themselves say yes.
+    fn versions_from_writes(&self) -> bool {
+        false
+    }
 }
 
 /// A vault location as the user gives it: an `https://` (or loopback `http://`) URL, or a local folder.
@@ -156,5 +162,9 @@ impl Store for AnyStore {
 
     async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
         each_store!(self, store => store.remove(path).await)
+    }
+
+    fn versions_from_writes(&self) -> bool {
+        each_store!(self, store => store.versions_from_writes())
     }
 }

@@ -49,41 +49,83 @@ impl<S: Store> CryptomatorVault<S> {
         }
         let contents = node.contents_path();
         let sealed = Bytes::from(self.content.encrypt_file(clear));
-        self.store
+        let version = self
+            .store
             .write(&contents, sealed, condition)
             .await
             .map_err(|error| kind_error(error, &contents.join("/"), name))?;
-        self.lookup(parent, name).await?.ok_or_else(|| CryptomatorError::NotFound(name.to_owned()))
+        match version {
+            // The store's version is the listing's: no need to look the file up again.
+            Some(version) if self.store.versions_from_writes() && !node.shortened => Ok(VaultEntry {
+                name: name.to_owned(),
+                kind: EntryKind::File,
+                size: clear.len() as u64,
+                modified: Some(std::time::SystemTime::now()),
+                node,
+                version,
+                dir_id: None,
+            }),
+            _ => self.lookup(parent, name).await?.ok_or_else(|| CryptomatorError::NotFound(name.to_owned())),
+        }
     }
 
-    /// Creates the folder `name` in `parent` with a fresh id: its content folder (with the id's encrypted
-    /// copy `dirid.c9r`) first, then the node that names it.
+    /// Creates the folder `name` in `parent` with a fresh id: its content folder first, then the node that
+    /// names it while the id's encrypted copy `dirid.c9r` is written into the content folder. A failure
+    /// takes away what this call made. Six round trips in sequence over SFTP (eleven requests).
     pub async fn make_dir(&self, parent: &DirRef, name: &str) -> Result<VaultEntry, CryptomatorError> {
         let (node, encrypted) = self.node_for(parent, name);
-        if self.store.stat(&node.path).await.is_ok() {
-            return Err(CryptomatorError::Exists(name.to_owned()));
-        }
         let id = crate::crypto::server_name::random_uuid();
         let content = self.dir_ref(&id).content_path;
-        self.make_dir_if_missing(&content[..2]).await?;
+        // Steps that do not depend on each other go together (over a slow link a folder costs the round
+        // trips of its longest chain, not of every request).
+        let (existing, shard) =
+            futures_util::join!(self.store.stat(&node.path), self.make_dir_if_missing(&content[..2]));
+        if existing.is_ok() {
+            return Err(CryptomatorError::Exists(name.to_owned()));
+        }
+        shard?;
         self.store.make_dir(&content).await?;
         let backup = Bytes::from(self.content.encrypt_file(id.as_bytes()));
         let mut backup_path = content.clone();
         backup_path.push(DIR_ID_BACKUP_FILE.to_owned());
-        self.store.write(&backup_path, backup, WriteCondition::CreateOnly).await?;
-        if let Err(error) = self.store.make_dir(&node.path).await {
+        // The node (its name, then its id) while the id's backup is written: the node refers to the
+        // content folder, which exists already; the backup is for recovery tools only.
+        let node_made = async {
+            self.store.make_dir(&node.path).await.map_err(|error| (false, kind_error(error, &node.display(), name)))?;
+            if node.shortened {
+                let body = Bytes::from(encrypted.into_bytes());
+                let written = self.store.write(&node.child(NAME_FILE), body, WriteCondition::Always).await;
+                written.map_err(|error| (true, error.into()))?;
+            }
+            let body = Bytes::from(id.clone().into_bytes());
+            let written = self.store.write(&node.child(DIR_FILE), body, WriteCondition::CreateOnly).await;
+            written.map(|_| ()).map_err(|error| (true, CryptomatorError::from(error)))
+        };
+        let (backup, made) =
+            futures_util::join!(self.store.write(&backup_path, backup, WriteCondition::CreateOnly), node_made);
+        let failure = match (made, backup) {
+            (Ok(()), Ok(_)) => None,
+            (Err((node_is_ours, error)), _) => Some((node_is_ours, error)),
+            (Ok(()), Err(error)) => Some((true, error.into())),
+        };
+        if let Some((node_is_ours, error)) = failure {
+            // Undone, so that a failed mkdir leaves no folder (and never takes away another writer's node).
+            if node_is_ours {
+                let _ = self.store.remove(&node.path).await;
+            }
             let _ = self.store.remove(&content).await;
-            return Err(kind_error(error, &node.display(), name));
+            return Err(error);
         }
-        if node.shortened {
-            self.store
-                .write(&node.child(NAME_FILE), Bytes::from(encrypted.into_bytes()), WriteCondition::Always)
-                .await?;
-        }
-        self.store
-            .write(&node.child(DIR_FILE), Bytes::from(id.clone().into_bytes()), WriteCondition::CreateOnly)
-            .await?;
-        self.lookup(parent, name).await?.ok_or_else(|| CryptomatorError::NotFound(name.to_owned()))
+        // Made here with a fresh id: nothing to look up (a folder's store version is not used).
+        Ok(VaultEntry {
+            name: name.to_owned(),
+            kind: EntryKind::Dir,
+            size: 0,
+            modified: Some(std::time::SystemTime::now()),
+            node,
+            version: String::new(),
+            dir_id: Some(id),
+        })
     }
 
     /// Removes `entry`: a file or link; a folder if it is empty, or with `recursive` everything in it.

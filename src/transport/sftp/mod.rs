@@ -334,4 +334,8 @@ impl Store for SftpStore {
     async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
         self.run("remove", path, false, |live, full| async move { Self::remove_tree(&live, full).await }).await
     }
+
+    fn versions_from_writes(&self) -> bool {
+        true
+    }
 }
