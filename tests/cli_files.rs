@@ -197,11 +197,13 @@ fn two_writers_do_not_lose_updates() {
     for index in 0..8 {
         assert!(listing.contains(&format!("f{index}.txt")), "f{index}.txt lost:\n{listing}");
     }
-    // Each change advanced the folder's counter by one: creation (1) + eight uploads.
+    // Each change advanced the folder's counter by at least one: creation (1) + eight uploads. (A writer
+    // whose lock was refused for a stale counter asks for a higher one, so the counter may skip values.)
     let pins: serde_json::Value =
         serde_json::from_slice(&std::fs::read(config.0.join("cloakfs/pins.json")).unwrap()).unwrap();
     let counters = pins.pointer(&format!("/servers/{}/counters", server.url.replace('/', "~1"))).unwrap();
-    assert_eq!(counters.as_object().unwrap().values().filter_map(|value| value.as_u64()).max(), Some(9), "{counters}");
+    let highest = counters.as_object().unwrap().values().filter_map(|value| value.as_u64()).max();
+    assert!(highest.is_some_and(|counter| counter >= 9), "{counters}");
     assert_no_marker_below(&data.0, &[b"f0.txt", b"f7.txt", b"content 3"]);
 }
 

@@ -1,14 +1,17 @@
 //! Reading a file by ranges, as a mount reads it: only the chunks asked for are fetched (HTTP ranges),
 //! and on sequential reads a growing window ahead (128 KiB, doubling up to 4 MiB) so that a stream is a
-//! few large requests. Opening fetches the header and the first window in one request, so the first
-//! byte of any file costs one round trip. The window holds authenticated clear text only and is wiped
-//! when replaced or dropped.
+//! few large requests. While a sequential reader uses one window, the next one is already being fetched
+//! (ciphertext, authenticated only when it is used), so over a slow link the round trip of each window
+//! overlaps the reading of the one before. Opening fetches the header and the first window in one
+//! request, so the first byte of any file costs one round trip. The window holds authenticated clear text
+//! only and is wiped when replaced or dropped.
 
 use zeroize::Zeroizing;
 
 use super::{CryptomatorVault, EntryKind, VaultEntry};
 use crate::cryptomator::content::{FileHeader, CHUNK_SIZE};
 use crate::cryptomator::CryptomatorError;
+use crate::remote::RemoteError;
 use crate::transport::Store;
 
 /// Chunks fetched with the header, and after a jump.
@@ -33,8 +36,23 @@ pub struct FileReader {
     ahead_chunks: u64,
     /// Where a sequential read continues.
     next_offset: u64,
-    /// Requests made for content (the header's included), for tests and statistics.
+    /// Requests made for content (the header's and the fetches ahead included), for tests and statistics.
     pub requests: u64,
+    /// The next window, being fetched while this one is read.
+    ahead: Option<Ahead>,
+}
+
+/// A fetch of the chunks after the window (ciphertext), running on its own; dropped, it is cancelled.
+struct Ahead {
+    first_chunk: u64,
+    chunks: u64,
+    fetch: tokio::task::JoinHandle<Result<Vec<u8>, RemoteError>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.fetch.abort();
+    }
 }
 
 impl FileReader {
@@ -79,9 +97,12 @@ impl<S: Store> CryptomatorVault<S> {
             ahead_chunks: FIRST_WINDOW_CHUNKS,
             next_offset: 0,
             requests: 1,
+            ahead: None,
         })
     }
+}
 
+impl<S: Store + Clone + 'static> CryptomatorVault<S> {
     /// Up to `len` clear bytes at `offset` (fewer at the end of the file), authenticated.
     pub async fn read_at(
         &self,
@@ -102,16 +123,43 @@ impl<S: Store> CryptomatorVault<S> {
                 if sequential { (reader.ahead_chunks * 2).min(MAX_WINDOW_CHUNKS) } else { FIRST_WINDOW_CHUNKS };
             let first = offset / chunk;
             let needed = (end - 1) / chunk - first + 1;
-            let chunks = needed.max(reader.ahead_chunks);
-            let fetch_end = ((first + chunks) * chunk).min(reader.size.div_ceil(chunk) * chunk);
-            let (first, sealed_range) = self.content.chunks_of(first * chunk..fetch_end);
+            let file_chunks = reader.size.div_ceil(chunk);
             let shown = reader.contents_path.join("/");
-            let sealed = Zeroizing::new(self.store.read(&reader.contents_path, Some(sealed_range)).await?);
-            reader.requests += 1;
+            // The window fetched ahead, if it is the one needed now (else it is cancelled).
+            let ahead = reader.ahead.take().filter(|ahead| ahead.first_chunk == first && ahead.chunks >= needed);
+            let fetched = match ahead {
+                Some(mut ahead) => match (&mut ahead.fetch).await {
+                    Ok(result) => Some((ahead.chunks, result?)),
+                    // Cancelled or failed as a task: fetched again below.
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let (chunks, sealed) = match fetched {
+                Some(fetched) => fetched,
+                None => {
+                    let chunks = needed.max(reader.ahead_chunks).min(file_chunks - first);
+                    let (_, sealed_range) = self.content.chunks_of(first * chunk..(first + chunks) * chunk);
+                    let sealed = self.store.read(&reader.contents_path, Some(sealed_range)).await?;
+                    reader.requests += 1;
+                    (chunks, sealed)
+                }
+            };
+            let sealed = Zeroizing::new(sealed);
             let mut window = Zeroizing::new(Vec::with_capacity(sealed.len()));
             self.content.decrypt_chunks_into(&reader.header, first, &sealed, &shown, &mut window)?;
             reader.window = window;
             reader.window_start_chunk = first;
+            // Reading in order: the next window is fetched while this one is used.
+            let next = first + chunks;
+            if sequential && next < file_chunks {
+                let ahead_chunks = (reader.ahead_chunks * 2).min(MAX_WINDOW_CHUNKS).min(file_chunks - next);
+                let (_, sealed_range) = self.content.chunks_of(next * chunk..(next + ahead_chunks) * chunk);
+                let (store, path) = (self.store.clone(), reader.contents_path.clone());
+                let fetch = tokio::spawn(async move { store.read(&path, Some(sealed_range)).await });
+                reader.ahead = Some(Ahead { first_chunk: next, chunks: ahead_chunks, fetch });
+                reader.requests += 1;
+            }
         }
         let window_start = reader.window_start_chunk * chunk;
         let (from, to) = ((offset - window_start) as usize, (end - window_start) as usize);

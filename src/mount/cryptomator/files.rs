@@ -21,7 +21,7 @@ use crate::transport::Store;
 /// Bytes asked of the reader at a time when a file is loaded whole for writing.
 const LOAD_PIECE: usize = 4 << 20;
 
-impl<S: Store + 'static> CryptomatorFs<S> {
+impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// Opens file `ino`: for reading, the header and first chunks are fetched and authenticated (one
     /// request); for writing, the whole file is loaded (or, with O_TRUNC, nothing is).
     pub async fn open(self: &Arc<Self>, ino: u64, mode: OpenMode) -> Result<Opened, FsError> {

@@ -33,7 +33,7 @@ use crate::transport::Store;
 use nodes::{wipe_entry, Dir, File, Kind, Node, State};
 
 /// A mounted Cryptomator vault. See the module documentation.
-pub struct CryptomatorFs<S: Store + 'static> {
+pub struct CryptomatorFs<S: Store + Clone + 'static> {
     vault: CryptomatorVault<S>,
     options: CoreOptions,
     state: Mutex<State>,
@@ -53,7 +53,7 @@ pub struct CryptomatorFs<S: Store + 'static> {
     upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl<S: Store + 'static> CryptomatorFs<S> {
+impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// A file system over the opened `vault`, mounted at its root.
     pub fn new(vault: CryptomatorVault<S>, options: CoreOptions) -> Self {
         let kept = kept::KeptReaders::new(options.cache_size);
@@ -189,7 +189,7 @@ fn validate_name(name: &str) -> Result<(), FsError> {
     Ok(())
 }
 
-impl<S: Store + 'static> super::engine::Engine for CryptomatorFs<S> {
+impl<S: Store + Clone + 'static> super::engine::Engine for CryptomatorFs<S> {
     fn owner(&self) -> (u32, u32) {
         self.owner
     }

@@ -10,7 +10,7 @@ use crate::mount::core::{Attributes, DirEntry, OpenMode, Opened};
 use crate::mount::error::FsError;
 use crate::transport::Store;
 
-impl<S: Store + 'static> CryptomatorFs<S> {
+impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// Reads folder `ino`'s listing from the store unless it was read within the dir cache time.
     pub(super) async fn ensure_listed(&self, ino: u64) -> Result<(), FsError> {
         let dir_ref = {

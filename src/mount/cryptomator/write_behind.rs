@@ -27,7 +27,7 @@ pub const MAX_QUEUED_UPLOADS: usize = 256;
 /// How often the background worker looks for failed uploads that are due again.
 const RETRY_TICK: Duration = Duration::from_millis(500);
 
-impl<S: Store + 'static> CryptomatorFs<S> {
+impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// Close (FUSE flush): a changed file up to `--write-behind` bytes is queued for a background upload and
     /// close returns at once, unless an upload failed and is not retried yet or the queue is full; then,
     /// like a larger file, it is uploaded before close returns and the error reaches the program. The

@@ -16,6 +16,7 @@
 pub mod connect;
 pub mod known_hosts;
 mod location;
+mod read_handles;
 mod requests;
 pub mod ssh_config;
 
@@ -42,6 +43,7 @@ pub struct SftpStore {
     keys: KeyRing,
     root: String,
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
+    read_handles: read_handles::ReadHandles,
 }
 
 impl std::fmt::Debug for SftpStore {
@@ -56,7 +58,14 @@ impl SftpStore {
         let settings = Arc::new(settings);
         let keys = KeyRing::default();
         let live = connect::connect(settings.clone(), asker.clone(), &keys).await?;
-        Ok(Self { settings, asker, keys, root, live: tokio::sync::Mutex::new(Some(Arc::new(live))) })
+        Ok(Self {
+            settings,
+            asker,
+            keys,
+            root,
+            live: tokio::sync::Mutex::new(Some(Arc::new(live))),
+            read_handles: Default::default(),
+        })
     }
 
     /// The open connection, or a new one if it dropped.
@@ -159,7 +168,7 @@ impl SftpStore {
 
 impl SftpStore {
     /// The folder's entries, without `.`, `..` and temporary files.
-    async fn list_at(live: &Live, path: &str) -> Result<Vec<StoreEntry>, SftpError> {
+    async fn list_at(live: &Arc<Live>, path: &str) -> Result<Vec<StoreEntry>, SftpError> {
         let handle = live.sftp.opendir(path).await?.handle;
         let mut entries = Vec::new();
         let outcome = loop {
@@ -176,13 +185,13 @@ impl SftpStore {
                 Err(error) => break Err(error),
             }
         };
-        let _ = live.sftp.close(handle.as_str()).await;
+        close_later(live, handle);
         outcome.map(|()| entries)
     }
 
     /// Removes a file, or a folder with everything in it (children in flight together).
     fn remove_tree<'a>(
-        live: &'a Live,
+        live: &'a Arc<Live>,
         path: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SftpError>> + Send + 'a>> {
         Box::pin(async move {
@@ -196,6 +205,17 @@ impl SftpStore {
             live.sftp.rmdir(path.as_str()).await.map(|_| ())
         })
     }
+}
+
+/// Closes a handle that was only read, without waiting for the answer (one round trip less per read and
+/// listing): the server answers in order, and nothing depends on when a reading handle is closed.
+pub(super) fn close_later(live: &Arc<Live>, handle: String) {
+    let live = live.clone();
+    tokio::spawn(async move {
+        if let Err(error) = live.sftp.close(handle).await {
+            tracing::debug!(%error, "closing a read handle failed");
+        }
+    });
 }
 
 impl Store for SftpStore {
@@ -231,14 +251,24 @@ impl Store for SftpStore {
         self.run("read", path, true, |live, full| {
             let range = range.clone();
             async move {
-                let handle = live.sftp.open(full.as_str(), OpenFlags::READ, FileAttributes::empty()).await?.handle;
+                // A window after the first continues with the handle its reader opened.
+                let continues = range.as_ref().is_some_and(|range| range.start > 0);
+                let kept = if continues { self.read_handles.take(&live, &full) } else { None };
+                let handle = match kept {
+                    Some(handle) => handle,
+                    None => live.sftp.open(full.as_str(), OpenFlags::READ, FileAttributes::empty()).await?.handle,
+                };
                 let outcome = match &range {
                     Some(range) => {
                         read_range(&live, &handle, range.start, Some(range.end.saturating_sub(range.start))).await
                     }
                     None => read_range(&live, &handle, 0, None).await,
                 };
-                let _ = live.sftp.close(handle.as_str()).await;
+                if outcome.is_ok() && range.is_some() {
+                    self.read_handles.keep(&live, full, handle);
+                } else {
+                    close_later(&live, handle);
+                }
                 outcome
             }
         })
