@@ -46,7 +46,6 @@ pub fn open_engine(
     };
     let options = CoreOptions {
         commit_delay: Duration::from_millis(args.commit_delay),
-        write_behind: args.write_behind,
         ..args.options.core_options(spill_directory)
     };
     let core = Arc::new(Core::new(vault, tree, root, options));

@@ -34,12 +34,6 @@ pub struct MountArgs {
     /// Caches, spill, device name and travel mode.
     #[command(flatten)]
     pub options: MountOptions,
-    /// Files up to this size are queued at close and uploaded by the next commit, so close returns at once
-    /// (fast `tar x`, `cp -r`, `git`) and a file removed or replaced before the commit never reaches the
-    /// server; larger files, and all files after a failed upload, are uploaded before close returns so close
-    /// reports errors. 0: close always waits. fsync always waits for the server.
-    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
-    pub write_behind: u64,
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
@@ -55,6 +49,13 @@ pub struct MountArgs {
 /// spill, this device's name, travel mode.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MountOptions {
+    /// Files up to this size are queued at close and uploaded in the background (Nextcloud: by the next
+    /// commit, so a file removed or replaced before it never reaches the server; Cryptomator: at once, 16
+    /// at a time), so close returns at once (fast `tar x`, `cp -r`, `git`); larger files, and all files
+    /// after a failed upload, are uploaded before close returns so close reports errors. 0: close always
+    /// waits. fsync always waits for the server.
+    #[arg(long, default_value = "128K", value_parser = parse_size, value_name = "SIZE")]
+    pub write_behind: u64,
     /// Seconds a folder listing is trusted before it is checked with the server again (changes by other clients
     /// appear after at most this long).
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
@@ -109,6 +110,7 @@ impl MountOptions {
             spill_above: self.spill_above.unwrap_or(self.cache_size),
             spill_directory,
             device: self.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
+            write_behind: self.write_behind,
             ..crate::mount::core::CoreOptions::default()
         }
     }
