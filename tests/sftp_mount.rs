@@ -9,7 +9,8 @@
 //!   line;
 //! - the same key served by a real ssh-agent; the server killed and restarted mid-write (the data kept in
 //!   RAM, uploaded after the reconnect); a second mount as a second device with a concurrent edit ending in
-//!   a conflicted copy.
+//!   a conflicted copy; a folder made by both devices (EEXIST, nothing left behind), and rmdir of a folder
+//!   holding a cut write's temporary file.
 
 #[path = "common/dav.rs"]
 mod dav;
@@ -153,6 +154,17 @@ fn mount_counting_codes(
 
 fn py_read(stored: &Path, path: &str, scratch: &Path) -> Vec<u8> {
     tools::py_read(stored, PASSPHRASE, path, scratch)
+}
+
+/// The content folders (`d/XX/YYYY…`) of the vault stored at `stored`.
+fn content_folders(stored: &Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    for shard in fs::read_dir(stored.join("d")).unwrap() {
+        for folder in fs::read_dir(shard.unwrap().path()).unwrap() {
+            found.insert(folder.unwrap().path());
+        }
+    }
+    found
 }
 
 fn stderr_of(output: &Output) -> String {
@@ -454,6 +466,30 @@ fn the_agent_s_key_a_server_restart_mid_write_and_a_second_device_s_concurrent_e
     let copy = conflicted(&first).unwrap();
     assert_eq!(fs::read(first.path(&copy)).unwrap(), b"the second device's version, longer");
     assert_eq!(fs::read(first.path("before.txt")).unwrap(), b"the first device's version");
+
+    // The second device makes a folder the first has not seen yet: the first's mkdir of the same name is
+    // EEXIST, and leaves no content folder of its own behind (it makes one in the same round trip as the
+    // node, and takes it away when the node turns out to exist).
+    let stored = server.root.join("Vault");
+    let content_folders_before = content_folders(&stored);
+    fs::read_dir(first.path("")).unwrap().for_each(drop);
+    fs::create_dir(second.path("made twice")).unwrap();
+    assert_eq!(fs::create_dir(first.path("made twice")).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(content_folders(&stored).len(), content_folders_before.len() + 1, "an orphaned content folder");
+    // A folder whose content folder holds a cut write's temporary file (not an entry) is empty to rmdir,
+    // and goes entirely: its node and its content folder.
+    let before_made = content_folders(&stored);
+    fs::create_dir(first.path("emptied")).unwrap();
+    let made: Vec<_> = content_folders(&stored).difference(&before_made).cloned().collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    fs::write(made[0].join(".cloakfs-0123456789abcdef.tmp"), b"ciphertext of a cut upload").unwrap();
+    fs::remove_dir(first.path("emptied")).unwrap();
+    assert!(!made[0].exists(), "the content folder of a removed folder is left");
+    assert_eq!(content_folders(&stored), before_made);
+    assert!(fs::metadata(first.path("emptied")).is_err());
+    let listing = String::from_utf8_lossy(&ok(vault(&server, &home, &login, "ls", &[], &[])).stdout).into_owned();
+    assert!(listing.contains("made twice") && !listing.contains("emptied"), "{listing}");
+
     let log = first.log();
     assert!(!log.contains("during") && !log.contains("before"), "a clear name in the log: {log}");
     ok(first.unmount());

@@ -193,4 +193,8 @@ impl Store for LocalStore {
     fn versions_from_writes(&self) -> bool {
         true
     }
+
+    fn renames_keep_versions(&self) -> bool {
+        true
+    }
 }

@@ -83,6 +83,21 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, RemoteError>> + Send;
     /// Creates a folder (its parent must exist); Exists if something is there.
     fn make_dir(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Creates a folder unless one is there already (its parent must exist).
+    fn make_dir_if_missing(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        async move {
+            match self.make_dir(path).await {
+                Err(error) if error.kind() == crate::remote::RemoteErrorKind::Exists => Ok(()),
+                other => other,
+            }
+        }
+    }
+    /// Creates a small file that must not exist yet (Exists otherwise), possibly written in place: a
+    /// reader may find it empty for a moment, and an interruption may leave it short. For files whose
+    /// absence and damage readers treat alike (a folder's id in a node made just before).
+    fn create_small(&self, path: &[String], body: Bytes) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        async move { self.write(path, body, WriteCondition::CreateOnly).await.map(|_| ()) }
+    }
     /// Renames a file or folder; without `overwrite`, Exists if the target exists.
     fn rename(
         &self,
@@ -92,10 +107,26 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<(), RemoteError>> + Send;
     /// Removes a file, or a folder with everything in it.
     fn remove(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Removes what the caller knows is a file (NotFound if nothing is there). Stores that must look
+    /// before removing (SFTP removes files and folders with different requests) save that look here.
+    fn remove_file(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        self.remove(path)
+    }
+    /// Removes a folder whose known contents the caller has removed already (NotFound if it is not
+    /// there). Anything still in it (another writer's temporary file) goes with it: it is
+    /// [`Store::remove`] for a folder, but one request where the store can try an empty folder first.
+    fn remove_emptied_dir(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        self.remove(path)
+    }
     /// Whether the version [`Store::write`] returns is the one a later listing shows, so that a writer
     /// need not look the file up again (one round trip less per file). WebDAV servers differ in the ETag
     /// they answer a PUT with, so only stores that compute versions themselves say yes.
     fn versions_from_writes(&self) -> bool {
+        false
+    }
+    /// Whether a file's version stays the same when it is renamed (size, modification time, inode), so
+    /// that a renamed entry need not be looked up again. WebDAV servers may give a moved file a new ETag.
+    fn renames_keep_versions(&self) -> bool {
         false
     }
 }
@@ -156,6 +187,14 @@ impl Store for AnyStore {
         each_store!(self, store => store.make_dir(path).await)
     }
 
+    async fn make_dir_if_missing(&self, path: &[String]) -> Result<(), RemoteError> {
+        each_store!(self, store => store.make_dir_if_missing(path).await)
+    }
+
+    async fn create_small(&self, path: &[String], body: Bytes) -> Result<(), RemoteError> {
+        each_store!(self, store => store.create_small(path, body).await)
+    }
+
     async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), RemoteError> {
         each_store!(self, store => store.rename(from, to, overwrite).await)
     }
@@ -164,7 +203,19 @@ impl Store for AnyStore {
         each_store!(self, store => store.remove(path).await)
     }
 
+    async fn remove_file(&self, path: &[String]) -> Result<(), RemoteError> {
+        each_store!(self, store => store.remove_file(path).await)
+    }
+
+    async fn remove_emptied_dir(&self, path: &[String]) -> Result<(), RemoteError> {
+        each_store!(self, store => store.remove_emptied_dir(path).await)
+    }
+
     fn versions_from_writes(&self) -> bool {
         each_store!(self, store => store.versions_from_writes())
+    }
+
+    fn renames_keep_versions(&self) -> bool {
+        each_store!(self, store => store.renames_keep_versions())
     }
 }

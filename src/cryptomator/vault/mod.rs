@@ -223,11 +223,7 @@ impl<S: Store> CryptomatorVault<S> {
     }
 
     async fn make_dir_if_missing(&self, path: &[String]) -> Result<(), CryptomatorError> {
-        match self.store.make_dir(path).await {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == RemoteErrorKind::Exists => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        Ok(self.store.make_dir_if_missing(path).await?)
     }
 
     /// The root folder.

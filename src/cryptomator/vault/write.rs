@@ -13,6 +13,20 @@ use crate::cryptomator::CryptomatorError;
 use crate::remote::{RemoteError, RemoteErrorKind};
 use crate::transport::{Store, WriteCondition};
 
+/// A removal in progress ([`CryptomatorVault::remove`], boxed: a folder's removal holds its entries').
+pub type Removal<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CryptomatorError>> + Send + 'a>>;
+
+/// Entries of a folder removed at once by a recursive removal.
+const REMOVE_PARALLEL: usize = 16;
+
+/// A removal that found nothing to remove is done.
+fn gone_is_done(removed: Result<(), RemoteError>) -> Result<(), RemoteError> {
+    match removed {
+        Err(error) if error.kind() == RemoteErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 fn kind_error(error: RemoteError, shown: &str, clear_name: &str) -> CryptomatorError {
     match error.kind() {
         RemoteErrorKind::Exists => CryptomatorError::Exists(clear_name.to_owned()),
@@ -69,52 +83,54 @@ impl<S: Store> CryptomatorVault<S> {
         }
     }
 
-    /// Creates the folder `name` in `parent` with a fresh id: its content folder first, then the node that
-    /// names it while the id's encrypted copy `dirid.c9r` is written into the content folder. A failure
-    /// takes away what this call made. Six round trips in sequence over SFTP (eleven requests).
+    /// Creates the folder `name` in `parent` with a fresh id: its content folder and its node, then the
+    /// node's `dir.c9r` (which makes it a folder for readers) while the id's encrypted copy `dirid.c9r` is
+    /// written into the content folder. A failure takes away what this call made. Three round trips over
+    /// SFTP: the folders, then each small file's open and its write, flush and close.
     pub async fn make_dir(&self, parent: &DirRef, name: &str) -> Result<VaultEntry, CryptomatorError> {
         let (node, encrypted) = self.node_for(parent, name);
         let id = crate::crypto::server_name::random_uuid();
         let content = self.dir_ref(&id).content_path;
-        // Steps that do not depend on each other go together (over a slow link a folder costs the round
-        // trips of its longest chain, not of every request).
-        let (existing, shard) =
-            futures_util::join!(self.store.stat(&node.path), self.make_dir_if_missing(&content[..2]));
-        if existing.is_ok() {
-            return Err(CryptomatorError::Exists(name.to_owned()));
-        }
-        shard?;
-        self.store.make_dir(&content).await?;
-        let backup = Bytes::from(self.content.encrypt_file(id.as_bytes()));
-        let mut backup_path = content.clone();
-        backup_path.push(DIR_ID_BACKUP_FILE.to_owned());
-        // The node (its name, then its id) while the id's backup is written: the node refers to the
-        // content folder, which exists already; the backup is for recovery tools only.
-        let node_made = async {
-            self.store.make_dir(&node.path).await.map_err(|error| (false, kind_error(error, &node.display(), name)))?;
-            if node.shortened {
-                let body = Bytes::from(encrypted.into_bytes());
-                let written = self.store.write(&node.child(NAME_FILE), body, WriteCondition::Always).await;
-                written.map_err(|error| (true, error.into()))?;
-            }
-            let body = Bytes::from(id.clone().into_bytes());
-            let written = self.store.write(&node.child(DIR_FILE), body, WriteCondition::CreateOnly).await;
-            written.map(|_| ()).map_err(|error| (true, CryptomatorError::from(error)))
+        // The three folders are sent together, in this order, and a server handles them in order; one
+        // that does not may refuse the content folder before its shard exists: then it is made again.
+        // A node that exists already is the answer Exists (and the content folder is taken away again).
+        let (shard, content_made, node_made) = futures_util::join!(
+            self.store.make_dir_if_missing(&content[..2]),
+            self.store.make_dir(&content),
+            self.store.make_dir(&node.path)
+        );
+        let content_made = match content_made {
+            Err(_) if shard.is_ok() => self.store.make_dir(&content).await,
+            other => other,
         };
-        let (backup, made) =
-            futures_util::join!(self.store.write(&backup_path, backup, WriteCondition::CreateOnly), node_made);
-        let failure = match (made, backup) {
-            (Ok(()), Ok(_)) => None,
-            (Err((node_is_ours, error)), _) => Some((node_is_ours, error)),
-            (Ok(()), Err(error)) => Some((true, error.into())),
-        };
-        if let Some((node_is_ours, error)) = failure {
-            // Undone, so that a failed mkdir leaves no folder (and never takes away another writer's node).
-            if node_is_ours {
+        if node_made.is_err() || content_made.is_err() {
+            if node_made.is_ok() {
                 let _ = self.store.remove(&node.path).await;
             }
+            if content_made.is_ok() {
+                let _ = self.store.remove(&content).await;
+            }
+            return Err(match (node_made, shard, content_made) {
+                (Err(error), _, _) => kind_error(error, &node.display(), name),
+                (_, Err(error), _) | (_, _, Err(error)) => error.into(),
+                (Ok(()), Ok(()), Ok(())) => unreachable!("one of them failed"),
+            });
+        }
+        let mut backup_path = content.clone();
+        backup_path.push(DIR_ID_BACKUP_FILE.to_owned());
+        let backup = Bytes::from(self.content.encrypt_file(id.as_bytes()));
+        let node_files = async {
+            if node.shortened {
+                self.store.create_small(&node.child(NAME_FILE), Bytes::from(encrypted.into_bytes())).await?;
+            }
+            self.store.create_small(&node.child(DIR_FILE), Bytes::from(id.clone().into_bytes())).await
+        };
+        let (node_files, backup) = futures_util::join!(node_files, self.store.create_small(&backup_path, backup));
+        if let Err(error) = node_files.and(backup) {
+            // Undone, so that a failed mkdir leaves no folder (the node is this call's own).
+            let _ = self.store.remove(&node.path).await;
             let _ = self.store.remove(&content).await;
-            return Err(error);
+            return Err(error.into());
         }
         // Made here with a fresh id: nothing to look up (a folder's store version is not used).
         Ok(VaultEntry {
@@ -128,23 +144,50 @@ impl<S: Store> CryptomatorVault<S> {
         })
     }
 
-    /// Removes `entry`: a file or link; a folder if it is empty, or with `recursive` everything in it.
-    pub async fn remove(&self, entry: &VaultEntry, recursive: bool) -> Result<(), CryptomatorError> {
-        if let (EntryKind::Dir, Some(id)) = (entry.kind, &entry.dir_id) {
-            let dir = self.dir_ref(id);
-            let (children, problems) = self.list(&dir).await?;
-            if !(recursive || children.is_empty() && problems.is_empty()) {
-                return Err(CryptomatorError::NotEmpty(entry.name.clone()));
+    /// Removes `entry`: a file or link; a folder if it is empty, or with `recursive` everything in it
+    /// (its entries removed 16 at a time).
+    pub fn remove<'a>(&'a self, entry: &'a VaultEntry, recursive: bool) -> Removal<'a> {
+        Box::pin(async move {
+            match (entry.kind, &entry.dir_id) {
+                (EntryKind::Dir, Some(id)) => self.remove_dir(entry, id, recursive).await,
+                (EntryKind::File, _) if !entry.node.shortened => Ok(self.store.remove_file(&entry.node.path).await?),
+                _ => Ok(self.store.remove(&entry.node.path).await?),
             }
-            for child in &children {
-                Box::pin(self.remove(child, true)).await?;
-            }
-            match self.store.remove(&dir.content_path).await {
-                Err(error) if error.kind() != RemoteErrorKind::NotFound => return Err(error.into()),
-                _ => {}
-            }
+        })
+    }
+
+    /// Removes a folder: its entries (with `recursive`), then `dir.c9r`, after which no reader finds it,
+    /// then its node and its content folder together. An interruption leaves at most an unreferenced
+    /// content folder, never a folder entry that points nowhere. Over SFTP an empty folder costs four
+    /// round trips: the listing, the two small files, the two folders.
+    async fn remove_dir(&self, entry: &VaultEntry, id: &str, recursive: bool) -> Result<(), CryptomatorError> {
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        let dir = self.dir_ref(id);
+        let (children, problems) = self.list(&dir).await?;
+        if !(recursive || children.is_empty() && problems.is_empty()) {
+            return Err(CryptomatorError::NotEmpty(entry.name.clone()));
         }
-        self.store.remove(&entry.node.path).await?;
+        let removals: Vec<Removal<'_>> = children.iter().map(|child| self.remove(child, true)).collect();
+        futures_util::stream::iter(removals).buffer_unordered(REMOVE_PARALLEL).try_collect::<()>().await?;
+        let mut backup = dir.content_path.clone();
+        backup.push(DIR_ID_BACKUP_FILE.to_owned());
+        let id_file = entry.node.child(DIR_FILE);
+        let (id_file, backup_file) =
+            futures_util::join!(self.store.remove_file(&id_file), self.store.remove_file(&backup));
+        gone_is_done(id_file)?;
+        if let Err(error) = gone_is_done(backup_file) {
+            // Removed with its folder below; only a recovery tool ever reads it.
+            tracing::debug!(%error, "removing a folder id's backup failed");
+        }
+        let node = async {
+            if entry.node.shortened {
+                gone_is_done(self.store.remove_file(&entry.node.child(NAME_FILE)).await)?;
+            }
+            gone_is_done(self.store.remove_emptied_dir(&entry.node.path).await)
+        };
+        let (node, content) = futures_util::join!(node, self.store.remove_emptied_dir(&dir.content_path));
+        node?;
+        gone_is_done(content)?;
         Ok(())
     }
 
@@ -166,7 +209,12 @@ impl<S: Store> CryptomatorVault<S> {
         if target.path == entry.node.path {
             return Ok(entry.clone());
         }
-        if let Some(existing) = self.lookup(to, to_name).await? {
+        // A plain file replacing whatever plain file is there is one atomic rename on the server, which
+        // refuses to put it over a folder: nothing to look at first.
+        let plain = !entry.node.shortened && !target.shortened;
+        let replaces_blindly = overwrite && plain && entry.kind == EntryKind::File;
+        let existing = if replaces_blindly { None } else { self.lookup(to, to_name).await? };
+        if let Some(existing) = existing {
             match (existing.kind, entry.kind) {
                 _ if !overwrite => return Err(CryptomatorError::Exists(to_name.to_owned())),
                 (EntryKind::Dir, EntryKind::Dir) => self.remove(&existing, false).await?,
@@ -212,6 +260,10 @@ impl<S: Store> CryptomatorVault<S> {
                     self.store.remove(&target.child(NAME_FILE)).await?;
                 }
             }
+        }
+        if plain && self.store.renames_keep_versions() {
+            // Same bytes, same version, a new place: nothing to look up again.
+            return Ok(VaultEntry { name: to_name.to_owned(), node: target, ..entry.clone() });
         }
         self.lookup(to, to_name).await?.ok_or_else(|| CryptomatorError::NotFound(to_name.to_owned()))
     }

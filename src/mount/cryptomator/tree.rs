@@ -166,8 +166,13 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
         validate_name(name)?;
         self.ensure_listed(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
-        self.state().dir_mut(ino)?.listed = None;
         self.ensure_listed(ino).await?;
+        if !self.state().dir(ino)?.children.is_empty() {
+            // Perhaps emptied by another device: the store decides. (An empty table needs no fresh
+            // listing: the vault's removal lists the folder itself and refuses if it is not empty.)
+            self.state().dir_mut(ino)?.listed = None;
+            self.ensure_listed(ino).await?;
+        }
         let _names = self.names.write().await;
         let entry = {
             let state = self.state();

@@ -30,11 +30,15 @@ pub use connect::{Asker, SshError, SshSettings};
 use connect::{KeyRing, Live};
 pub use location::{default_identity_files, home_folder, SftpLocation};
 use requests::{
-    entry_of, is_status, posix_rename, read_range, sftp_error, stat_entry, temporary_name, write_and_rename,
+    create_in_place, entry_of, is_status, posix_rename, read_range, sftp_error, stat_entry, temporary_name,
+    write_and_rename,
 };
 
 use super::{Store, StoreEntry, WriteCondition};
 use crate::remote::{RemoteError, RemoteErrorKind};
+
+/// Folder listings keep this many `readdir` requests in flight.
+const READDIR_AHEAD: usize = 2;
 
 /// A vault's folder on an SFTP server.
 pub struct SftpStore {
@@ -167,24 +171,37 @@ impl SftpStore {
 }
 
 impl SftpStore {
-    /// The folder's entries, without `.`, `..` and temporary files.
-    async fn list_at(live: &Arc<Live>, path: &str) -> Result<Vec<StoreEntry>, SftpError> {
+    /// The folder's entries, without `.`, `..` and (unless `with_temporaries`) temporary files.
+    async fn list_at(live: &Arc<Live>, path: &str, with_temporaries: bool) -> Result<Vec<StoreEntry>, SftpError> {
+        use futures_util::StreamExt as _;
         let handle = live.sftp.opendir(path).await?.handle;
         let mut entries = Vec::new();
+        // One batch asked for ahead: the end of a folder that fits one batch (OpenSSH sends 100 names)
+        // comes back with the batch, not a round trip later.
+        let mut batches = futures_util::stream::FuturesOrdered::new();
+        for _ in 0..READDIR_AHEAD {
+            batches.push_back(live.sftp.readdir(handle.as_str()));
+        }
         let outcome = loop {
-            match live.sftp.readdir(handle.as_str()).await {
-                Ok(batch) => {
+            match batches.next().await {
+                Some(Ok(batch)) => {
                     for file in batch.files {
-                        if file.filename == "." || file.filename == ".." || file.filename.starts_with(".cloakfs-") {
+                        let temporary = file.filename.starts_with(".cloakfs-") && !with_temporaries;
+                        if file.filename == "." || file.filename == ".." || temporary {
                             continue;
                         }
                         entries.push(entry_of(file.filename, &file.attrs));
                     }
+                    batches.push_back(live.sftp.readdir(handle.as_str()));
                 }
-                Err(end) if is_status(&end, StatusCode::Eof) => break Ok(()),
-                Err(error) => break Err(error),
+                // Requests are sent in the order they were queued and a server reads a folder handle in
+                // order, so the ones after the end can only say the end again: not waited for.
+                Some(Err(end)) if is_status(&end, StatusCode::Eof) => break Ok(()),
+                Some(Err(error)) => break Err(error),
+                None => break Ok(()),
             }
         };
+        drop(batches);
         close_later(live, handle);
         outcome.map(|()| entries)
     }
@@ -199,7 +216,7 @@ impl SftpStore {
             if !attributes.is_dir() {
                 return live.sftp.remove(path.as_str()).await.map(|_| ());
             }
-            let children = Self::list_at(live, &path).await?;
+            let children = Self::list_at(live, &path, true).await?;
             let removals = children.into_iter().map(|child| Self::remove_tree(live, format!("{path}/{}", child.name)));
             futures_util::future::try_join_all(removals).await?;
             live.sftp.rmdir(path.as_str()).await.map(|_| ())
@@ -235,7 +252,7 @@ impl Store for SftpStore {
     }
 
     async fn list(&self, path: &[String]) -> Result<Vec<StoreEntry>, RemoteError> {
-        self.run("list", path, true, |live, full| async move { Self::list_at(&live, &full).await }).await
+        self.run("list", path, true, |live, full| async move { Self::list_at(&live, &full, false).await }).await
     }
 
     async fn stat(&self, path: &[String]) -> Result<StoreEntry, RemoteError> {
@@ -339,6 +356,43 @@ impl Store for SftpStore {
         }
     }
 
+    /// The mkdir and a stat behind it in one round trip: the stat, answered after the mkdir, tells an
+    /// existing folder from a failure.
+    async fn make_dir_if_missing(&self, path: &[String]) -> Result<(), RemoteError> {
+        self.run("mkdir", path, true, |live, full| async move {
+            let (made, found) = futures_util::join!(
+                live.sftp.mkdir(full.as_str(), FileAttributes::empty()),
+                live.sftp.stat(full.as_str())
+            );
+            match (made, found) {
+                (Ok(_), _) => Ok(()),
+                (Err(_), Ok(found)) if found.attrs.is_dir() => Ok(()),
+                (Err(error), _) => Err(error),
+            }
+        })
+        .await
+    }
+
+    /// Opened create-exclusive under its own name; written, flushed and closed together: two round trips.
+    async fn create_small(&self, path: &[String], body: Bytes) -> Result<(), RemoteError> {
+        let created = self
+            .run("create", path, false, |live, full| {
+                let body = body.clone();
+                async move { create_in_place(&live, &full, &body).await }
+            })
+            .await;
+        match created {
+            Err(error) if error.kind() == RemoteErrorKind::Failed && self.stat(path).await.is_ok() => {
+                Err(RemoteError::Ssh {
+                    request: format!("create /{}", path.join("/")),
+                    kind: RemoteErrorKind::Exists,
+                    reason: "exists already".into(),
+                })
+            }
+            other => other,
+        }
+    }
+
     async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), RemoteError> {
         let target = self.full_path(to);
         if !overwrite && self.stat(to).await.is_ok() {
@@ -365,7 +419,28 @@ impl Store for SftpStore {
         self.run("remove", path, false, |live, full| async move { Self::remove_tree(&live, full).await }).await
     }
 
+    async fn remove_file(&self, path: &[String]) -> Result<(), RemoteError> {
+        self.run("remove", path, false, |live, full| async move { live.sftp.remove(full.as_str()).await.map(|_| ()) })
+            .await
+    }
+
+    async fn remove_emptied_dir(&self, path: &[String]) -> Result<(), RemoteError> {
+        self.run("rmdir", path, false, |live, full| async move {
+            match live.sftp.rmdir(full.as_str()).await {
+                // Not empty after all (a temporary file of a cut write): everything in it goes.
+                Err(error) if is_status(&error, StatusCode::Failure) => Self::remove_tree(&live, full).await,
+                other => other.map(|_| ()),
+            }
+        })
+        .await
+    }
+
     fn versions_from_writes(&self) -> bool {
+        true
+    }
+
+    /// Versions are size and modification time, which a rename keeps.
+    fn renames_keep_versions(&self) -> bool {
         true
     }
 }

@@ -185,6 +185,33 @@ pub(super) async fn write_and_rename(
     }
 }
 
+/// Creates `target` (which must not exist) with `body` written in place: the open, then the write, the
+/// flush and the close together. For small files (every write is in flight at once).
+pub(super) async fn create_in_place(live: &Live, target: &str, body: &[u8]) -> Result<(), SftpError> {
+    let attributes = FileAttributes { permissions: Some(0o600), ..FileAttributes::empty() };
+    let handle =
+        live.sftp.open(target, OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE, attributes).await?.handle;
+    let piece = live.max_write as usize;
+    let writes = body
+        .chunks(piece)
+        .enumerate()
+        .map(|(index, chunk)| live.sftp.write(handle.as_str(), (index * piece) as u64, chunk.to_vec()));
+    // Polled in this order, so sent in this order; the server handles one handle's requests in order.
+    let (written, synced, closed) = futures_util::join!(
+        futures_util::future::join_all(writes),
+        live.sftp.fsync(handle.as_str()),
+        live.sftp.close(handle.as_str())
+    );
+    for result in written {
+        result?;
+    }
+    match synced {
+        Err(error) if !is_status(&error, StatusCode::OpUnsupported) => return Err(error),
+        _ => {}
+    }
+    closed.map(|_| ())
+}
+
 pub(super) async fn stat_entry(live: &Live, path: &str, name: String) -> Result<StoreEntry, SftpError> {
     Ok(entry_of(name, &live.sftp.stat(path).await?.attrs))
 }
