@@ -97,6 +97,12 @@ pub fn to_errno(error: FsError) -> i32 {
 }
 
 fn errno(error: FsError) -> Errno {
+    // A missing name is the common answer to a lookup; anything else is worth a line when debugging.
+    if error == FsError::NotFound {
+        tracing::trace!(%error, "answered with an error");
+    } else {
+        tracing::debug!(%error, "answered with an error");
+    }
     Errno::from_i32(to_errno(error))
 }
 

@@ -20,7 +20,7 @@ mod nodes;
 mod tree;
 mod write_behind;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +40,8 @@ pub struct CryptomatorFs<S: Store + Clone + 'static> {
     spill: Arc<Spill>,
     /// One load or upload per file at a time.
     file_locks: KeyedLocks<u64>,
+    /// One listing per folder at a time (a second asker uses the first one's result).
+    listings: KeyedLocks<u64>,
     /// Uploads hold it shared (they name the file as it is when they start); renames and removals hold it
     /// exclusively.
     names: tokio::sync::RwLock<()>,
@@ -57,7 +59,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// A file system over the opened `vault`, mounted at its root.
     pub fn new(vault: CryptomatorVault<S>, options: CoreOptions) -> Self {
         let kept = kept::KeptReaders::new(options.cache_size);
-        let root = Dir { dir: vault.root(), entry: None, children: BTreeMap::new(), listed: None, changed: None };
+        let root = Dir::new(vault.root(), None, None);
         let mut nodes = HashMap::new();
         nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
         Self {
@@ -75,6 +77,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
                 upload_queue: Default::default(),
             }),
             file_locks: KeyedLocks::new(),
+            listings: KeyedLocks::new(),
             names: tokio::sync::RwLock::new(()),
             owner: crate::platform::owner_ids(),
             last_activity: Mutex::new(tokio::time::Instant::now()),

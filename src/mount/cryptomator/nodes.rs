@@ -32,6 +32,18 @@ pub(super) struct Dir {
     pub(super) listed: Option<Instant>,
     /// When an entry was last created, removed or renamed in it here.
     pub(super) changed: Option<SystemTime>,
+    /// How many times its entries were changed here (created, removed, renamed, uploaded).
+    pub(super) generation: u64,
+    /// The names changed here since the last merged listing, with the generation of their last change: a
+    /// listing read from the store while one of them changed says nothing current about that name.
+    pub(super) touched: BTreeMap<Name, u64>,
+}
+
+impl Dir {
+    /// A folder with no children known yet.
+    pub(super) fn new(dir: DirRef, entry: Option<VaultEntry>, listed: Option<Instant>) -> Self {
+        Self { dir, entry, children: BTreeMap::new(), listed, changed: None, generation: 0, touched: BTreeMap::new() }
+    }
 }
 
 impl Drop for Dir {
@@ -193,9 +205,14 @@ impl State {
         ino
     }
 
-    pub(super) fn folder_changed(&mut self, ino: u64) {
+    /// Records a change made here to entry `name` of folder `ino` (created, removed, renamed, uploaded):
+    /// the folder's modification time, and the name as touched for listings read meanwhile.
+    pub(super) fn changed_here(&mut self, ino: u64, name: &Name) {
         if let Ok(dir) = self.dir_mut(ino) {
             dir.changed = Some(SystemTime::now());
+            dir.generation += 1;
+            let generation = dir.generation;
+            dir.touched.insert(name.clone(), generation);
         }
     }
 
@@ -210,12 +227,13 @@ impl State {
                 dir.children.remove(&old_name);
             }
         }
-        self.dir_mut(new_parent)?.children.insert(Name(new_name.to_owned()), ino);
-        self.folder_changed(parent);
-        self.folder_changed(new_parent);
+        let new_name = Name(new_name.to_owned());
+        self.dir_mut(new_parent)?.children.insert(new_name.clone(), ino);
+        self.changed_here(parent, &old_name);
+        self.changed_here(new_parent, &new_name);
         let node = self.nodes.get_mut(&ino).ok_or(FsError::NotFound)?;
         node.parent = new_parent;
-        node.name = Name(new_name.to_owned());
+        node.name = new_name;
         if let Kind::File(file) = &mut node.kind {
             file.ctime = SystemTime::now();
         }
@@ -226,11 +244,15 @@ impl State {
     pub(super) fn detach(&mut self, ino: u64) {
         let Some(node) = self.nodes.get(&ino) else { return };
         let (parent, name) = (node.parent, node.name.clone());
-        if let Ok(dir) = self.dir_mut(parent) {
-            if dir.children.get(&name) == Some(&ino) {
+        let removed = self.dir_mut(parent).is_ok_and(|dir| {
+            let ours = dir.children.get(&name) == Some(&ino);
+            if ours {
                 dir.children.remove(&name);
-                dir.changed = Some(SystemTime::now());
             }
+            ours
+        });
+        if removed {
+            self.changed_here(parent, &name);
         }
         let drop_node = match self.nodes.get_mut(&ino).map(|node| &mut node.kind) {
             Some(Kind::File(file)) => {

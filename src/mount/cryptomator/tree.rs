@@ -13,13 +13,14 @@ use crate::transport::Store;
 impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// Reads folder `ino`'s listing from the store unless it was read within the dir cache time.
     pub(super) async fn ensure_listed(&self, ino: u64) -> Result<(), FsError> {
-        let dir_ref = {
+        let _listing = self.listings.lock(&ino).await;
+        let (dir_ref, generation) = {
             let state = self.state();
             let dir = state.dir(ino)?;
             if dir.listed.is_some_and(|at| at.elapsed() < self.options.dir_cache_time) {
                 return Ok(());
             }
-            dir.dir.clone()
+            (dir.dir.clone(), dir.generation)
         };
         let started = Instant::now();
         let (entries, problems) = self.vault.list(&dir_ref).await.map_err(|error| self.fail(error))?;
@@ -31,7 +32,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
             );
         }
         let mut state = self.state();
-        merge_listing(&mut state, ino, entries, started, |id| self.vault.dir_ref(id))
+        merge_listing(&mut state, ino, entries, Since { instant: started, generation }, |id| self.vault.dir_ref(id))
     }
 
     /// Looks up `name` in folder `parent`.
@@ -80,16 +81,11 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
         };
         let entry = self.vault.make_dir(&parent_ref, name).await.map_err(|error| self.fail(error))?;
         let id = entry.dir_id.clone().ok_or(FsError::Io)?;
-        let dir = Dir {
-            dir: self.vault.dir_ref(&id),
-            entry: Some(entry),
-            children: Default::default(),
-            listed: Some(Instant::now()),
-            changed: Some(SystemTime::now()),
-        };
+        let mut dir = Dir::new(self.vault.dir_ref(&id), Some(entry), Some(Instant::now()));
+        dir.changed = Some(SystemTime::now());
         let mut state = self.state();
         let ino = state.allocate(parent, name, Kind::Dir(Box::new(dir)));
-        state.folder_changed(parent);
+        state.changed_here(parent, &Name(name.to_owned()));
         state.attributes(ino)
     }
 
@@ -116,7 +112,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
         let ino = {
             let mut state = self.state();
             let ino = state.allocate(parent, name, Kind::File(Box::new(File::new_here())));
-            state.folder_changed(parent);
+            state.changed_here(parent, &Name(name.to_owned()));
             ino
         };
         let opened = self.open_handle(ino, mode).await?;
@@ -134,7 +130,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
                 return Err(FsError::Exists);
             }
             let ino = state.allocate(parent, name, Kind::File(Box::new(File::new_here())));
-            state.folder_changed(parent);
+            state.changed_here(parent, &Name(name.to_owned()));
             ino
         };
         self.upload(ino).await?;
@@ -287,17 +283,33 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     }
 }
 
+/// When a listing was started: the time, and the folder's [`Dir::generation`] of local changes.
+#[derive(Clone, Copy)]
+struct Since {
+    instant: Instant,
+    generation: u64,
+}
+
 /// Merges a fresh listing of folder `ino` into the table: known names keep their inode numbers (a clean
 /// file takes the stored version; a changed one keeps the version it was read at, so that its upload
 /// detects the other writer), new names get new ones, and names gone from the store leave, except files
-/// created or changed here and not uploaded yet.
+/// created or changed here and not uploaded yet. A name changed here while the listing was read (a
+/// rename, a removal, an upload that ended) keeps what the table says: the listing may predate the change.
 fn merge_listing(
     state: &mut State,
     ino: u64,
     mut entries: Vec<VaultEntry>,
-    started: Instant,
+    since: Since,
     dir_ref: impl Fn(&str) -> crate::cryptomator::vault::DirRef,
 ) -> Result<(), FsError> {
+    let started = since.instant;
+    let changed_meanwhile: HashSet<Name> = state
+        .dir(ino)?
+        .touched
+        .iter()
+        .filter(|(_, generation)| **generation > since.generation)
+        .map(|(name, _)| name.clone())
+        .collect();
     let mut seen = HashSet::new();
     for mut entry in entries.drain(..) {
         if entry.kind == EntryKind::Symlink {
@@ -307,6 +319,9 @@ fn merge_listing(
         }
         let name = Name(entry.name.clone());
         wipe_entry(&mut entry);
+        if changed_meanwhile.contains(&name) {
+            continue;
+        }
         let existing = state.dir(ino)?.children.get(&name).copied();
         seen.insert(name.clone());
         let kept = match existing.and_then(|child| state.nodes.get_mut(&child).map(|node| (child, node))) {
@@ -347,20 +362,19 @@ fn merge_listing(
         let kind = match entry.kind {
             EntryKind::Dir => {
                 let Some(id) = entry.dir_id.clone() else { continue };
-                Kind::Dir(Box::new(Dir {
-                    dir: dir_ref(&id),
-                    entry: Some(entry),
-                    children: Default::default(),
-                    listed: None,
-                    changed: None,
-                }))
+                Kind::Dir(Box::new(Dir::new(dir_ref(&id), Some(entry), None)))
             }
             _ => Kind::File(Box::new(File::stored(entry))),
         };
         state.allocate(ino, &name.0, kind);
     }
-    let gone: Vec<u64> =
-        state.dir(ino)?.children.iter().filter(|(name, _)| !seen.contains(*name)).map(|(_, child)| *child).collect();
+    let gone: Vec<u64> = state
+        .dir(ino)?
+        .children
+        .iter()
+        .filter(|(name, _)| !seen.contains(*name) && !changed_meanwhile.contains(*name))
+        .map(|(_, child)| *child)
+        .collect();
     for child in gone {
         let keep = match state.nodes.get(&child).map(|node| &node.kind) {
             // Not uploaded yet, or changed here: the upload recreates it (or keeps a conflicted copy).
@@ -375,6 +389,128 @@ fn merge_listing(
             state.detach(child);
         }
     }
-    state.dir_mut(ino)?.listed = Some(Instant::now());
+    let dir = state.dir_mut(ino)?;
+    dir.listed = Some(Instant::now());
+    // Listings of this folder run one at a time: the next one starts after this generation.
+    dir.touched.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::cryptomator::vault::{DirRef, Node as StoredNode};
+    use crate::mount::core::ROOT_INO;
+    use crate::mount::cryptomator::Node;
+
+    fn dir_ref(id: &str) -> DirRef {
+        DirRef { id: id.to_owned(), content_path: vec!["d".into(), "XX".into(), id.to_owned()] }
+    }
+
+    fn stored(name: &str, version: &str) -> VaultEntry {
+        VaultEntry {
+            name: name.to_owned(),
+            kind: EntryKind::File,
+            size: 1,
+            modified: None,
+            node: StoredNode { path: vec!["d".into(), "XX".into(), format!("{version}.c9r")], shortened: false },
+            version: version.to_owned(),
+            dir_id: None,
+        }
+    }
+
+    /// A root folder holding `files` as the store last listed them.
+    fn table(files: &[(&str, &str)]) -> State {
+        let mut nodes = HashMap::new();
+        let root = Dir::new(dir_ref(""), None, None);
+        nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
+        let mut state = State {
+            nodes,
+            next_ino: ROOT_INO,
+            handles: HashMap::new(),
+            next_fh: 0,
+            uploads: 0,
+            mounted_at: SystemTime::now(),
+            retry_at: None,
+            upload_queue: Default::default(),
+        };
+        let listing = files.iter().map(|(name, version)| stored(name, version)).collect();
+        let started = since(&state);
+        merge_listing(&mut state, ROOT_INO, listing, started, dir_ref).unwrap();
+        state
+    }
+
+    fn since(state: &State) -> Since {
+        Since { instant: Instant::now(), generation: state.dir(ROOT_INO).unwrap().generation }
+    }
+
+    fn names(state: &State) -> Vec<String> {
+        state.dir(ROOT_INO).unwrap().children.keys().map(|name| name.0.clone()).collect()
+    }
+
+    fn version(state: &State, name: &str) -> Option<String> {
+        let ino = state.child(ROOT_INO, name).unwrap()?;
+        state.file(ino).unwrap().entry.as_ref().map(|entry| entry.version.clone())
+    }
+
+    #[test]
+    fn a_listing_applies_what_others_changed() {
+        let mut state = table(&[("a", "1"), ("b", "1")]);
+        let a = state.child(ROOT_INO, "a").unwrap().unwrap();
+        let started = since(&state);
+        merge_listing(&mut state, ROOT_INO, vec![stored("a", "2"), stored("c", "1")], started, dir_ref).unwrap();
+        assert_eq!(names(&state), ["a", "c"]);
+        assert_eq!(state.child(ROOT_INO, "a").unwrap(), Some(a), "a known name keeps its inode");
+        assert_eq!(version(&state, "a").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_rename_made_while_the_listing_was_read_is_kept() {
+        // git: index.lock (uploaded) renamed over index while a listing of the folder is on its way.
+        let mut state = table(&[("index", "1"), ("index.lock", "2")]);
+        let lock_file = state.child(ROOT_INO, "index.lock").unwrap().unwrap();
+        let started = since(&state);
+        let replaced = state.child(ROOT_INO, "index").unwrap().unwrap();
+        state.detach(replaced);
+        state.relink(lock_file, ROOT_INO, "index").unwrap();
+        let read_before_the_rename = vec![stored("index", "1"), stored("index.lock", "2")];
+        merge_listing(&mut state, ROOT_INO, read_before_the_rename, started, dir_ref).unwrap();
+        assert_eq!(names(&state), ["index"], "the old name came back or the new one left");
+        assert_eq!(state.child(ROOT_INO, "index").unwrap(), Some(lock_file));
+        assert_eq!(version(&state, "index").as_deref(), Some("2"));
+        // The next listing is read after the rename and applies again.
+        let started = since(&state);
+        merge_listing(&mut state, ROOT_INO, vec![stored("index", "3")], started, dir_ref).unwrap();
+        assert_eq!(version(&state, "index").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn an_upload_that_ends_while_the_listing_was_read_is_kept() {
+        let mut state = table(&[]);
+        let new = state.allocate(ROOT_INO, "new", Kind::File(Box::new(File::new_here())));
+        let started = since(&state);
+        // The upload ends after the store was listed without the file.
+        state.changed_here(ROOT_INO, &Name("new".into()));
+        let file = state.file_mut(new).unwrap();
+        file.entry = Some(stored("new", "1"));
+        file.dirty = false;
+        merge_listing(&mut state, ROOT_INO, Vec::new(), started, dir_ref).unwrap();
+        assert_eq!(names(&state), ["new"], "an uploaded file vanished");
+        // A listing read after the upload that does not show it: another device removed it.
+        let started = since(&state);
+        merge_listing(&mut state, ROOT_INO, Vec::new(), started, dir_ref).unwrap();
+        assert!(names(&state).is_empty());
+    }
+
+    #[test]
+    fn a_removal_made_while_the_listing_was_read_is_kept() {
+        let mut state = table(&[("gone", "1")]);
+        let started = since(&state);
+        let gone = state.child(ROOT_INO, "gone").unwrap().unwrap();
+        state.detach(gone);
+        merge_listing(&mut state, ROOT_INO, vec![stored("gone", "1")], started, dir_ref).unwrap();
+        assert!(names(&state).is_empty(), "a removed file came back");
+    }
 }
