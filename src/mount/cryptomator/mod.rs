@@ -20,7 +20,6 @@ mod nodes;
 mod tree;
 mod write_behind;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +29,7 @@ use super::core::{lock, Attributes, CoreOptions, CoreStatus, DirtyFile, Name, RO
 use super::error::FsError;
 use crate::cryptomator::{CryptomatorError, CryptomatorVault};
 use crate::transport::Store;
-use nodes::{wipe_entry, Dir, File, Kind, Node, State};
+use nodes::{wipe_entry, Dir, File, Kind, State};
 
 /// A mounted Cryptomator vault. See the module documentation.
 pub struct CryptomatorFs<S: Store + Clone + 'static> {
@@ -59,23 +58,12 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// A file system over the opened `vault`, mounted at its root.
     pub fn new(vault: CryptomatorVault<S>, options: CoreOptions) -> Self {
         let kept = kept::KeptReaders::new(options.cache_size);
-        let root = Dir::new(vault.root(), None, None);
-        let mut nodes = HashMap::new();
-        nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
+        let state = Mutex::new(State::new(vault.root()));
         Self {
             vault,
             spill: Arc::new(Spill::new(options.spill_directory.clone(), options.spill_above)),
             options,
-            state: Mutex::new(State {
-                nodes,
-                next_ino: ROOT_INO,
-                handles: HashMap::new(),
-                next_fh: 0,
-                uploads: 0,
-                mounted_at: SystemTime::now(),
-                retry_at: None,
-                upload_queue: Default::default(),
-            }),
+            state,
             file_locks: KeyedLocks::new(),
             listings: KeyedLocks::new(),
             names: tokio::sync::RwLock::new(()),

@@ -159,6 +159,23 @@ pub(super) struct State {
 }
 
 impl State {
+    /// The table of a vault mounted at folder `root`, its only node so far.
+    pub(super) fn new(root: DirRef) -> Self {
+        let root = Dir::new(root, None, None);
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
+        Self {
+            nodes,
+            next_ino: ROOT_INO,
+            handles: HashMap::new(),
+            next_fh: 0,
+            uploads: 0,
+            mounted_at: SystemTime::now(),
+            retry_at: None,
+            upload_queue: BTreeSet::new(),
+        }
+    }
+
     pub(super) fn node(&self, ino: u64) -> Result<&Node, FsError> {
         self.nodes.get(&ino).ok_or(FsError::NotFound)
     }

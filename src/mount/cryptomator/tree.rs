@@ -398,12 +398,9 @@ fn merge_listing(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::cryptomator::vault::{DirRef, Node as StoredNode};
     use crate::mount::core::ROOT_INO;
-    use crate::mount::cryptomator::Node;
 
     fn dir_ref(id: &str) -> DirRef {
         DirRef { id: id.to_owned(), content_path: vec!["d".into(), "XX".into(), id.to_owned()] }
@@ -423,19 +420,7 @@ mod tests {
 
     /// A root folder holding `files` as the store last listed them.
     fn table(files: &[(&str, &str)]) -> State {
-        let mut nodes = HashMap::new();
-        let root = Dir::new(dir_ref(""), None, None);
-        nodes.insert(ROOT_INO, Node { parent: ROOT_INO, name: Name(String::new()), kind: Kind::Dir(Box::new(root)) });
-        let mut state = State {
-            nodes,
-            next_ino: ROOT_INO,
-            handles: HashMap::new(),
-            next_fh: 0,
-            uploads: 0,
-            mounted_at: SystemTime::now(),
-            retry_at: None,
-            upload_queue: Default::default(),
-        };
+        let mut state = State::new(dir_ref(""));
         let listing = files.iter().map(|(name, version)| stored(name, version)).collect();
         let started = since(&state);
         merge_listing(&mut state, ROOT_INO, listing, started, dir_ref).unwrap();
