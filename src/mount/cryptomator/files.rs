@@ -270,7 +270,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
                 };
                 // A listing read during the upload may not show the file, or show its old version.
                 let uploaded_as = state.node(ino)?.name.clone();
-                state.changed_here(parent, &uploaded_as);
+                state.touched_here(parent, &uploaded_as);
                 let file = state.file_mut(ino)?;
                 file.entry = Some(entry);
                 file.reader = None;

@@ -227,6 +227,14 @@ impl State {
     pub(super) fn changed_here(&mut self, ino: u64, name: &Name) {
         if let Ok(dir) = self.dir_mut(ino) {
             dir.changed = Some(SystemTime::now());
+        }
+        self.touched_here(ino, name);
+    }
+
+    /// Records that entry `name` of folder `ino` changed here (its upload ended, or [`Self::changed_here`]),
+    /// so that a listing read meanwhile leaves it as the table has it; the folder's times stay.
+    pub(super) fn touched_here(&mut self, ino: u64, name: &Name) {
+        if let Ok(dir) = self.dir_mut(ino) {
             dir.generation += 1;
             let generation = dir.generation;
             dir.touched.insert(name.clone(), generation);

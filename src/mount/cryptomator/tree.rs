@@ -477,7 +477,7 @@ mod tests {
         let new = state.allocate(ROOT_INO, "new", Kind::File(Box::new(File::new_here())));
         let started = since(&state);
         // The upload ends after the store was listed without the file.
-        state.changed_here(ROOT_INO, &Name("new".into()));
+        state.touched_here(ROOT_INO, &Name("new".into()));
         let file = state.file_mut(new).unwrap();
         file.entry = Some(stored("new", "1"));
         file.dirty = false;
