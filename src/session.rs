@@ -3,8 +3,8 @@
 
 use crate::crypto::private_key_wrap::{unwrap_private_key, wrap_private_key, PrivateKeyKdf, PrivateKeyWrapError};
 use crate::crypto::{IdentityError, Mnemonic, PrivateIdentity, PublicKey, UserCertificate};
-use crate::remote::nextcloud::trust::{TrustError, TrustStore};
-use crate::remote::{NextcloudClient, RemoteError};
+use crate::storage::{NextcloudClient, RemoteError};
+use crate::trust::{TrustError, TrustStore};
 
 /// Why a session could not be set up.
 #[derive(Debug, thiserror::Error)]

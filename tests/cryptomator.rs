@@ -14,7 +14,7 @@ use std::process::Output;
 
 use cloakfs::cryptomator::vault::Written;
 use cloakfs::cryptomator::{CryptomatorError, CryptomatorVault};
-use cloakfs::transport::webdav::{DavConfig, DavStore};
+use cloakfs::storage::webdav::{DavConfig, DavStore};
 use dav::{pycryptomator, DavServer, DAV_PASSWORD, DAV_USER};
 use server::{cloakfs, TempDir};
 

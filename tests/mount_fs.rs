@@ -20,6 +20,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
+use cloakfs::storage::E2eeApi as _;
+
 use mount::{eventually, ok, pattern, sh, Account};
 use server::{TempDir, PASSWORD};
 
@@ -37,7 +39,7 @@ fn sorted_names(folder: &Path) -> Vec<String> {
 
 /// Every name the server holds below /Vault, over WebDAV (PROPFIND).
 fn server_names(account: &Account) -> Vec<(String, bool)> {
-    let client = cloakfs::remote::NextcloudClient::new(cloakfs::remote::ServerConfig {
+    let client = cloakfs::storage::NextcloudClient::new(cloakfs::storage::ServerConfig {
         base_url: url::Url::parse(&account.server.url).unwrap(),
         user: account.user.clone(),
         password: zeroize::Zeroizing::new(PASSWORD.to_owned()),
@@ -49,7 +51,7 @@ fn server_names(account: &Account) -> Vec<(String, bool)> {
     let mut names = Vec::new();
     let mut pending = vec![vec!["Vault".to_owned()]];
     while let Some(path) = pending.pop() {
-        let entries = runtime.block_on(client.propfind(&path, 1)).unwrap();
+        let entries = runtime.block_on(client.list_detailed(&path, 1)).unwrap();
         for entry in entries.into_iter().skip(1) {
             let mut child = path.clone();
             child.push(entry.name.clone());

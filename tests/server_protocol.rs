@@ -9,7 +9,9 @@ mod server;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloakfs::remote::{LockToken, NextcloudClient, RemoteError, ServerConfig};
+use cloakfs::storage::{
+    E2eeApi as _, LockToken, NextcloudClient, RemoteError, ServerConfig, Store as _, WriteCondition,
+};
 use server::{TempDir, TestServer, PASSWORD};
 use zeroize::Zeroizing;
 
@@ -34,7 +36,7 @@ fn status<T: std::fmt::Debug>(result: Result<T, RemoteError>) -> u16 {
 
 /// An encrypted folder `name` in the user's root, with its file id.
 async fn encrypted_folder(client: &NextcloudClient, name: &str) -> u64 {
-    let id = client.mkcol(&path(&[name]), None).await.unwrap();
+    let id = client.make_folder(&path(&[name])).await.unwrap();
     client.set_encrypted(id).await.unwrap();
     id
 }
@@ -46,14 +48,14 @@ async fn locks_counters_tokens_and_staged_writes() {
     let alice = client_for(&server, "alice");
 
     // The encrypted flag only on empty folders.
-    let full = alice.mkcol(&path(&["Full"]), None).await.unwrap();
-    alice.put(&path(&["Full", "x"]), Bytes::from_static(b"x"), None, None).await.unwrap();
+    let full = alice.make_folder(&path(&["Full"])).await.unwrap();
+    alice.write(&path(&["Full", "x"]), Bytes::from_static(b"x"), WriteCondition::Always).await.unwrap();
     assert_eq!(status(alice.set_encrypted(full).await), 404);
     // A plain folder cannot be locked.
     assert_eq!(status(alice.lock_folder(full, 1, None).await), 403);
 
     let vault = encrypted_folder(&alice, "Vault").await;
-    let listed = alice.propfind(&path(&["Vault"]), 0).await.unwrap();
+    let listed = alice.list_detailed(&path(&["Vault"]), 0).await.unwrap();
     assert!(listed[0].is_encrypted && listed[0].is_dir);
     assert_eq!(listed[0].file_id, vault);
 
@@ -67,27 +69,30 @@ async fn locks_counters_tokens_and_staged_writes() {
 
     // Writes inside the encrypted folder need the token: none → 403, wrong → 423.
     let blob = path(&["Vault", "0123456789abcdef0123456789abcdef"]);
-    assert_eq!(status(alice.put(&blob, Bytes::from_static(b"ciphertext"), None, None).await), 403);
+    assert_eq!(status(alice.write(&blob, Bytes::from_static(b"ciphertext"), WriteCondition::Always).await), 403);
     let wrong = LockToken("A".repeat(64));
-    assert_eq!(status(alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&wrong), None).await), 423);
+    assert_eq!(
+        status(alice.under_lock(&wrong).write(&blob, Bytes::from_static(b"ciphertext"), WriteCondition::Always).await),
+        423
+    );
     // Metadata PUT without metadata yet: 404; POST with the wrong token: 403.
     assert_eq!(status(alice.store_folder_metadata(vault, &wrong, "{}", "c2ln", true).await), 403);
     assert_eq!(status(alice.store_folder_metadata(vault, &token, "{}", "c2ln", false).await), 404);
 
     // Staged: a PUT and the metadata under the lock are invisible until unlock.
-    alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&token), None).await.unwrap();
+    alice.under_lock(&token).write(&blob, Bytes::from_static(b"ciphertext"), WriteCondition::Always).await.unwrap();
     alice.store_folder_metadata(vault, &token, r#"{"version":"2.0"}"#, "c2lnbmF0dXJl", true).await.unwrap();
-    assert_eq!(alice.propfind(&path(&["Vault"]), 1).await.unwrap().len(), 1, "staged PUT visible before unlock");
-    assert_eq!(status(alice.get(&blob, None, None).await), 404);
+    assert_eq!(alice.list_detailed(&path(&["Vault"]), 1).await.unwrap().len(), 1, "staged PUT visible before unlock");
+    assert_eq!(status(alice.read(&blob, None).await), 404);
     assert_eq!(alice.folder_metadata(vault).await.unwrap(), None);
 
     // Unlock: wrong token 403; right token commits.
     assert_eq!(status(alice.unlock_folder(vault, &wrong, false).await), 403);
     alice.unlock_folder(vault, &token, false).await.unwrap();
-    assert_eq!(alice.get(&blob, None, None).await.unwrap(), b"ciphertext");
+    assert_eq!(alice.read(&blob, None).await.unwrap(), b"ciphertext");
     let (json, signature) = alice.folder_metadata(vault).await.unwrap().unwrap();
     assert_eq!((json.as_str(), signature.as_str()), (r#"{"version":"2.0"}"#, "c2lnbmF0dXJl"));
-    let listed = alice.propfind(&path(&["Vault"]), 0).await.unwrap();
+    let listed = alice.list_detailed(&path(&["Vault"]), 0).await.unwrap();
     assert_eq!(listed[0].metadata, Some((json.clone(), signature.clone())), "metadata as PROPFIND properties");
     // Unlocking again: not locked → 403.
     assert_eq!(status(alice.unlock_folder(vault, &token, false).await), 403);
@@ -98,15 +103,20 @@ async fn locks_counters_tokens_and_staged_writes() {
 
     // Abort rolls back staged writes, deletes, moves and metadata.
     alice
-        .put(&path(&["Vault", "ffffffffffffffffffffffffffffffff"]), Bytes::from_static(b"new"), Some(&token), None)
+        .under_lock(&token)
+        .write(
+            &path(&["Vault", "ffffffffffffffffffffffffffffffff"]),
+            Bytes::from_static(b"new"),
+            WriteCondition::Always,
+        )
         .await
         .unwrap();
-    alice.delete(&blob, Some(&token)).await.unwrap();
+    alice.under_lock(&token).remove(&blob).await.unwrap();
     alice.store_folder_metadata(vault, &token, r#"{"version":"2.0","x":1}"#, "b3RoZXI=", false).await.unwrap();
-    assert_eq!(alice.get(&blob, None, None).await.unwrap(), b"ciphertext", "a staged DELETE is not visible yet");
+    assert_eq!(alice.read(&blob, None).await.unwrap(), b"ciphertext", "a staged DELETE is not visible yet");
     alice.unlock_folder(vault, &token, true).await.unwrap();
     let names: Vec<String> =
-        alice.propfind(&path(&["Vault"]), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect();
+        alice.list_detailed(&path(&["Vault"]), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect();
     assert_eq!(names, vec!["0123456789abcdef0123456789abcdef".to_owned()]);
     assert_eq!(alice.folder_metadata(vault).await.unwrap().unwrap().0, json);
     // Abort without metadata did not commit counter 2.
@@ -119,7 +129,8 @@ async fn locks_counters_tokens_and_staged_writes() {
     // Sub-folders: lock the parent, MKCOL (staged), flag, metadata by the ancestor's token; a child cannot
     // be locked while its parent is.
     let token = alice.lock_folder(vault, 3, None).await.unwrap();
-    let sub = alice.mkcol(&path(&["Vault", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]), Some(&token)).await.unwrap();
+    let sub =
+        alice.under_lock(&token).make_folder(&path(&["Vault", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"])).await.unwrap();
     alice.set_encrypted(sub).await.unwrap();
     alice.store_folder_metadata(sub, &token, r#"{"version":"2.0"}"#, "c3Vi", true).await.unwrap();
     assert_eq!(status(alice.lock_folder(sub, 1, None).await), 423);
@@ -128,22 +139,22 @@ async fn locks_counters_tokens_and_staged_writes() {
 
     // A MOVE out of the encrypted folder is refused; MKCOL on an existing encrypted folder is 403.
     let token = alice.lock_folder(vault, 4, None).await.unwrap();
-    assert_eq!(status(alice.move_to(&blob, &path(&["Full", "stolen"]), false, Some(&token)).await), 403);
-    assert_eq!(status(alice.mkcol(&path(&["Vault"]), None).await), 403);
+    assert_eq!(status(alice.under_lock(&token).rename(&blob, &path(&["Full", "stolen"]), false).await), 403);
+    assert_eq!(status(alice.make_folder(&path(&["Vault"])).await), 403);
     alice.unlock_folder(vault, &token, true).await.unwrap();
 
     // Another user cannot see, lock or read any of it.
     let bob = client_for(&server, "bob");
     assert_eq!(status(bob.lock_folder(vault, 10, None).await), 404);
     assert_eq!(bob.folder_metadata(vault).await.unwrap(), None, "another user's metadata must not be served");
-    let url = alice.dav_url(&blob).unwrap();
+    let url = alice.dav_url(&blob);
     let response = reqwest::Client::new().get(url).basic_auth("bob", Some(PASSWORD)).send().await.unwrap();
     assert_eq!(response.status(), 403);
 }
 
 /// The server names in `folder` (as PROPFIND lists them).
 async fn listed(client: &NextcloudClient, folder: &[&str]) -> Vec<String> {
-    client.propfind(&path(folder), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect()
+    client.list_detailed(&path(folder), 1).await.unwrap().into_iter().skip(1).map(|entry| entry.name).collect()
 }
 
 /// SERVER-BEHAVIOUR.md, "WebDAV inside an encrypted folder" and "Locks and counters": staged writes are
@@ -158,14 +169,18 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     let meta = r#"{"version":"2.0"}"#;
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", true).await.unwrap();
-    let sub = alice.mkcol(&path(&["Vault", "d0000000000000000000000000000000"]), Some(&token)).await.unwrap();
+    let sub =
+        alice.under_lock(&token).make_folder(&path(&["Vault", "d0000000000000000000000000000000"])).await.unwrap();
     alice.set_encrypted(sub).await.unwrap();
     alice.store_folder_metadata(sub, &token, meta, "c2ln", true).await.unwrap();
     // Metadata created under this lock cannot be updated under it (Nextcloud: "Meta-data file missing").
     assert_eq!(status(alice.store_folder_metadata(sub, &token, meta, "c2ln", false).await), 404);
     // The new sub-folder is staged: nothing can be written into it before unlock.
     let inside = path(&["Vault", "d0000000000000000000000000000000", "f0000000000000000000000000000000"]);
-    assert_eq!(status(alice.put(&inside, Bytes::from_static(b"x"), Some(&token), None).await), 409);
+    assert_eq!(
+        status(alice.under_lock(&token).write(&inside, Bytes::from_static(b"x"), WriteCondition::Always).await),
+        409
+    );
     alice.unlock_folder(vault, &token, false).await.unwrap();
     assert_eq!(listed(&alice, &["Vault"]).await, vec!["d0000000000000000000000000000000"]);
 
@@ -173,9 +188,9 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     //    written) the blob becomes visible although the client meant to remove it.
     let early = path(&["Vault", "e0000000000000000000000000000000"]);
     let token = alice.lock_folder(vault, 2, None).await.unwrap();
-    alice.put(&early, Bytes::from_static(b"early"), Some(&token), None).await.unwrap();
-    assert_eq!(status(alice.get(&early, None, None).await), 404, "a staged upload is not readable by its name");
-    assert_eq!(status(alice.delete(&early, Some(&token)).await), 404);
+    alice.under_lock(&token).write(&early, Bytes::from_static(b"early"), WriteCondition::Always).await.unwrap();
+    assert_eq!(status(alice.read(&early, None).await), 404, "a staged upload is not readable by its name");
+    assert_eq!(status(alice.under_lock(&token).remove(&early).await), 404);
     alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
     assert!(listed(&alice, &["Vault"]).await.contains(&"e0000000000000000000000000000000".to_owned()));
@@ -183,31 +198,31 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     // 2. DELETE without a metadata write: the deletion stays pending (listed, readable) after unlock; a later
     //    lock that writes the folder's metadata finalizes it.
     let token = alice.lock_folder(vault, 3, None).await.unwrap();
-    alice.delete(&early, Some(&token)).await.unwrap();
-    assert_eq!(alice.get(&early, None, None).await.unwrap(), b"early", "a staged deletion is still readable");
+    alice.under_lock(&token).remove(&early).await.unwrap();
+    assert_eq!(alice.read(&early, None).await.unwrap(), b"early", "a staged deletion is still readable");
     alice.unlock_folder(vault, &token, false).await.unwrap();
     assert!(listed(&alice, &["Vault"]).await.contains(&"e0000000000000000000000000000000".to_owned()));
-    assert_eq!(alice.get(&early, None, None).await.unwrap(), b"early");
+    assert_eq!(alice.read(&early, None).await.unwrap(), b"early");
     // The counter was not committed (no metadata written): 3 is accepted again.
     let token = alice.lock_folder(vault, 3, None).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
     assert_eq!(listed(&alice, &["Vault"]).await, vec!["d0000000000000000000000000000000"]);
-    assert_eq!(status(alice.get(&early, None, None).await), 404);
+    assert_eq!(status(alice.read(&early, None).await), 404);
 
     // 3. A PUT into a folder whose metadata is not written stays hidden after unlock; only the sub-folder's
     //    metadata written: the top's counter is not committed either.
     let hidden = path(&["Vault", "d0000000000000000000000000000000", "a0000000000000000000000000000000"]);
     let token = alice.lock_folder(vault, 4, None).await.unwrap();
-    alice.put(&hidden, Bytes::from_static(b"hidden"), Some(&token), None).await.unwrap();
+    alice.under_lock(&token).write(&hidden, Bytes::from_static(b"hidden"), WriteCondition::Always).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
     assert!(listed(&alice, &["Vault", "d0000000000000000000000000000000"]).await.is_empty());
-    assert_eq!(status(alice.get(&hidden, None, None).await), 404);
+    assert_eq!(status(alice.read(&hidden, None).await), 404);
     let token = alice.lock_folder(vault, 5, None).await.unwrap();
     alice.store_folder_metadata(sub, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
-    assert_eq!(alice.get(&hidden, None, None).await.unwrap(), b"hidden", "finalized by a later metadata write");
+    assert_eq!(alice.read(&hidden, None).await.unwrap(), b"hidden", "finalized by a later metadata write");
     // Counter 5 was not committed (only the sub-folder's metadata was written): it is accepted again.
     let token = alice.lock_folder(vault, 5, None).await.unwrap();
     alice.unlock_folder(vault, &token, true).await.unwrap();
@@ -220,8 +235,8 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     let vault = encrypted_folder(&alice, "Vault").await;
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", true).await.unwrap();
-    let a = alice.mkcol(&path(&["Vault", "a0000000000000000000000000000000"]), Some(&token)).await.unwrap();
-    let b = alice.mkcol(&path(&["Vault", "b0000000000000000000000000000000"]), Some(&token)).await.unwrap();
+    let a = alice.under_lock(&token).make_folder(&path(&["Vault", "a0000000000000000000000000000000"])).await.unwrap();
+    let b = alice.under_lock(&token).make_folder(&path(&["Vault", "b0000000000000000000000000000000"])).await.unwrap();
     for id in [a, b] {
         alice.set_encrypted(id).await.unwrap();
         alice.store_folder_metadata(id, &token, meta, "c2ln", true).await.unwrap();
@@ -229,18 +244,18 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     alice.unlock_folder(vault, &token, false).await.unwrap();
     let blob = |folder: &str| path(&["Vault", folder, "c0000000000000000000000000000000"]);
     let token = alice.lock_folder(vault, 2, None).await.unwrap();
-    alice.put(&blob("a0000000000000000000000000000000"), Bytes::from_static(b"c"), Some(&token), None).await.unwrap();
+    alice
+        .under_lock(&token)
+        .write(&blob("a0000000000000000000000000000000"), Bytes::from_static(b"c"), WriteCondition::Always)
+        .await
+        .unwrap();
     alice.store_folder_metadata(a, &token, meta, "c2ln", false).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
     let token = alice.lock_folder(vault, 3, None).await.unwrap();
     alice
-        .move_to(
-            &blob("a0000000000000000000000000000000"),
-            &blob("b0000000000000000000000000000000"),
-            false,
-            Some(&token),
-        )
+        .under_lock(&token)
+        .rename(&blob("a0000000000000000000000000000000"), &blob("b0000000000000000000000000000000"), false)
         .await
         .unwrap();
     assert!(listed(&alice, &["Vault", "a0000000000000000000000000000000"]).await.is_empty(), "a MOVE leaves at once");
@@ -251,12 +266,12 @@ async fn staged_changes_are_finalized_only_where_metadata_was_written_as_on_next
     alice.store_folder_metadata(b, &token, meta, "c2ln", false).await.unwrap();
     alice.store_folder_metadata(vault, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
-    assert_eq!(alice.get(&blob("b0000000000000000000000000000000"), None, None).await.unwrap(), b"c");
+    assert_eq!(alice.read(&blob("b0000000000000000000000000000000"), None).await.unwrap(), b"c");
     let token = alice.lock_folder(vault, 4, None).await.unwrap();
-    alice.delete(&blob("b0000000000000000000000000000000"), Some(&token)).await.unwrap();
+    alice.under_lock(&token).remove(&blob("b0000000000000000000000000000000")).await.unwrap();
     alice.store_folder_metadata(b, &token, meta, "c2ln", false).await.unwrap();
     alice.unlock_folder(vault, &token, true).await.unwrap();
-    assert_eq!(alice.get(&blob("b0000000000000000000000000000000"), None, None).await.unwrap(), b"c", "abort restores");
+    assert_eq!(alice.read(&blob("b0000000000000000000000000000000"), None).await.unwrap(), b"c", "abort restores");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +282,8 @@ async fn stale_locks_expire_and_roll_back() {
     let vault = encrypted_folder(&alice, "Vault").await;
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice
-        .put(&path(&["Vault", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]), Bytes::from_static(b"x"), Some(&token), None)
+        .under_lock(&token)
+        .write(&path(&["Vault", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]), Bytes::from_static(b"x"), WriteCondition::Always)
         .await
         .unwrap();
     assert_eq!(status(alice.lock_folder(vault, 1, None).await), 423);
@@ -275,7 +291,7 @@ async fn stale_locks_expire_and_roll_back() {
     // The abandoned lock was rolled back: a new lock works and the staged blob is gone.
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice.unlock_folder(vault, &token, true).await.unwrap();
-    assert_eq!(alice.propfind(&path(&["Vault"]), 1).await.unwrap().len(), 1);
+    assert_eq!(alice.list_detailed(&path(&["Vault"]), 1).await.unwrap().len(), 1);
     let blobs = server::files_below(&data.0.join("blobs"));
     assert!(blobs.is_empty(), "rolled-back blob left on disk: {blobs:?}");
 }
@@ -318,7 +334,7 @@ async fn bad_requests_are_refused_without_changes() {
         .unwrap();
     assert_eq!(response.status(), 403);
     // Malformed metadata JSON and a missing signature.
-    let vault = alice.propfind(&path(&["Vault"]), 0).await.unwrap()[0].file_id;
+    let vault = alice.list_detailed(&path(&["Vault"]), 0).await.unwrap()[0].file_id;
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     assert_eq!(status(alice.store_folder_metadata(vault, &token, "{not json", "c2ln", true).await), 400);
     let response = http
@@ -335,7 +351,10 @@ async fn bad_requests_are_refused_without_changes() {
     alice.unlock_folder(vault, &token, true).await.unwrap();
     assert_eq!(alice.folder_metadata(vault).await.unwrap(), None);
     // Reserved names.
-    assert_eq!(status(alice.put(&path(&["x.e2e-to-save"]), Bytes::from_static(b"x"), None, None).await), 403);
+    assert_eq!(
+        status(alice.write(&path(&["x.e2e-to-save"]), Bytes::from_static(b"x"), WriteCondition::Always).await),
+        403
+    );
 
     // Oversized bodies.
     let response = http
@@ -360,11 +379,11 @@ async fn bad_requests_are_refused_without_changes() {
     // The flag can be removed again (with its metadata), and then the folder can be locked no more.
     alice.unset_encrypted(vault).await.unwrap();
     assert_eq!(status(alice.lock_folder(vault, 5, None).await), 403);
-    assert!(!alice.propfind(&path(&["Vault"]), 0).await.unwrap()[0].is_encrypted);
+    assert!(!alice.list_detailed(&path(&["Vault"]), 0).await.unwrap()[0].is_encrypted);
 
     // Byte ranges.
-    alice.put(&path(&["plain.bin"]), Bytes::from_static(b"0123456789"), None, None).await.unwrap();
-    assert_eq!(alice.get(&path(&["plain.bin"]), Some(2..5), None).await.unwrap(), b"234");
+    alice.write(&path(&["plain.bin"]), Bytes::from_static(b"0123456789"), WriteCondition::Always).await.unwrap();
+    assert_eq!(alice.read(&path(&["plain.bin"]), Some(2..5)).await.unwrap(), b"234");
     let response = http
         .get(format!("{base}/plain.bin"))
         .basic_auth("alice", Some(PASSWORD))
@@ -407,7 +426,7 @@ fn raw_put(port: u16, target: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_shares_put_the_folder_in_the_recipients_tree_and_enforce_their_permissions() {
-    use cloakfs::remote::SharePermissions;
+    use cloakfs::storage::SharePermissions;
 
     let data = TempDir::new("protocol-shares");
     let server = TestServer::start(&data.0, &["alice", "bob", "carol", "dan"]);
@@ -421,10 +440,10 @@ async fn user_shares_put_the_folder_in_the_recipients_tree_and_enforce_their_per
     let token = alice.lock_folder(vault, 1, None).await.unwrap();
     alice.store_folder_metadata(vault, &token, r#"{"version":"2.0"}"#, "c2ln", true).await.unwrap();
     let blob = path(&["Vault", "0123456789abcdef0123456789abcdef"]);
-    alice.put(&blob, Bytes::from_static(b"ciphertext"), Some(&token), None).await.unwrap();
+    alice.under_lock(&token).write(&blob, Bytes::from_static(b"ciphertext"), WriteCondition::Always).await.unwrap();
     alice.unlock_folder(vault, &token, false).await.unwrap();
     // bob already has a folder called Vault: the share shows up as "Vault (2)".
-    bob.mkcol(&path(&["Vault"]), None).await.unwrap();
+    bob.make_folder(&path(&["Vault"])).await.unwrap();
 
     // Refusals: unknown user (404), oneself (403), a missing path (404), twice (403).
     assert_eq!(status(alice.create_user_share(&path(&["Vault"]), "nobody", SharePermissions::Write).await), 404);
@@ -441,48 +460,57 @@ async fn user_shares_put_the_folder_in_the_recipients_tree_and_enforce_their_per
     );
 
     // Bob (write): the folder in his root, same file id, encrypted; he reads, locks and writes.
-    let root = bob.propfind(&[], 1).await.unwrap();
+    let root = bob.list_detailed(&[], 1).await.unwrap();
     let mounted = root.iter().find(|entry| entry.name == "Vault (2)").expect("the share in bob's root");
     assert_eq!((mounted.file_id, mounted.is_encrypted), (vault, true));
     let bob_blob = path(&["Vault (2)", "0123456789abcdef0123456789abcdef"]);
-    assert_eq!(bob.get(&bob_blob, None, None).await.unwrap(), b"ciphertext");
+    assert_eq!(bob.read(&bob_blob, None).await.unwrap(), b"ciphertext");
     let bob_token = bob.lock_folder(vault, 2, None).await.unwrap();
     bob.store_folder_metadata(vault, &bob_token, r#"{"version":"2.0","by":"bob"}"#, "c2ln", false).await.unwrap();
     bob.unlock_folder(vault, &bob_token, false).await.unwrap();
     assert!(alice.folder_metadata(vault).await.unwrap().unwrap().0.contains("bob"));
     // He cannot delete or move the mount itself.
-    assert_eq!(status(bob.delete(&path(&["Vault (2)"]), None).await), 403);
+    assert_eq!(status(bob.remove(&path(&["Vault (2)"])).await), 403);
 
     // Carol (read): reads, but cannot lock, write metadata or upload.
-    assert_eq!(
-        carol.get(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None, None).await.unwrap(),
-        b"ciphertext"
-    );
+    assert_eq!(carol.read(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None).await.unwrap(), b"ciphertext");
     assert_eq!(status(carol.lock_folder(vault, 9, None).await), 403);
     assert_eq!(
         status(
             carol
-                .put(&path(&["Vault", "fedcba9876543210fedcba9876543210"]), Bytes::from_static(b"x"), None, None)
+                .write(
+                    &path(&["Vault", "fedcba9876543210fedcba9876543210"]),
+                    Bytes::from_static(b"x"),
+                    WriteCondition::Always
+                )
                 .await
         ),
         403
     );
 
     // Dan (file drop): sees the folder itself and its metadata, not its content; adds a new file and an entry.
-    assert_eq!(dan.propfind(&path(&["Vault"]), 0).await.unwrap().len(), 1);
-    assert_eq!(status(dan.propfind(&path(&["Vault"]), 1).await), 403);
-    assert_eq!(status(dan.get(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None, None).await), 403);
+    assert_eq!(dan.list_detailed(&path(&["Vault"]), 0).await.unwrap().len(), 1);
+    assert_eq!(status(dan.list_detailed(&path(&["Vault"]), 1).await), 403);
+    assert_eq!(status(dan.read(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), None).await), 403);
     assert!(dan.folder_metadata(vault).await.unwrap().is_some());
     assert_eq!(
         status(
-            dan.put(&path(&["Vault", "0123456789abcdef0123456789abcdef"]), Bytes::from_static(b"over"), None, None)
-                .await
+            dan.write(
+                &path(&["Vault", "0123456789abcdef0123456789abcdef"]),
+                Bytes::from_static(b"over"),
+                WriteCondition::Always
+            )
+            .await
         ),
         403
     );
-    dan.put(&path(&["Vault", "fedcba9876543210fedcba9876543210"]), Bytes::from_static(b"dropped"), None, None)
-        .await
-        .unwrap();
+    dan.write(
+        &path(&["Vault", "fedcba9876543210fedcba9876543210"]),
+        Bytes::from_static(b"dropped"),
+        WriteCondition::Always,
+    )
+    .await
+    .unwrap();
     dan.put_filedrop(vault, r#"{"fedcba9876543210fedcba9876543210":{"ciphertext":"x","users":[]}}"#).await.unwrap();
     assert_eq!(status(dan.put_filedrop(vault, r#"{"fedcba9876543210fedcba9876543210":{}}"#).await), 409);
     assert_eq!(status(dan.put_filedrop(vault, r#"{"not-hex":{}}"#).await), 400);
@@ -495,10 +523,10 @@ async fn user_shares_put_the_folder_in_the_recipients_tree_and_enforce_their_per
 
     // Unshare: bob loses the folder; he may also leave a share himself (carol here).
     alice.delete_share(&to_bob.id).await.unwrap();
-    assert!(!bob.propfind(&[], 1).await.unwrap().iter().any(|entry| entry.name == "Vault (2)"));
-    assert_eq!(status(bob.get(&bob_blob, None, None).await), 404);
+    assert!(!bob.list_detailed(&[], 1).await.unwrap().iter().any(|entry| entry.name == "Vault (2)"));
+    assert_eq!(status(bob.read(&bob_blob, None).await), 404);
     let carol_share =
         alice.shares_of(&path(&["Vault"])).await.unwrap().into_iter().find(|share| share.recipient == "carol").unwrap();
     carol.delete_share(&carol_share.id).await.unwrap();
-    assert_eq!(status(carol.propfind(&path(&["Vault"]), 0).await), 404);
+    assert_eq!(status(carol.list_detailed(&path(&["Vault"]), 0).await), 404);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use cloakfs::remote::nextcloud::propfind::{parse_multistatus, percent_decode, PropfindError};
+use cloakfs::storage::webdav::propfind::{parse_multistatus, percent_decode, PropfindError};
 use common::{text, v2, vector_text};
 use serde_json::Value;
 

@@ -20,7 +20,7 @@ use cloakfs::mount::winfs::{
     FILE_APPEND_DATA, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_READ_ATTRIBUTES,
     FILE_READ_DATA, FILE_WRITE_DATA,
 };
-use cloakfs::remote::NextcloudClient;
+use cloakfs::storage::NextcloudClient;
 use engine::Harness;
 
 type Fs = WinFs<NextcloudClient>;

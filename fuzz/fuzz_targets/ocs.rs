@@ -4,7 +4,7 @@
 #![no_main]
 
 use cloakfs::crypto::{PublicKey, UserCertificate};
-use cloakfs::remote::nextcloud::client::{lock_token_of, parse_ocs, public_keys_of};
+use cloakfs::storage::nextcloud::ocs::{lock_token_of, parse_ocs, public_keys_of};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use zeroize::Zeroizing;
 
 use crate::crypto::Mnemonic;
-use crate::remote::nextcloud::trust::{default_pin_path, TrustStore};
-use crate::remote::{NextcloudClient, ServerConfig};
+use crate::storage::{NextcloudClient, ServerConfig};
+use crate::trust::{default_pin_path, TrustStore};
 
 /// How to reach the server.
 #[derive(Debug, Clone, clap::Args)]

@@ -14,10 +14,10 @@ use super::files::{create_output, human_size, read_plaintext};
 use super::ssh::SshArgs;
 use crate::cryptomator::vault::{clear_segments, Written};
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
-use crate::transport::local::LocalStore;
-use crate::transport::sftp::SftpLocation;
-use crate::transport::webdav::{DavConfig, DavStore};
-use crate::transport::{is_url, AnyStore, Store as _};
+use crate::storage::local::LocalStore;
+use crate::storage::sftp::SftpLocation;
+use crate::storage::webdav::{DavConfig, DavStore};
+use crate::storage::{is_url, AnyStore, Store as _};
 
 /// Where a Cryptomator vault is and how to reach it.
 #[derive(Debug, Clone, clap::Args)]
@@ -253,7 +253,7 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
                 .block_on(async {
                     // The vault's own folder is made if only it is missing.
                     if let Err(missing) = store.stat(&[]).await {
-                        if missing.kind() == crate::remote::RemoteErrorKind::NotFound {
+                        if missing.kind() == crate::storage::RemoteErrorKind::NotFound {
                             store.make_dir(&[]).await?;
                         }
                     }

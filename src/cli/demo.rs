@@ -19,10 +19,10 @@ use super::common::runtime;
 use crate::mount::core::{Core, CoreOptions};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::mount::{self, MountInfo};
-use crate::remote::nextcloud::trust::TrustStore;
-use crate::remote::{NextcloudClient, ServerConfig};
 use crate::server::{self, ServeOptions};
 use crate::session::{initialize_keys, unlock};
+use crate::storage::{E2eeApi as _, NextcloudClient, ServerConfig};
+use crate::trust::TrustStore;
 use crate::vault::Vault;
 
 /// Options of `cloakfs demo`.
@@ -153,7 +153,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let server_names = runtime.block_on(remote.propfind(&["Vault".to_owned()], 1))?;
+    let server_names = runtime.block_on(remote.list_detailed(&["Vault".to_owned()], 1))?;
     println!();
     println!("   the server's listing of /Vault (names are random ids; sizes are ciphertext):");
     for entry in server_names.iter().skip(1) {

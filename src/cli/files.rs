@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::common::{runtime, ConnectionArgs, MnemonicArgs};
 use super::progress::ProgressLine;
-use crate::remote::NextcloudClient;
 use crate::session::unlock;
+use crate::storage::NextcloudClient;
 use crate::vault::{Vault, VaultError};
 
 /// The server, user and mnemonic of a file command.

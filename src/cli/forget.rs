@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use super::common::pin_path;
 #[cfg(unix)]
 use crate::mount::control;
-use crate::remote::nextcloud::trust::TrustStore;
+use crate::trust::TrustStore;
 
 /// Options of `cloakfs forget`.
 #[derive(Debug, Clone, clap::Args)]

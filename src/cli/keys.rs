@@ -74,7 +74,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn accept(
-    trust: &mut crate::remote::nextcloud::trust::TrustStore,
+    trust: &mut crate::trust::TrustStore,
     connection: &ConnectionArgs,
     fingerprint: Option<String>,
 ) -> anyhow::Result<()> {

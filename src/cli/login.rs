@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use super::common::runtime;
 use super::credentials;
-use crate::remote::nextcloud::login::{poll_login, start_login, LOGIN_TIMEOUT};
-use crate::remote::{NextcloudClient, ServerConfig};
+use crate::storage::nextcloud::login::{poll_login, start_login, LOGIN_TIMEOUT};
+use crate::storage::{E2eeApi as _, NextcloudClient, ServerConfig};
 
 /// Options of `cloakfs login`.
 #[derive(Debug, clap::Args)]
@@ -82,7 +82,7 @@ pub fn run(args: LoginArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         allow_insecure_http: args.allow_insecure_http,
     })?;
-    runtime.block_on(client.propfind(&[], 0)).context("checking the app password")?;
+    runtime.block_on(client.list_detailed(&[], 0)).context("checking the app password")?;
     drop(runtime);
     match credentials::store(&server, &user, &app_password) {
         Ok(()) => println!("Logged in as {user}; the app password is in the OS keyring."),

@@ -4,7 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::remote::Progress;
+use crate::storage::Progress;
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -167,7 +167,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Writes the decrypted tree at `clear_path` into `dest`; returns the number of files.
-async fn export(vault: &Vault<crate::remote::NextcloudClient>, clear_path: &str, dest: &Path) -> anyhow::Result<usize> {
+async fn export(
+    vault: &Vault<crate::storage::NextcloudClient>,
+    clear_path: &str,
+    dest: &Path,
+) -> anyhow::Result<usize> {
     let mut pending = vec![(clear_path.trim_end_matches('/').to_owned(), dest.to_owned())];
     let mut count = 0;
     while let Some((folder, local)) = pending.pop() {

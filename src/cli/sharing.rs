@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use super::common::runtime;
 use super::files::{open, VaultArgs};
 use crate::metadata::audit::AuditEvent;
-use crate::remote::SharePermissions;
+use crate::storage::SharePermissions;
 use crate::vault::TrailStatus;
 
 /// What a share allows (`--permissions`).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use zeroize::Zeroizing;
 
-use crate::transport::sftp::{self, ssh_config, Asker, SftpLocation, SftpStore, SshSettings};
+use crate::storage::sftp::{self, ssh_config, Asker, SftpLocation, SftpStore, SshSettings};
 
 /// SSH options of an `sftp://` location.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -3,7 +3,7 @@
 //! caller asked for (`NotFound`, `Exists`, `NotADirectory`, `IsADirectory`, `NotEmpty`, `InvalidName`,
 //! `IntoItself`) carry the clear path the user typed, for the CLI's message, and are never logged.
 
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// What went wrong reading or writing a Cryptomator vault.
 #[derive(Debug, thiserror::Error)]

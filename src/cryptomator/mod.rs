@@ -2,7 +2,7 @@
 //! Architecture"; the byte layout is restated in docs/FORMAT.md §7): the masterkey file and the signed vault
 //! configuration ([`masterkey`], [`config`]), encrypted names and directory ids ([`names`]), file headers and
 //! 32 KiB content chunks in both cipher combinations ([`content`]), and the vault's operations over any
-//! [`Store`](crate::transport::Store) ([`vault`]).
+//! [`Store`](crate::storage::Store) ([`vault`]).
 //!
 //! Every byte read from the store is authenticated before it is used: a header, chunk or name that does not
 //! verify is a [`CryptomatorError::Tampered`] naming the ciphertext path, never plaintext.

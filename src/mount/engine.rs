@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::core::{Attributes, Core, CoreStatus, DirEntry, OpenMode, Opened};
 use super::error::FsError;
-use crate::remote::Remote;
+use crate::storage::E2eeApi;
 
 /// A file-system engine a platform adapter can mount. Inode numbers are the engine's; the root is
 /// [`super::core::ROOT_INO`]. Every method that may wait for the server returns a `Send` future (the
@@ -101,7 +101,7 @@ pub trait Engine: Send + Sync + 'static {
     fn wipe(&self);
 }
 
-impl<R: Remote + 'static> Engine for Core<R> {
+impl<R: E2eeApi + 'static> Engine for Core<R> {
     fn owner(&self) -> (u32, u32) {
         Core::owner(self)
     }

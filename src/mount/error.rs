@@ -5,7 +5,7 @@
 
 use crate::crypto::file_cipher::FileCipherError;
 use crate::cryptomator::CryptomatorError;
-use crate::remote::RemoteErrorKind;
+use crate::storage::RemoteErrorKind;
 use crate::vault::VaultError;
 
 /// Why a file-system operation failed.
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn vault_errors_map_by_kind_not_by_status() {
-        use crate::remote::RemoteError;
+        use crate::storage::RemoteError;
         let remote = |status| FsError::from_vault(&VaultError::Remote(RemoteError::http_status("PUT /x", status, "")));
         assert_eq!(remote(507), FsError::NoSpace);
         assert_eq!(remote(403), FsError::AccessDenied);

@@ -12,7 +12,7 @@ use super::content::Content;
 use crate::crypto::file_cipher::{encrypt_stream_with, SealedFile};
 use crate::crypto::gcm::TAG_LEN;
 use crate::crypto::{FileKey, Nonce};
-use crate::remote::BodyStream;
+use crate::storage::BodyStream;
 
 /// Bytes handed to the HTTP client at a time.
 const PIECE: usize = 256 * 1024;

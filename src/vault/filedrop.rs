@@ -11,8 +11,8 @@ use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::{is_valid_clear_name, verify_top_folder_users};
 use crate::metadata::filedrop::{open_entry, seal_entry};
 use crate::metadata::{FileEntry, Reader};
-use crate::remote::nextcloud::trust::PinnedCertificates;
-use crate::remote::{Remote, Sharing};
+use crate::storage::{E2eeApi, Sharing, WriteCondition};
+use crate::trust::PinnedCertificates;
 
 /// `name` with " (dropped N)" before its extension.
 fn dropped_name(name: &str, attempt: usize) -> String {
@@ -22,7 +22,7 @@ fn dropped_name(name: &str, attempt: usize) -> String {
     }
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Whether `view` (a top folder) has file drops this user can open (entries that cannot be opened are
     /// named in the log and left alone, so they do not make every listing lock and rewrite the folder).
     pub(crate) fn has_filedrop_for_me(&self, view: &FolderView) -> bool {
@@ -123,7 +123,7 @@ impl<R: Sharing> Vault<R> {
         let uid = random_server_name();
         let mut blob_path = clear.clone();
         blob_path.push(uid.clone());
-        self.remote.write(&blob_path, Bytes::from(blob), None, None).await?;
+        self.remote.write(&blob_path, Bytes::from(blob), WriteCondition::Always).await?;
         let entries = serde_json::json!({ uid: dropped }).to_string();
         self.remote.add_filedrop(entry.file_id, &entries).await?;
         Ok(())

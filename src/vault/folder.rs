@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault, VaultError};
 use crate::crypto::file_cipher::{BlobDecryptor, PlaintextSink};
 use crate::metadata::{encode_sub_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataDocument, MetadataError};
-use crate::remote::{LockToken, Remote, RemoteEntry, RemoteErrorKind};
+use crate::storage::{E2eeApi, LockToken, RemoteEntry, RemoteErrorKind, WriteCondition};
 
 /// A folder locked for a change, freshly read under the lock.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct LockedFolder {
     pub view: FolderView,
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Resolves `clear_path` to a folder of an encrypted tree (the mount root). A top folder with file drops
     /// for this user gets them moved into its files first.
     pub async fn open_folder(&self, clear_path: &str) -> Result<(TreeRoot, FolderView), VaultError> {
@@ -46,7 +46,7 @@ impl<R: Remote> Vault<R> {
         tree: &TreeRoot,
         remote_path: &[String],
     ) -> Result<(FolderView, Vec<RemoteEntry>), VaultError> {
-        let mut entries = match self.remote.list(remote_path, 1).await {
+        let mut entries = match self.remote.list_detailed(remote_path, 1).await {
             Err(error) if error.kind() == RemoteErrorKind::NotFound => return Err(VaultError::NotFound),
             other => other?,
         };
@@ -130,7 +130,7 @@ impl<R: Remote> Vault<R> {
             };
             file_id = id;
             let counter = (current + 1).max(minimum_counter);
-            match self.remote.lock(file_id, counter, None).await {
+            match self.remote.lock(file_id, counter).await {
                 Ok(token) => {
                     let view = match self.load_folder(tree, remote_path).await {
                         Ok(view) => view,
@@ -169,7 +169,7 @@ impl<R: Remote> Vault<R> {
     /// under a lock, so the caller's copy is current and need not be read again.
     pub async fn lock_at_counter(&self, file_id: u64, counter: u64) -> Result<Option<LockToken>, VaultError> {
         for attempt in 1..=self.options.lock_attempts {
-            match self.remote.lock(file_id, counter, None).await {
+            match self.remote.lock(file_id, counter).await {
                 Ok(token) => return Ok(Some(token)),
                 Err(error) if error.kind() == RemoteErrorKind::Locked => {
                     tracing::debug!(file_id, attempt, "folder locked by another client; waiting");
@@ -205,7 +205,7 @@ impl<R: Remote> Vault<R> {
         path: &[String],
         token: &LockToken,
     ) -> Result<FolderView, VaultError> {
-        let file_id = self.remote.make_folder(path, Some(token)).await?;
+        let file_id = self.remote.under_lock(token).make_folder(path).await?;
         self.remote.set_encrypted(file_id).await?;
         let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
         let encoded = encode_sub_folder(&empty, &tree.keys().metadata_key, None, self.signer())
@@ -224,7 +224,7 @@ impl<R: Remote> Vault<R> {
 
     /// Uploads a blob under `token`.
     pub async fn put_blob(&self, path: &[String], blob: Bytes, token: &LockToken) -> Result<(), VaultError> {
-        self.remote.write(path, blob, Some(token), None).await?;
+        self.remote.under_lock(token).write(path, blob, WriteCondition::Always).await?;
         Ok(())
     }
 
@@ -233,22 +233,22 @@ impl<R: Remote> Vault<R> {
         &self,
         path: &[String],
         length: u64,
-        body: &(dyn Fn() -> crate::remote::BodyStream + Send + Sync),
+        body: &(dyn Fn() -> crate::storage::BodyStream + Send + Sync),
         token: &LockToken,
     ) -> Result<(), VaultError> {
-        self.remote.write_streamed(path, length, body, Some(token)).await?;
+        self.remote.under_lock(token).write_streamed(path, length, body, WriteCondition::Always).await?;
         Ok(())
     }
 
     /// Deletes a blob or folder under `token`.
     pub async fn delete_blob(&self, path: &[String], token: &LockToken) -> Result<(), VaultError> {
-        self.remote.remove(path, Some(token)).await?;
+        self.remote.under_lock(token).remove(path).await?;
         Ok(())
     }
 
     /// Moves a blob or folder under `token` (never replacing).
     pub async fn move_blob(&self, from: &[String], to: &[String], token: &LockToken) -> Result<(), VaultError> {
-        self.remote.rename(from, to, false, Some(token)).await?;
+        self.remote.under_lock(token).rename(from, to, false).await?;
         Ok(())
     }
 

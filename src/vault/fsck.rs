@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::remote::Remote;
+use crate::storage::E2eeApi;
 
 use super::{FolderView, TreeRoot, Vault, VaultError};
 
@@ -26,7 +26,7 @@ pub struct FsckReport {
     pub removed: usize,
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Checks the encrypted folder at `clear_path` and everything below it; with `repair`, removes orphans.
     pub async fn fsck(&self, clear_path: &str, repair: bool) -> Result<FsckReport, VaultError> {
         let (tree, view) = self.open_folder(clear_path).await?;

@@ -15,8 +15,8 @@ use crate::crypto::MetadataKey;
 use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail, Member};
 use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::{encode_sub_folder, DecodedTopFolder, FolderMetadata, TrustedUser};
-use crate::remote::nextcloud::trust::{FolderPins, TrustStore};
-use crate::remote::{LockToken, Remote, RemoteErrorKind};
+use crate::storage::{E2eeApi, LockToken, RemoteErrorKind};
+use crate::trust::{FolderPins, TrustStore};
 
 /// One member of a top folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub(super) enum Change {
     ReplaceCertificate(Box<TrustedUser>),
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Checks a freshly decoded top folder's members against what this device accepted before, verifies the
     /// audit trail, then pins the members and the trail head.
     pub(crate) fn check_membership(
@@ -135,7 +135,7 @@ impl<R: Remote> Vault<R> {
                 })
             });
             if !vouched {
-                return Err(crate::remote::nextcloud::trust::TrustError::CertificateChanged {
+                return Err(crate::trust::TrustError::CertificateChanged {
                     server: self.server.clone(),
                     user: user.clone(),
                     pinned: pinned_fingerprint.to_owned(),
@@ -333,7 +333,7 @@ impl<R: Remote> Vault<R> {
         attempt: u32,
         minimum_counter: &mut u64,
     ) -> Result<Option<LockToken>, VaultError> {
-        match self.remote.lock(file_id, counter, None).await {
+        match self.remote.lock(file_id, counter).await {
             Ok(token) => Ok(Some(token)),
             Err(error) if error.kind() == RemoteErrorKind::Locked => {
                 tokio::time::sleep(lock_backoff(attempt)).await;

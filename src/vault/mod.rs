@@ -29,9 +29,9 @@ use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{
     decode_sub_folder, decode_top_folder, DecodedFolder, FileEntry, FolderMetadata, MetadataError, Reader, TreeKeys,
 };
-use crate::remote::nextcloud::trust::{TrustError, TrustStore};
-use crate::remote::{Progress, Remote, RemoteEntry, RemoteError, RemoteErrorKind};
 use crate::session::Session;
+use crate::storage::{E2eeApi, Progress, RemoteEntry, RemoteError, RemoteErrorKind};
+use crate::trust::{TrustError, TrustStore};
 
 pub use folder::LockedFolder;
 pub use members::{MemberInfo, MembershipReport, ShareOutcome, TrailStatus};
@@ -239,7 +239,7 @@ impl TreeRoot {
 }
 
 /// A user's view of the encrypted folders on one server.
-pub struct Vault<R: Remote> {
+pub struct Vault<R: E2eeApi> {
     remote: R,
     server: String,
     user: String,
@@ -276,7 +276,7 @@ pub fn plaintext_len(blob_len: u64) -> u64 {
     blob_len.saturating_sub(TAG_LEN as u64)
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// A vault over `remote` for an unlocked session (`server` is the pin-store key of the server).
     pub fn new(remote: R, server: String, session_parts: SessionParts, trust: TrustStore) -> Self {
         let recovery_key =
@@ -327,7 +327,7 @@ impl<R: Remote> Vault<R> {
 
     /// The entry at `remote_path` itself (PROPFIND depth 0).
     async fn stat(&self, remote_path: &[String]) -> Result<Option<RemoteEntry>, VaultError> {
-        match self.remote.list(remote_path, 0).await {
+        match self.remote.list_detailed(remote_path, 0).await {
             Ok(mut entries) => Ok(Some(entries.remove(0))),
             Err(error) if error.kind() == RemoteErrorKind::NotFound => Ok(None),
             Err(error) => Err(error.into()),
@@ -521,7 +521,7 @@ pub struct SessionParts {
 
 impl Session {
     /// Splits the session into the client and what a vault needs.
-    pub fn into_parts(self) -> (crate::remote::NextcloudClient, SessionParts) {
+    pub fn into_parts(self) -> (crate::storage::NextcloudClient, SessionParts) {
         let user = self.client.config().user.clone();
         (
             self.client,

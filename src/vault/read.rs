@@ -4,9 +4,9 @@ use zeroize::Zeroizing;
 
 use super::{plaintext_len, split_clear_path, ListEntry, Target, Vault, VaultError};
 use crate::crypto::file_cipher::decrypt_to_vec;
-use crate::remote::{Progress, Remote, RemoteErrorKind};
+use crate::storage::{E2eeApi, Progress, RemoteErrorKind};
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Lists a folder: decrypted names inside encrypted trees; plain entries (marking encrypted folders)
     /// outside.
     pub async fn list(&self, clear_path: &str) -> Result<Vec<ListEntry>, VaultError> {
@@ -17,7 +17,7 @@ impl<R: Remote> Vault<R> {
             if !entry.is_dir {
                 return Err(VaultError::NotAFolder);
             }
-            let entries = self.remote.list(&clear, 1).await?;
+            let entries = self.remote.list_detailed(&clear, 1).await?;
             return Ok(entries
                 .into_iter()
                 .skip(1)
@@ -42,7 +42,7 @@ impl<R: Remote> Vault<R> {
             Target::File { .. } => return Err(VaultError::NotAFolder),
             Target::Missing { .. } => return Err(VaultError::NotFound),
         };
-        let listed = self.remote.list(&folder.remote_path, 1).await?;
+        let listed = self.remote.list_detailed(&folder.remote_path, 1).await?;
         let on_server = |uid: &str| listed.iter().skip(1).find(|entry| entry.name == uid);
         let mut entries = Vec::new();
         for (uid, name) in &folder.folder().folders {
@@ -83,7 +83,7 @@ impl<R: Remote> Vault<R> {
         };
         let mut path = parent.remote_path.clone();
         path.push(server_name.clone());
-        let blob = match self.remote.read(&path, None, progress).await {
+        let blob = match crate::storage::read_reporting(&self.remote, &path, progress).await {
             Err(error) if error.kind() == RemoteErrorKind::NotFound => {
                 return Err(VaultError::MissingBlob(server_name))
             }

@@ -13,7 +13,7 @@ use crate::metadata::audit::{AuditEvent, AuditRecord, AuditTrail};
 use crate::metadata::codec::{check_counter, encode_top_folder_with_recovery};
 use crate::metadata::recovery::decode_top_folder_with_recovery;
 use crate::metadata::{encode_sub_folder, DecodedTopFolder, ServerKeyTrust};
-use crate::remote::{LockToken, Remote, RemoteEntry};
+use crate::storage::{E2eeApi, LockToken, RemoteEntry};
 
 fn not_a_member() -> VaultError {
     VaultError::Unsupported(
@@ -21,7 +21,7 @@ fn not_a_member() -> VaultError {
     )
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Gives this user's (new) key pair back its access to the top folder at `clear_path`, with `recovery`.
     /// `Ok(false)` when this user's current certificate is already the member's.
     pub async fn restore_access(&self, clear_path: &str, recovery: &PrivateIdentity) -> Result<bool, VaultError> {

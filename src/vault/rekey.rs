@@ -14,7 +14,7 @@ use super::{TreeRoot, Vault, VaultError};
 use crate::crypto::file_cipher::{decrypt_to_vec, encrypt_buffer};
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::audit::AuditEvent;
-use crate::remote::{Remote, RemoteErrorKind};
+use crate::storage::{E2eeApi, RemoteErrorKind};
 
 /// Most files re-encrypted under one lock.
 pub const BATCH_FILES: usize = 32;
@@ -23,7 +23,7 @@ pub const BATCH_BYTES: usize = 64 << 20;
 /// The file-entry field marking the re-keying epoch.
 pub const EPOCH_FIELD: &str = "cloakfsKeyEpoch";
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Re-encrypts every file of the tree whose top folder is at `clear_path` that is not yet marked with
     /// the current epoch; returns how many were re-encrypted in this run.
     pub async fn rekey_files(&self, clear_path: &str) -> Result<usize, VaultError> {
@@ -76,7 +76,7 @@ impl<R: Remote> Vault<R> {
             }
             let mut blob_path = path.to_vec();
             blob_path.push(uid.clone());
-            let blob = match self.remote.read(&blob_path, None, None).await {
+            let blob = match self.remote.read(&blob_path, None).await {
                 Err(error) if error.kind() == RemoteErrorKind::NotFound => {
                     return Err(VaultError::MissingBlob(uid.clone()))
                 }

@@ -5,8 +5,8 @@ use super::members::{Change, ShareOutcome};
 use super::{Vault, VaultError};
 use crate::crypto::UserCertificate;
 use crate::metadata::TrustedUser;
-use crate::remote::nextcloud::trust::PinOutcome;
-use crate::remote::{SharePermissions, Sharing};
+use crate::storage::{SharePermissions, Sharing};
+use crate::trust::PinOutcome;
 
 impl<R: Sharing> Vault<R> {
     /// Fetches `user`'s certificate, checks that the pinned server key issued it to them, and pins it on

@@ -11,7 +11,7 @@ use crate::crypto::MetadataKey;
 use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata, Signer, TrustedUser};
-use crate::remote::{LockToken, Progress, Remote, RemoteErrorKind};
+use crate::storage::{E2eeApi, LockToken, Progress, RemoteErrorKind, WriteCondition};
 
 /// How writes behave under contention.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ fn join(path: &[String], name: &str) -> Vec<String> {
     joined
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     pub(crate) fn signer(&self) -> Signer<'_> {
         Signer { identity: &self.identity, certificate: &self.certificate }
     }
@@ -118,7 +118,7 @@ impl<R: Remote> Vault<R> {
         for attempt in 1..=self.options.lock_attempts {
             let lock_view = self.load_folder(tree, lock_path).await?;
             let counter = (lock_view.folder().counter + 1).max(minimum_counter);
-            let token = match self.remote.lock(lock_view.file_id, counter, None).await {
+            let token = match self.remote.lock(lock_view.file_id, counter).await {
                 Ok(token) => token,
                 Err(error) if error.kind() == RemoteErrorKind::Locked => {
                     tracing::debug!(file_id = lock_view.file_id, attempt, "folder locked by another client; waiting");
@@ -198,12 +198,14 @@ impl<R: Remote> Vault<R> {
         for step in steps {
             match step {
                 BlobOp::Put { path, body } => {
-                    self.remote.write(&path, body, Some(token), self.progress.clone()).await?;
+                    let length = body.len() as u64;
+                    let body = crate::storage::body_reporting(body, self.progress.clone());
+                    self.remote.under_lock(token).write_streamed(&path, length, &body, WriteCondition::Always).await?;
                 }
-                BlobOp::Delete { path } => self.remote.remove(&path, Some(token)).await?,
-                BlobOp::Move { from, to } => self.remote.rename(&from, &to, true, Some(token)).await?,
+                BlobOp::Delete { path } => self.remote.under_lock(token).remove(&path).await?,
+                BlobOp::Move { from, to } => self.remote.under_lock(token).rename(&from, &to, true).await?,
                 BlobOp::MakeSubFolder { path } => {
-                    let file_id = self.remote.make_folder(&path, Some(token)).await?;
+                    let file_id = self.remote.under_lock(token).make_folder(&path).await?;
                     self.remote.set_encrypted(file_id).await?;
                     let empty = FolderMetadata { counter: 1, ..FolderMetadata::default() };
                     let encoded = encode_sub_folder(&empty, &tree.keys().metadata_key, None, self.signer())
@@ -409,7 +411,7 @@ impl<R: Remote> Vault<R> {
         if self.open_tree(&clear[..clear.len() - 1]).await?.is_ok() {
             return Err(VaultError::Unsupported("already inside an encrypted folder: use mkdir without --encrypted"));
         }
-        let file_id = self.remote.make_folder(&clear, None).await?;
+        let file_id = self.remote.make_folder(&clear).await?;
         self.remote.set_encrypted(file_id).await?;
         let key = MetadataKey::generate();
         let mut folder =
@@ -419,7 +421,7 @@ impl<R: Remote> Vault<R> {
         let users = [TrustedUser { user_id: self.user.clone(), certificate: self.certificate.clone() }];
         let encoded = encode_top_folder_with_recovery(&folder, &key, &users, None, self.signer(), recovery.as_ref())
             .map_err(super::metadata_error(file_id))?;
-        let token = self.remote.lock(file_id, 1, None).await?;
+        let token = self.remote.lock(file_id, 1).await?;
         let stored = self.remote.store_metadata(file_id, &token, &encoded.json, &encoded.signature_base64, true).await;
         if let Err(error) = stored {
             self.abort(file_id, &token).await;
@@ -436,7 +438,7 @@ impl<R: Remote> Vault<R> {
     }
 }
 
-impl<R: Remote> Vault<R> {
+impl<R: E2eeApi> Vault<R> {
     /// Writes are refused to a vault opened with a recovery key.
     pub(crate) fn refuse_in_recovery_mode(&self) -> Result<(), VaultError> {
         if self.recovery_mode {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cloakfs::crypto::Mnemonic;
 use cloakfs::mount::core::{Core, CoreOptions};
-use cloakfs::remote::nextcloud::trust::TrustStore;
-use cloakfs::remote::{NextcloudClient, ServerConfig};
+use cloakfs::storage::{NextcloudClient, ServerConfig};
+use cloakfs::trust::TrustStore;
 use cloakfs::vault::Vault;
 use zeroize::Zeroizing;
 

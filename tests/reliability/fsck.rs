@@ -5,7 +5,7 @@ use super::*;
 
 /// Writes folder `file_id`'s current metadata again, unchanged, under `token`: the server then finalizes
 /// what was uploaded and deleted in that folder under the lock.
-async fn write_metadata_again(client: &NextcloudClient, file_id: u64, token: &cloakfs::remote::LockToken) {
+async fn write_metadata_again(client: &NextcloudClient, file_id: u64, token: &cloakfs::storage::LockToken) {
     let (json, signature) = client.metadata(file_id).await.unwrap().expect("the folder has metadata");
     client.store_metadata(file_id, token, &json, &signature, false).await.unwrap();
 }
@@ -30,12 +30,16 @@ async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans(
     let vault = |segments: &[&str]| -> Vec<String> {
         std::iter::once("Vault").chain(segments.iter().copied()).map(str::to_owned).collect()
     };
-    let listing = client.propfind(&vault(&[]), 1).await.unwrap();
+    let listing = client.list_detailed(&vault(&[]), 1).await.unwrap();
     let vault_id = listing[0].file_id;
     let kept_blob = listing.iter().skip(1).find(|entry| !entry.is_dir).unwrap().name.clone();
     let orphan = "0123456789abcdef0123456789abcdef";
     let token = client.lock_folder(vault_id, 100, None).await.unwrap();
-    client.put(&vault(&[orphan]), Bytes::from_static(b"not a real blob"), Some(&token), None).await.unwrap();
+    client
+        .under_lock(&token)
+        .write(&vault(&[orphan]), Bytes::from_static(b"not a real blob"), WriteCondition::Always)
+        .await
+        .unwrap();
     write_metadata_again(&client, vault_id, &token).await;
     client.unlock_folder(vault_id, &token, false).await.unwrap();
 
@@ -47,14 +51,14 @@ async fn fsck_reports_orphans_and_missing_blobs_and_repair_removes_only_orphans(
 
     let repaired = ok(account.run(&["fsck", "--repair", "/Vault"]));
     assert!(text(&repaired.stdout).contains("1 orphan(s) (1 removed), 0 missing"), "{}", text(&repaired.stdout));
-    let listing = client.propfind(&vault(&[]), 1).await.unwrap();
+    let listing = client.list_detailed(&vault(&[]), 1).await.unwrap();
     assert!(listing.iter().all(|entry| entry.name != orphan), "orphan still on the server");
     assert!(text(&ok(account.run(&["fsck", "/Vault"])).stdout).contains("0 orphan(s), 0 missing"));
     assert_eq!(ok(account.run(&["get", "/Vault/kept.txt", "-"])).stdout, b"kept through the repair");
 
     // A blob the metadata names is gone: reported as lost, and --repair does not pretend to fix it.
     let token = client.lock_folder(vault_id, 1000, None).await.unwrap();
-    client.delete(&vault(&[&kept_blob]), Some(&token)).await.unwrap();
+    client.under_lock(&token).remove(&vault(&[&kept_blob])).await.unwrap();
     write_metadata_again(&client, vault_id, &token).await;
     client.unlock_folder(vault_id, &token, false).await.unwrap();
     let lost = account.run(&["fsck", "--repair", "/Vault"]);

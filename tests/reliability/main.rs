@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloakfs::remote::{NextcloudClient, Remote as _, ServerConfig};
+use cloakfs::storage::{E2eeApi as _, NextcloudClient, ServerConfig, Store as _, WriteCondition};
 use mount::{ok, pattern, Account};
 use proxy::{Before, Proxy};
 use zeroize::Zeroizing;

@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 
 use cloakfs::mount::winfs::{FileInformation, NtStatus, WinFs, WinHandle};
-use cloakfs::remote::NextcloudClient;
+use cloakfs::storage::NextcloudClient;
 use winfsp::filesystem::{
     DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo, VolumeInfo, WideNameInfo,
 };

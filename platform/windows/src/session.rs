@@ -13,7 +13,7 @@ use cloakfs::mount::core::Core;
 use cloakfs::mount::winfs::info::to_filetime;
 use cloakfs::mount::winfs::WinFs;
 use cloakfs::mount::MountInfo;
-use cloakfs::remote::NextcloudClient;
+use cloakfs::storage::NextcloudClient;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::windows::named_pipe::NamedPipeServer;
 use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};

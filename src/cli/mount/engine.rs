@@ -12,8 +12,8 @@ use super::super::common::{parse_mnemonic, runtime};
 use super::MountArgs;
 use crate::mount::core::{Core, CoreOptions};
 use crate::mount::MountInfo;
-use crate::remote::NextcloudClient;
 use crate::session::unlock;
+use crate::storage::NextcloudClient;
 use crate::vault::{Vault, VaultError};
 
 /// Everything of a mount before the platform's adapter: the keys unlocked, the folder opened and verified,

@@ -55,8 +55,8 @@ pub fn is_vault_mount(arguments: &[OsString]) -> bool {
         if option_value || argument.starts_with('-') {
             continue;
         }
-        if crate::transport::is_url(argument)
-            || crate::transport::sftp::SftpLocation::is_sftp(argument)
+        if crate::storage::is_url(argument)
+            || crate::storage::sftp::SftpLocation::is_sftp(argument)
             || std::path::Path::new(argument).join(crate::cryptomator::config::CONFIG_FILE).is_file()
         {
             return true;

@@ -20,8 +20,8 @@ use super::config::{unsupported_format, UnverifiedConfig, CONFIG_FILE};
 use super::masterkey::MASTERKEY_FILE;
 use super::names::{is_valid_name, shortened_name, NAME_SUFFIX, ROOT_DIR_ID};
 use super::{CipherCombo, ContentCryptor, CryptomatorError, Masterkey, MasterkeyFile, NameCryptor, VaultConfig};
-use crate::remote::RemoteErrorKind;
-use crate::transport::{Store, WriteCondition};
+use crate::storage::RemoteErrorKind;
+use crate::storage::{Store, WriteCondition};
 
 pub use reader::{FileReader, FIRST_WINDOW_CHUNKS, MAX_WINDOW_CHUNKS};
 pub use write::Written;
@@ -180,7 +180,7 @@ impl<S: Store> CryptomatorVault<S> {
         let masterkey = Masterkey::generate();
         let config = VaultConfig::new(combo);
         let masterkey_json = MasterkeyFile::create(&masterkey, passphrase).to_json();
-        let exists = |error: crate::remote::RemoteError| {
+        let exists = |error: crate::storage::RemoteError| {
             if error.kind() == RemoteErrorKind::Exists {
                 CryptomatorError::VaultExists(store.describe())
             } else {

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::cryptomator::names::{shortened_name, MAX_DIR_ID_LEN, SHORT_SUFFIX};
 use crate::cryptomator::CryptomatorError;
-use crate::remote::{RemoteError, RemoteErrorKind};
-use crate::transport::{Store, StoreEntry};
+use crate::storage::{RemoteError, RemoteErrorKind};
+use crate::storage::{Store, StoreEntry};
 
 /// Listings read this many folder nodes (their `dir.c9r`) at once.
 const LIST_PARALLEL: usize = 16;

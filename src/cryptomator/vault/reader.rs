@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 use super::{CryptomatorVault, EntryKind, VaultEntry};
 use crate::cryptomator::content::{FileHeader, CHUNK_SIZE};
 use crate::cryptomator::CryptomatorError;
-use crate::remote::RemoteError;
-use crate::transport::Store;
+use crate::storage::RemoteError;
+use crate::storage::Store;
 
 /// Chunks fetched with the header, and after a jump.
 pub const FIRST_WINDOW_CHUNKS: u64 = 4;

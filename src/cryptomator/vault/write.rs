@@ -10,8 +10,8 @@ use super::{
     SYMLINK_FILE,
 };
 use crate::cryptomator::CryptomatorError;
-use crate::remote::{RemoteError, RemoteErrorKind};
-use crate::transport::{Store, WriteCondition};
+use crate::storage::{RemoteError, RemoteErrorKind};
+use crate::storage::{Store, WriteCondition};
 
 /// A removal in progress ([`CryptomatorVault::remove`], boxed: a folder's removal holds its entries').
 pub type Removal<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CryptomatorError>> + Send + 'a>>;

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Waits while one of `folders` (or a folder above) is staged in the open batch or exists only here
     /// (commits until the server has it), then enters the batch: returns the gate guard and the lock token,
     /// with every folder of `folders` current under the lock.

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::{lock, Batch, Core, Dir, File, FsError, Kind, Loaded, State, MAX_BACKGROUND_UPLOADS, ROOT_INO};
 use crate::metadata::FolderMetadata;
-use crate::remote::{Remote, RemoteErrorKind};
+use crate::storage::{E2eeApi, RemoteErrorKind};
 use crate::vault::{FolderView, VaultError};
 
 tokio::task_local! {
@@ -84,7 +84,7 @@ impl State {
     }
 }
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Carries every change the server can take now to it: cycles until nothing is left that a cycle can do
     /// (new folders level by level, queued files, deferred deletions). Returns when the server has it.
     pub async fn commit_now(&self) -> Result<(), FsError> {

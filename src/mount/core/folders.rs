@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Reads folder `ino` from the server and merges it into the inode table.
     pub(super) async fn reload(&self, ino: u64) -> Result<(), FsError> {
         let path = self.state().remote_path(&self.root_path, ino)?;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Close: uploads the file if it changed; the error reaches the program.
     pub async fn flush(&self, ino: u64) -> Result<(), FsError> {
         let dirty = self.state().file(ino).map(|file| file.dirty).unwrap_or(false);

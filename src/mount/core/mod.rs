@@ -49,7 +49,7 @@ use super::upload::EncryptingUpload;
 use crate::crypto::server_name::random_server_name;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{FileEntry, FolderMetadata};
-use crate::remote::{LockToken, Remote, RemoteEntry, RemoteErrorKind};
+use crate::storage::{E2eeApi, LockToken, RemoteEntry, RemoteErrorKind};
 use crate::vault::{mime_type, plaintext_len, FolderView, TreeRoot, Vault, VaultError};
 
 /// Commits an operation waits for at most until the folders it needs exist on the server (one level of new
@@ -59,7 +59,7 @@ const MAX_COMMITS_TO_MATERIALIZE: usize = 64;
 /// After the server was found unreachable, cached listings are shown without asking it for this long.
 const OFFLINE_PAUSE: Duration = Duration::from_secs(10);
 
-/// The server could not be reached (see [`crate::remote::RemoteError::is_unreachable`]).
+/// The server could not be reached (see [`crate::storage::RemoteError::is_unreachable`]).
 struct Unreachable;
 
 /// The root inode.
@@ -207,7 +207,7 @@ pub struct CoreStatus {
 }
 
 /// The file system. Operations are `async` and never block on the network while holding a lock.
-pub struct Core<R: Remote> {
+pub struct Core<R: E2eeApi> {
     vault: Vault<R>,
     tree: TreeRoot,
     root_path: Vec<String>,
@@ -247,7 +247,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// A file system over the folder `root` (already verified) of `tree`.
     pub fn new(vault: Vault<R>, tree: TreeRoot, root: FolderView, options: CoreOptions) -> Self {
         let mut state = State {

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     pub(super) fn new_file() -> File {
         File {
             uid: None,

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// After small file `ino` was opened: fetches up to [`PREFETCH_AHEAD`] of the small files that follow it
     /// in its folder (name order) and are not cached, verified and decrypted, into the cache in the
     /// background. Programs that read a folder's files one after another (`cat *`, `grep -r`, a backup)

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Downloads (once, however many open it at the same time), verifies and decrypts the current blob of
     /// file `ino`, unless its content is already loaded or cached.
     pub(super) async fn load_content(&self, ino: u64) -> Result<(), FsError> {

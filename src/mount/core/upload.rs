@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     /// Encrypts file `ino` with a fresh key and nonce and uploads it into the open batch.
     pub(super) async fn write_back(&self, ino: u64) -> Result<(), FsError> {
         let one_upload = self.uploads.lock(&ino).await;

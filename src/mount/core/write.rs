@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: Remote> Core<R> {
+impl<R: E2eeApi> Core<R> {
     pub(super) fn mark_changed(file: &mut File) {
         file.dirty = true;
         // Uploaded at the next close (or fsync), not while it is being written.

@@ -16,7 +16,7 @@ use crate::cryptomator::CryptomatorError;
 use crate::mount::content::Content;
 use crate::mount::core::{writable, Attributes, OpenMode, Opened};
 use crate::mount::error::FsError;
-use crate::transport::Store;
+use crate::storage::Store;
 
 /// Bytes asked of the reader at a time when a file is loaded whole for writing.
 const LOAD_PIECE: usize = 4 << 20;

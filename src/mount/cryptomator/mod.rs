@@ -28,7 +28,7 @@ use super::core::keyed_locks::KeyedLocks;
 use super::core::{lock, Attributes, CoreOptions, CoreStatus, DirtyFile, Name, ROOT_INO};
 use super::error::FsError;
 use crate::cryptomator::{CryptomatorError, CryptomatorVault};
-use crate::transport::Store;
+use crate::storage::Store;
 use nodes::{wipe_entry, Dir, File, Kind, State};
 
 /// A mounted Cryptomator vault. See the module documentation.

@@ -8,7 +8,7 @@ use super::{validate_name, wipe_entry, CryptomatorFs, Dir, File, Kind, Name, Sta
 use crate::cryptomator::{EntryKind, VaultEntry};
 use crate::mount::core::{Attributes, DirEntry, OpenMode, Opened};
 use crate::mount::error::FsError;
-use crate::transport::Store;
+use crate::storage::Store;
 
 impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     /// Reads folder `ino`'s listing from the store unless it was read within the dir cache time.
@@ -187,7 +187,7 @@ impl<S: Store + Clone + 'static> CryptomatorFs<S> {
     async fn remove_stored(&self, entry: &VaultEntry, recursive: bool) -> Result<(), FsError> {
         match self.vault.remove(entry, recursive).await {
             Ok(()) => Ok(()),
-            Err(error) if error.remote_kind() == Some(crate::remote::RemoteErrorKind::NotFound) => Ok(()),
+            Err(error) if error.remote_kind() == Some(crate::storage::RemoteErrorKind::NotFound) => Ok(()),
             Err(error) => Err(self.fail(error)),
         }
     }

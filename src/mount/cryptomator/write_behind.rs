@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 
 use super::{CryptomatorFs, Kind};
 use crate::mount::error::FsError;
-use crate::transport::Store;
+use crate::storage::Store;
 
 /// Uploads that run at once, in the background and when everything is flushed: requests in flight
 /// together hide the round trip (at 50 ms per round trip and four round trips per file, 16 at a time

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
 use crate::mount::core::{Attributes, Core, NodeType, OpenMode, ROOT_INO};
-use crate::remote::Remote;
+use crate::storage::E2eeApi;
 pub use info::FileInformation;
 use info::{from_filetime, INVALID_FILE_ATTRIBUTES, SETTABLE_ATTRIBUTES};
 use names::NameTable;
@@ -114,7 +114,7 @@ pub struct ListedEntry {
 }
 
 /// Windows semantics over an engine.
-pub struct WinFs<R: Remote> {
+pub struct WinFs<R: E2eeApi> {
     core: Arc<Core<R>>,
     /// Attributes Windows set on nodes (READONLY, HIDDEN, SYSTEM, ARCHIVE…), by node, in RAM only.
     extra_attributes: Mutex<HashMap<u64, u32>>,
@@ -131,7 +131,7 @@ fn components(path: &[u16]) -> impl Iterator<Item = &[u16]> {
     path.split(|unit| *unit == BACKSLASH).filter(|component| !component.is_empty())
 }
 
-impl<R: Remote + 'static> WinFs<R> {
+impl<R: E2eeApi + 'static> WinFs<R> {
     /// Windows semantics over `core`.
     pub fn new(core: Arc<Core<R>>) -> Self {
         Self { core, extra_attributes: Mutex::new(HashMap::new()), delete_pending: Mutex::new(HashSet::new()) }

@@ -1,22 +1,40 @@
-//! Transports: how a vault format reaches the bytes of a vault, without any server-side API. A [`Store`]
-//! lists a folder, reads a file or a byte range of it, writes a file in one piece (atomically where the
+//! The one storage seam: how a vault format reaches the bytes of a vault. A [`Store`] lists a folder,
+//! reads a file (whole, a byte range, or piece by piece), writes a file in one piece (atomically where the
 //! server allows, with a condition that detects other writers), creates folders, renames and removes.
 //! Paths are segments below the vault's root; errors are [`RemoteError`]s with kinds, never protocol codes.
+//! Capabilities a store may lack have defaults (`versions_from_writes`, `renames_keep_versions`, the
+//! one-request shortcuts), in the manner of rustic_core's backends.
 //!
-//! Implementations: [`webdav::DavStore`] (any WebDAV server: Apache mod_dav, nginx, rclone, ownCloud,
-//! Nextcloud without its end-to-end encryption app), [`sftp::SftpStore`] (an SFTP server over SSH) and
-//! [`local::LocalStore`] (a folder a sync client keeps).
+//! Implementations: [`webdav::DavStore`] (any WebDAV server, over the one WebDAV client
+//! [`webdav::DavClient`]), [`sftp::SftpStore`] (an SFTP server over SSH), [`local::LocalStore`] (a folder
+//! a sync client keeps) and [`nextcloud::NextcloudClient`] (a Nextcloud user's files over the same WebDAV
+//! client), which adds Nextcloud's end-to-end encryption API as an extension of the seam
+//! ([`nextcloud::E2eeApi`]: locks, metadata, the encrypted flag; [`nextcloud::Sharing`]: shares and keys).
 
+pub mod error;
+pub(crate) mod http;
 pub mod local;
+pub mod nextcloud;
 pub mod sftp;
 pub mod webdav;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::remote::RemoteError;
+pub use error::{RemoteError, RemoteErrorKind};
+pub use nextcloud::{
+    E2eeApi, LockToken, NextcloudClient, RemoteEntry, ServerConfig, ShareInfo, SharePermissions, Sharing,
+};
+
+/// Reports bytes transferred so far (for progress bars).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A request body produced piece by piece (e.g. encrypted while it is sent).
+pub type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static>>;
 
 /// A file or folder in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +56,17 @@ pub struct StoreEntry {
 pub enum WriteCondition {
     /// Always (replace or create).
     Always,
-    /// Only if nothing is there yet ([`crate::remote::RemoteErrorKind::Exists`] otherwise).
+    /// Only if nothing is there yet ([`RemoteErrorKind::Exists`] otherwise).
     CreateOnly,
-    /// Only if the file is still at this version ([`crate::remote::RemoteErrorKind::Changed`] otherwise).
+    /// Only if the file is still at this version ([`RemoteErrorKind::Changed`] otherwise).
     IfVersion(String),
 }
 
 impl WriteCondition {
     /// Whether the write may happen over what is there now (`current`: its version, `None` if nothing
     /// is); if not, the kind and reason of the refusal.
-    pub fn allows(&self, current: Option<&str>) -> Result<(), (crate::remote::RemoteErrorKind, &'static str)> {
-        use crate::remote::RemoteErrorKind::{Changed, Exists};
+    pub fn allows(&self, current: Option<&str>) -> Result<(), (RemoteErrorKind, &'static str)> {
+        use RemoteErrorKind::{Changed, Exists};
         match (self, current) {
             (Self::CreateOnly, Some(_)) => Err((Exists, "exists already")),
             (Self::IfVersion(expected), Some(found)) if expected != found => {
@@ -74,6 +92,19 @@ pub trait Store: Send + Sync {
         path: &[String],
         range: Option<std::ops::Range<u64>>,
     ) -> impl Future<Output = Result<Vec<u8>, RemoteError>> + Send;
+    /// A whole file, handed to `on_piece` piece by piece as it arrives; `on_piece` returns `false` to stop
+    /// (the call then returns `Ok`). Stores that cannot stream read it whole first.
+    fn read_each(
+        &self,
+        path: &[String],
+        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        async move {
+            let whole = self.read(path, None).await?;
+            on_piece(&whole);
+            Ok(())
+        }
+    }
     /// Stores a file in one piece if `condition` holds; returns its new version if the store says it.
     fn write(
         &self,
@@ -81,13 +112,36 @@ pub trait Store: Send + Sync {
         body: Bytes,
         condition: WriteCondition,
     ) -> impl Future<Output = Result<Option<String>, RemoteError>> + Send;
+    /// [`Store::write`] of `length` bytes that `body` produces (called again for each retry, producing the
+    /// same bytes), so that no copy of the whole body need be held. Stores that cannot stream collect it.
+    fn write_streamed(
+        &self,
+        path: &[String],
+        length: u64,
+        body: &(dyn Fn() -> BodyStream + Send + Sync),
+        condition: WriteCondition,
+    ) -> impl Future<Output = Result<Option<String>, RemoteError>> + Send {
+        async move {
+            use futures_util::TryStreamExt as _;
+            let pieces: Vec<Bytes> = body().try_collect().await.map_err(|error| RemoteError::Local {
+                request: format!("PUT /{}", path.join("/")),
+                kind: RemoteErrorKind::Failed,
+                reason: error.to_string(),
+            })?;
+            let mut whole = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            for piece in pieces {
+                whole.extend_from_slice(&piece);
+            }
+            self.write(path, Bytes::from(whole), condition).await
+        }
+    }
     /// Creates a folder (its parent must exist); Exists if something is there.
     fn make_dir(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send;
     /// Creates a folder unless one is there already (its parent must exist).
     fn make_dir_if_missing(&self, path: &[String]) -> impl Future<Output = Result<(), RemoteError>> + Send {
         async move {
             match self.make_dir(path).await {
-                Err(error) if error.kind() == crate::remote::RemoteErrorKind::Exists => Ok(()),
+                Err(error) if error.kind() == RemoteErrorKind::Exists => Ok(()),
                 other => other,
             }
         }
@@ -174,6 +228,14 @@ impl Store for AnyStore {
         each_store!(self, store => store.read(path, range).await)
     }
 
+    async fn read_each(
+        &self,
+        path: &[String],
+        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+    ) -> Result<(), RemoteError> {
+        each_store!(self, store => store.read_each(path, on_piece).await)
+    }
+
     async fn write(
         &self,
         path: &[String],
@@ -181,6 +243,16 @@ impl Store for AnyStore {
         condition: WriteCondition,
     ) -> Result<Option<String>, RemoteError> {
         each_store!(self, store => store.write(path, body, condition).await)
+    }
+
+    async fn write_streamed(
+        &self,
+        path: &[String],
+        length: u64,
+        body: &(dyn Fn() -> BodyStream + Send + Sync),
+        condition: WriteCondition,
+    ) -> Result<Option<String>, RemoteError> {
+        each_store!(self, store => store.write_streamed(path, length, body, condition).await)
     }
 
     async fn make_dir(&self, path: &[String]) -> Result<(), RemoteError> {
@@ -217,5 +289,41 @@ impl Store for AnyStore {
 
     fn renames_keep_versions(&self) -> bool {
         each_store!(self, store => store.renames_keep_versions())
+    }
+}
+
+/// A whole file from `store`, reporting the bytes received so far to `progress` (for progress bars).
+pub async fn read_reporting<S: Store>(
+    store: &S,
+    path: &[String],
+    progress: Option<Progress>,
+) -> Result<Vec<u8>, RemoteError> {
+    let mut body = Vec::new();
+    store
+        .read_each(path, &mut |piece| {
+            body.extend_from_slice(piece);
+            if let Some(progress) = &progress {
+                progress(body.len() as u64);
+            }
+            true
+        })
+        .await?;
+    Ok(body)
+}
+
+/// A request body of `body` in 256 KiB pieces, reporting to `progress` as each is sent.
+pub fn body_reporting(body: Bytes, progress: Option<Progress>) -> impl Fn() -> BodyStream + Send + Sync {
+    const PIECE: usize = 256 * 1024;
+    move || {
+        let (body, progress) = (body.clone(), progress.clone());
+        let pieces = body.len().div_ceil(PIECE).max(1);
+        Box::pin(futures_util::stream::iter((0..pieces).map(move |index| {
+            let start = index * PIECE;
+            let end = (start + PIECE).min(body.len());
+            if let Some(progress) = &progress {
+                progress(end as u64);
+            }
+            Ok(body.slice(start..end))
+        })))
     }
 }

@@ -35,7 +35,7 @@ use requests::{
 };
 
 use super::{Store, StoreEntry, WriteCondition};
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// Folder listings keep this many `readdir` requests in flight.
 const READDIR_AHEAD: usize = 2;

@@ -8,8 +8,8 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::connect::Live;
-use crate::remote::{RemoteError, RemoteErrorKind};
-use crate::transport::StoreEntry;
+use crate::storage::StoreEntry;
+use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// How many requests one read or write keeps in flight.
 const IN_FLIGHT: usize = 64;

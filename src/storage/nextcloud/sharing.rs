@@ -1,11 +1,12 @@
 //! Nextcloud's OCS share API (`files_sharing/api/v1/shares`, user shares) and the file-drop call of the
-//! end-to-end encryption API, for [`Sharing`](crate::remote::Sharing).
+//! end-to-end encryption API, for [`Sharing`](super::Sharing).
 
 use reqwest::Method;
 use serde_json::Value;
 
-use super::client::NextcloudClient;
-use crate::remote::{RemoteError, ShareInfo, SharePermissions};
+use super::NextcloudClient;
+use super::{ShareInfo, SharePermissions};
+use crate::storage::RemoteError;
 
 /// Base of the share API (OCS v2: the HTTP status is the OCS status).
 pub const SHARES_API: &str = "ocs/v2.php/apps/files_sharing/api/v1";
@@ -63,7 +64,7 @@ impl NextcloudClient {
     /// `PUT /meta-data/{id}/filedrop`: adds file-drop entries (a JSON object) to a top folder's metadata.
     pub async fn put_filedrop(&self, file_id: u64, entries_json: &str) -> Result<(), RemoteError> {
         self.ocs_call(
-            super::client::E2EE_API,
+            super::ocs::E2EE_API,
             Method::PUT,
             &format!("meta-data/{file_id}/filedrop"),
             &[],
@@ -75,7 +76,7 @@ impl NextcloudClient {
     }
 }
 
-impl crate::remote::Sharing for NextcloudClient {
+impl super::Sharing for NextcloudClient {
     async fn certificates(
         &self,
         users: &[&str],

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::{Store, StoreEntry, WriteCondition};
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// A store in a local folder.
 #[derive(Debug, Clone)]

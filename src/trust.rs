@@ -307,8 +307,11 @@ impl TrustStore {
         let directory = self.path.parent().ok_or_else(|| io("no parent directory".into()))?;
         std::fs::create_dir_all(directory).map_err(|error| io(error.to_string()))?;
         // A name of its own per writer: several cloakfs processes may save at once.
-        let temporary =
-            self.path.with_extension(format!("json.{}.{}.tmp", std::process::id(), crate::server::tree::random_hex(4)));
+        let temporary = self.path.with_extension(format!(
+            "json.{}.{}.tmp",
+            std::process::id(),
+            crate::crypto::server_name::random_server_name()
+        ));
         let json = serde_json::to_vec_pretty(&self.pins).expect("pins serialise");
         {
             use std::io::Write as _;

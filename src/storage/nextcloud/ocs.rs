@@ -1,125 +1,26 @@
-//! An HTTP client for a Nextcloud server (or `cloakfs serve`): connection rules, authentication, timeouts,
-//! retries, and the OCS end-to-end encryption API calls. The engine never sees HTTP: it uses the methods
-//! here (and, later, the `Remote` trait built on them).
+//! Nextcloud's OCS calls (or `cloakfs serve`'s): the end-to-end encryption API v2 (the encrypted flag,
+//! locks with counters, folder metadata, the server's and users' keys), with retries of idempotent calls and
+//! the statuses of each call turned into [`RemoteErrorKind`]s.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::{LockToken, NextcloudClient};
 use crate::crypto::PublicKey;
-use crate::remote::{LockToken, RemoteError, RemoteErrorKind};
+use crate::storage::http::{backoff, may_retry, remaining, transport};
+use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// Path of the end-to-end encryption OCS API, version 2.
 pub const E2EE_API: &str = "ocs/v2.php/apps/end_to_end_encryption/api/v2";
 
-/// How to reach a server.
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// The server's base URL (e.g. `https://cloud.example.org/`).
-    pub base_url: Url,
-    /// The user id to log in as.
-    pub user: String,
-    /// An app password (or the login password, which Nextcloud answers slowly).
-    pub password: Zeroizing<String>,
-    /// Timeout of every single request.
-    pub timeout: Duration,
-    /// Permit plain HTTP to a non-loopback host.
-    pub allow_insecure_http: bool,
-}
-
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ServerConfig")
-            .field("base_url", &self.base_url.as_str())
-            .field("user", &self.user)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Attempts for idempotent requests (the first try and two retries).
+/// Attempts for idempotent OCS calls (the first try and two retries).
 const ATTEMPTS: u32 = 3;
 
-/// A client for one server and user.
-#[derive(Debug, Clone)]
-pub struct NextcloudClient {
-    pub(crate) http: reqwest::Client,
-    pub(crate) config: ServerConfig,
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(address)) => IpAddr::V4(address).is_loopback(),
-        Some(url::Host::Ipv6(address)) => IpAddr::V6(address).is_loopback(),
-        None => false,
-    }
-}
-
-/// The HTTP client of every server cloakfs talks to (Nextcloud, any WebDAV server), for `url` (given a
-/// trailing slash): https with rustls and the system's trust roots; plain http only to a loopback address
-/// or with `allow_insecure_http`; `timeout` for connecting and for each request; redirects followed only
-/// with `follow_redirects` (reqwest's default policy, as the Nextcloud client always had); the server's session
-/// cookies kept in this process's memory only (Nextcloud then skips the password check of each request:
-/// 0.45-0.8 s with a login password, SERVER-BEHAVIOUR.md), gone with it.
-pub(crate) fn http_client(
-    url: &mut Url,
-    allow_insecure_http: bool,
-    timeout: Duration,
-    follow_redirects: bool,
-) -> Result<reqwest::Client, RemoteError> {
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback_host(url) || allow_insecure_http => {}
-        "http" => {
-            return Err(RemoteError::BadUrl(format!(
-                "refusing plain http to {}: use https, or --allow-insecure-http if you really mean it",
-                url.host_str().unwrap_or("?")
-            )))
-        }
-        other => return Err(RemoteError::BadUrl(format!("unsupported URL scheme {other:?}: use https"))),
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        .user_agent(concat!("cloakfs/", env!("CARGO_PKG_VERSION")))
-        .cookie_store(true)
-        .redirect(if follow_redirects {
-            reqwest::redirect::Policy::default()
-        } else {
-            reqwest::redirect::Policy::none()
-        })
-        .build()
-        .map_err(|error| RemoteError::BadUrl(format!("cannot build the HTTP client: {error}")))
-}
-
 impl NextcloudClient {
-    /// Builds a client (see [`http_client`]). HTTPS uses rustls with the system's trust roots; plain HTTP is refused unless the
-    /// host is a loopback address or `allow_insecure_http` is set.
-    pub fn new(mut config: ServerConfig) -> Result<Self, RemoteError> {
-        let http = http_client(&mut config.base_url, config.allow_insecure_http, config.timeout, true)?;
-        Ok(Self { http, config })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
-    }
-
-    pub(crate) fn url(&self, path: &str) -> Result<Url, RemoteError> {
-        self.config.base_url.join(path).map_err(|error| RemoteError::BadUrl(format!("bad path {path}: {error}")))
-    }
-
     /// One OCS call; returns `ocs.data`. GETs are retried with backoff on transport errors and 5xx/429.
     async fn ocs(
         &self,
@@ -320,45 +221,10 @@ impl NextcloudClient {
     }
 }
 
-/// Time left until `deadline` (at least 1 ms: reqwest treats zero as no time at all).
 /// A request made with our lock token: 403 (not our token), 404 (no lock) and 412 (folder not locked) say
 /// that the server no longer holds our lock (SERVER-BEHAVIOUR.md, meta-data and unlock).
 fn lock_lost_kinds(error: RemoteError) -> RemoteError {
     error.with_status_kinds(|status| matches!(status, 403 | 404 | 412).then_some(RemoteErrorKind::LockLost))
-}
-
-pub(crate) fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
-}
-
-/// Whether a retry after `backoff(attempt)` still starts well before `deadline` (a call with retries never
-/// takes longer than one `--timeout` in all).
-pub(crate) fn may_retry(deadline: Instant, attempt: u32) -> bool {
-    Instant::now() + backoff(attempt) + Duration::from_millis(100) < deadline
-}
-
-/// Delay before retry `attempt` (1-based): 200 ms, 400 ms, ...
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200 * u64::from(attempt))
-}
-
-pub(crate) fn transport(request: &str, error: &reqwest::Error) -> RemoteError {
-    let reason = if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        format!("cannot connect: {}", root_cause(error))
-    } else {
-        root_cause(error)
-    };
-    RemoteError::Transport { request: request.to_owned(), reason }
-}
-
-pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 /// The `ocs.data` of an OCS answer with HTTP `status` and `body` (any bytes a server may send), or the

@@ -8,8 +8,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::client::root_cause;
-use crate::remote::RemoteError;
+use crate::storage::http::root_cause;
+use crate::storage::RemoteError;
 
 /// How long to wait for the user to finish in the browser (Nextcloud's flows expire after 20 minutes).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
