@@ -8,15 +8,21 @@
 //! - [`trust`]: trust on first use of the server's and users' keys, and folder counters;
 //! - [`session`]: creating and unlocking a user's keys against a server;
 //! - [`vault`]: an encrypted folder tree by clear names: resolve, read, and locked, counter-checked changes;
-//! - [`mount`]: the FUSE mount: file-system core, fuser adapter, control socket;
+//! - [`content`]: a file's clear text in RAM or, above a threshold, encrypted in an anonymous spill file;
+//! - [`format`]: the format seam (what a listing, a read, a store and a change cost) and its two formats;
+//! - [`vfs`]: the one file-system engine over every format;
+//! - [`mount`]: the platform adapters over the engine: fuser, the Windows layer, the mount session;
 //! - [`server`]: `cloakfs serve`, the embedded server;
 //! - [`cli`]: the command line.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod conflict;
+pub mod content;
 pub mod crypto;
 pub mod cryptomator;
+pub mod format;
 pub mod metadata;
 pub mod mount;
 pub mod platform;
@@ -25,3 +31,4 @@ pub mod session;
 pub mod storage;
 pub mod trust;
 pub mod vault;
+pub mod vfs;

@@ -325,7 +325,7 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
                     let (name, parent_segments) = segments.split_last().expect("at least one name");
                     let parent = vault.resolve_dir(parent_segments).await?;
                     let existing = vault.lookup(&parent, name).await?;
-                    let device = crate::mount::core::default_device_name();
+                    let device = crate::conflict::default_device_name();
                     let written = vault.write_file_keeping_both(&parent, name, &plaintext, existing.as_ref(), &device).await?;
                     let parent_path = &segments[..segments.len() - 1];
                     Ok::<_, CryptomatorError>(match written {

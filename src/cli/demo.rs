@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::common::runtime;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-use crate::mount::core::{Core, CoreOptions};
+use crate::format::nextcloud::NextcloudFormat;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::mount::{self, MountInfo};
 use crate::server::{self, ServeOptions};
@@ -24,6 +24,8 @@ use crate::session::{initialize_keys, unlock};
 use crate::storage::{E2eeApi as _, NextcloudClient, ServerConfig};
 use crate::trust::TrustStore;
 use crate::vault::Vault;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+use crate::vfs::{Vfs, VfsOptions};
 
 /// Options of `cloakfs demo`.
 #[derive(Debug, clap::Args)]
@@ -211,7 +213,7 @@ fn mount_demo(
 ) -> anyhow::Result<()> {
     fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
     let (tree, root) = runtime.block_on(vault.open_folder("/Vault"))?;
-    let core = std::sync::Arc::new(Core::new(vault, tree, root, CoreOptions::default()));
+    let core = std::sync::Arc::new(Vfs::new(NextcloudFormat::new(vault, tree, &root), VfsOptions::default()));
     let info = MountInfo {
         mountpoint: mountpoint.to_owned(),
         server: format!("http://{address}"),

@@ -73,10 +73,11 @@ pub enum Command {
     Vault(cryptomator::VaultCommand),
 }
 
-/// The whole `cloakfs` program with `platform_mount` as `cloakfs mount`: no core dumps, logs to stderr
-/// (level from RUST_LOG, default warnings), the command line parsed and run, an error printed as the
-/// user should read it. Both binaries (src/main.rs, platform/windows) are this one call.
-pub fn main_with(platform_mount: impl FnOnce(mount::MountArgs) -> anyhow::Result<()>) -> std::process::ExitCode {
+/// The whole `cloakfs` program with `platform_mount` as `cloakfs mount` (of a Nextcloud folder or a
+/// Cryptomator vault): no core dumps, logs to stderr (level from RUST_LOG, default warnings), the command
+/// line parsed and run, an error printed as the user should read it. Both binaries (src/main.rs,
+/// platform/windows) are this one call.
+pub fn main_with(platform_mount: impl FnOnce(mount::MountCommand) -> anyhow::Result<()>) -> std::process::ExitCode {
     crate::platform::forbid_core_dumps();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,9 +89,9 @@ pub fn main_with(platform_mount: impl FnOnce(mount::MountArgs) -> anyhow::Result
     let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // A Cryptomator vault has its own `cloakfs mount` arguments (a location, no Nextcloud server or mnemonic).
     let result = if mount::is_vault_mount(&arguments) {
-        mount::run_vault_mount(arguments)
+        platform_mount(mount::MountCommand::Vault(mount::parse_vault_mount(arguments)))
     } else {
-        run_with(Cli::parse_from(arguments), platform_mount)
+        run_with(Cli::parse_from(arguments), |args| platform_mount(mount::MountCommand::Folder(args)))
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -108,12 +109,15 @@ pub fn main() -> std::process::ExitCode {
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-fn mount_here(args: mount::MountArgs) -> anyhow::Result<()> {
-    mount::run(args)
+fn mount_here(command: mount::MountCommand) -> anyhow::Result<()> {
+    match command {
+        mount::MountCommand::Folder(args) => mount::run(args),
+        mount::MountCommand::Vault(args) => mount::run_vault(args),
+    }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn mount_here(_: mount::MountArgs) -> anyhow::Result<()> {
+fn mount_here(_: mount::MountCommand) -> anyhow::Result<()> {
     anyhow::bail!(
         "this cloakfs build has no mount adapter for this system: on Windows, mounting needs the WinFsp build \
          (platform/windows, see the README's \"Windows\" section); the file commands (ls, get, put, ...) work here"

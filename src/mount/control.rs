@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::core::CoreStatus;
+use crate::vfs::VfsStatus;
 
 /// Errors of the control channel.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +87,12 @@ pub struct MountStatus {
     #[serde(default)]
     pub lock_on_suspend: bool,
     /// Cache use, dirty files and errors.
-    pub core: CoreStatusReport,
+    pub core: VfsStatusReport,
 }
 
 impl MountStatus {
     /// The status of this process's mount of `info` at `mountpoint`, with the engine's report now.
-    pub fn describe(info: &super::MountInfo, mountpoint: &Path, core: &CoreStatus) -> Self {
+    pub fn describe(info: &super::MountInfo, mountpoint: &Path, core: &VfsStatus) -> Self {
         Self {
             pid: std::process::id(),
             mountpoint: mountpoint.to_owned(),
@@ -106,11 +106,11 @@ impl MountStatus {
     }
 }
 
-/// [`CoreStatus`] as sent over the socket.
-pub type CoreStatusReport = serde_json::Value;
+/// [`VfsStatus`] as sent over the socket.
+pub type VfsStatusReport = serde_json::Value;
 
 /// Converts a core status for the socket.
-pub fn report(status: &CoreStatus) -> CoreStatusReport {
+pub fn report(status: &VfsStatus) -> VfsStatusReport {
     serde_json::to_value(status).unwrap_or_default()
 }
 

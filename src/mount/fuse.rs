@@ -12,9 +12,8 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::core::{Attributes, NodeType, OpenMode};
-use super::engine::Engine;
-use super::error::FsError;
+use crate::format::FsError;
+use crate::vfs::{Attributes, Engine, NodeType, OpenMode};
 
 /// `S_IFMT` and `S_IFREG` as the u32 of FUSE's mode argument (`mode_t` is u16 on macOS).
 #[allow(clippy::unnecessary_cast)]

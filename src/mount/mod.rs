@@ -1,22 +1,17 @@
-//! The mount. [`core`] is the file-system engine (platform-neutral: no FUSE, no errno), with its plaintext
-//! [`cache`], [`content`] buffers and [`upload`] streams; [`error`] its errors. On Linux and macOS, `fuse`
-//! adapts the engine to fuser, `control` answers `cloakfs status`, `unmount` and `lock`, `suspend` watches
-//! logind and the screen locker (Linux; a clear refusal on macOS), `table` reads the mount table, and `run`
-//! (src/mount/session.rs) ties them together: mount, serve until Ctrl-C / SIGTERM / `cloakfs unmount` / an
-//! external unmount / the idle timeout, then upload everything, unmount and wipe. [`winfs`] is the same
-//! engine with Windows' semantics (paths, names, delete-on-close, NTSTATUS), platform-neutral and tested on
-//! Linux; the WinFsp binding that calls it lives in platform/windows.
+//! The platform adapters over the one engine ([`crate::vfs::Engine`], for every vault format). On Linux and
+//! macOS, `fuse` adapts the engine to fuser, `control` answers `cloakfs status`, `unmount` and `lock`,
+//! `suspend` watches logind and the screen locker (Linux; a clear refusal on macOS), `table` reads the mount
+//! table, and `run` (src/mount/session.rs) ties them together: mount, serve until Ctrl-C / SIGTERM /
+//! `cloakfs unmount` / an external unmount / the idle timeout, then upload everything, unmount and wipe.
+//! [`winfs`] is the engine with Windows' semantics (paths, names, delete-on-close, NTSTATUS),
+//! platform-neutral and tested on Linux; the WinFsp binding that calls it lives in platform/windows.
 
-pub mod cache;
-pub mod content;
 #[cfg(any(unix, windows))]
 pub mod control;
-pub mod core;
-pub mod cryptomator;
-pub mod engine;
-pub mod error;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fuse;
+#[cfg(any(unix, windows))]
+pub mod lifecycle;
 pub mod questions;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod session;
@@ -25,7 +20,6 @@ mod session;
 pub mod suspend;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod table;
-pub mod upload;
 pub mod winfs;
 
 use std::path::PathBuf;
@@ -76,7 +70,7 @@ pub struct MountInfo {
     pub user: String,
     /// The mounted folder as given.
     pub remote: String,
-    /// Unmount after this long without activity (see [`core::Core::note_activity`]).
+    /// Unmount after this long without activity (see [`crate::vfs::Vfs::note_activity`]).
     pub idle_timeout: Option<Duration>,
     /// Lock when the system is about to sleep or the screen locks ([`suspend`]).
     pub lock_on_suspend: bool,

@@ -65,7 +65,7 @@ fn is_root() -> bool {
 }
 
 /// Gives `path` to Apache's run-time user when the tests run as root (Apache then drops to www-data).
-fn give_to_apache(path: &Path) {
+pub fn give_to_apache(path: &Path) {
     if is_root() {
         let status = Command::new("chown").args(["-R", "www-data:www-data"]).arg(path).status().unwrap();
         assert!(status.success());

@@ -21,7 +21,7 @@ fn record_blob_gets(proxy: &Proxy) -> Arc<Mutex<Vec<String>>> {
 #[test]
 fn opening_a_small_file_fetches_the_next_ones_ahead_and_a_forged_one_is_not_kept() {
     const FILES: usize = 20;
-    const AHEAD: usize = cloakfs::mount::core::PREFETCH_AHEAD;
+    const AHEAD: usize = cloakfs::vfs::PREFETCH_AHEAD;
     let mut account = Account::new("prefetch");
     let proxy = Proxy::start(&account.server.url);
     account.url = proxy.url.clone();

@@ -5,16 +5,16 @@
 use std::ffi::c_void;
 
 use cloakfs::mount::winfs::{FileInformation, NtStatus, WinFs, WinHandle};
-use cloakfs::storage::NextcloudClient;
+use cloakfs::vfs::Engine;
 use winfsp::filesystem::{
     DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo, VolumeInfo, WideNameInfo,
 };
 use winfsp::{FspError, U16CStr};
 
-/// The file system WinFsp calls.
-pub struct CloakFs {
+/// The file system WinFsp calls, over the engine of either vault format.
+pub struct CloakFs<E: Engine> {
     /// Windows semantics over the engine.
-    pub winfs: WinFs<NextcloudClient>,
+    pub winfs: WinFs<E>,
     /// The mount's runtime (WinFsp's dispatcher threads block on it).
     pub runtime: tokio::runtime::Handle,
     /// The self-relative security descriptor of every node: the mounting user and SYSTEM, full control.
@@ -44,7 +44,7 @@ fn fill(target: &mut FileInfo, from: &FileInformation) {
     target.ea_size = 0;
 }
 
-impl CloakFs {
+impl<E: Engine> CloakFs<E> {
     fn block_on<T>(&self, future: impl std::future::Future<Output = Result<T, NtStatus>>) -> winfsp::Result<T> {
         self.runtime.block_on(future).map_err(fsp)
     }
@@ -74,7 +74,7 @@ impl CloakFs {
     }
 }
 
-impl FileSystemContext for CloakFs {
+impl<E: Engine> FileSystemContext for CloakFs<E> {
     type FileContext = WinHandle;
 
     fn get_security_by_name(

@@ -10,11 +10,15 @@ use zeroize::Zeroizing;
 
 use super::super::common::{parse_mnemonic, runtime};
 use super::MountArgs;
-use crate::mount::core::{Core, CoreOptions};
+use crate::format::nextcloud::NextcloudFormat;
 use crate::mount::MountInfo;
 use crate::session::unlock;
 use crate::storage::NextcloudClient;
 use crate::vault::{Vault, VaultError};
+use crate::vfs::{Vfs, VfsOptions};
+
+/// The engine of a mounted Nextcloud folder.
+pub type NextcloudEngine = Vfs<NextcloudFormat<NextcloudClient>>;
 
 /// Everything of a mount before the platform's adapter: the keys unlocked, the folder opened and verified,
 /// the engine built with the options of `args` (spill files in `args.spill_dir`, else `default_spill_dir`).
@@ -23,7 +27,7 @@ pub fn open_engine(
     password: Zeroizing<String>,
     mnemonic_text: &str,
     default_spill_dir: PathBuf,
-) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Core<NextcloudClient>>, MountInfo)> {
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<NextcloudEngine>, MountInfo)> {
     let mnemonic = parse_mnemonic(mnemonic_text)?;
     let spill_directory = args.options.spill_directory(default_spill_dir)?;
     let client = args.connection.client_with(password)?;
@@ -44,11 +48,11 @@ pub fn open_engine(
         ),
         Err(error) => return Err(error).with_context(|| format!("opening {}", args.remote)),
     };
-    let options = CoreOptions {
+    let options = VfsOptions {
         commit_delay: Duration::from_millis(args.commit_delay),
-        ..args.options.core_options(spill_directory)
+        ..args.options.vfs_options(spill_directory)
     };
-    let core = Arc::new(Core::new(vault, tree, root, options));
+    let core = Arc::new(Vfs::new(NextcloudFormat::new(vault, tree, &root), options));
     let info = MountInfo {
         mountpoint: args.mountpoint.clone(),
         server,

@@ -13,10 +13,22 @@ mod unix;
 mod vault;
 #[cfg(any(unix, windows))]
 pub use commands::{lock, status, unmount};
-pub use engine::open_engine;
+pub use engine::{open_engine, NextcloudEngine};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use unix::run;
-pub use vault::{is_vault_mount, run_from as run_vault_mount, VaultMountArgs};
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub use vault::run as run_vault;
+pub use vault::{is_vault_mount, open_vault_engine, parse_vault_mount, CryptomatorEngine, VaultMountArgs};
+
+/// What `cloakfs mount` was asked to mount: a Nextcloud end-to-end encrypted folder, or a Cryptomator vault
+/// (a URL, an sftp:// location or a local folder). Each platform mounts both.
+#[derive(Debug)]
+pub enum MountCommand {
+    /// A Nextcloud folder (`cloakfs mount /Vault MOUNTPOINT --server ...`).
+    Folder(MountArgs),
+    /// A Cryptomator vault (`cloakfs mount LOCATION MOUNTPOINT`).
+    Vault(VaultMountArgs),
+}
 
 /// Options of `cloakfs mount`.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,7 +105,7 @@ impl MountOptions {
     /// The folder for spill files (`--spill-dir`, else `default`), checked to accept an anonymous file.
     pub fn spill_directory(&self, default: PathBuf) -> anyhow::Result<PathBuf> {
         let directory = self.spill_dir.clone().unwrap_or(default);
-        crate::mount::content::Spill::new(directory.clone(), 0).check().map_err(|error| {
+        crate::content::Spill::new(directory.clone(), 0).check().map_err(|error| {
             anyhow::anyhow!(
                 "cannot create temporary files in {} (give another --spill-dir): {error}",
                 directory.display()
@@ -103,15 +115,15 @@ impl MountOptions {
     }
 
     /// The engine's options from these (the Nextcloud-only ones at their defaults).
-    pub fn core_options(&self, spill_directory: PathBuf) -> crate::mount::core::CoreOptions {
-        crate::mount::core::CoreOptions {
+    pub fn vfs_options(&self, spill_directory: PathBuf) -> crate::vfs::VfsOptions {
+        crate::vfs::VfsOptions {
             dir_cache_time: Duration::from_secs_f64(self.dir_cache_time.max(0.0)),
             cache_size: self.cache_size,
             spill_above: self.spill_above.unwrap_or(self.cache_size),
             spill_directory,
-            device: self.device.clone().unwrap_or_else(crate::mount::core::default_device_name),
+            device: self.device.clone().unwrap_or_else(crate::conflict::default_device_name),
             write_behind: self.write_behind,
-            ..crate::mount::core::CoreOptions::default()
+            ..crate::vfs::VfsOptions::default()
         }
     }
 

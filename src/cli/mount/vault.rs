@@ -1,12 +1,20 @@
-//! `cloakfs mount [--cryptomator] LOCATION MOUNTPOINT`: a Cryptomator vault (format 8) on a WebDAV server or
-//! in a local folder, mounted with FUSE. The format is found from the location (`vault.cryptomator`), not
+//! `cloakfs mount [--cryptomator] LOCATION MOUNTPOINT`: a Cryptomator vault (format 8) on a WebDAV server,
+//! an SFTP server or in a local folder, mounted with FUSE (Linux, macOS) or WinFsp (Windows). The format is found from the location (`vault.cryptomator`), not
 //! from the flag; the flag only says so when the location alone does not show it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use super::MountOptions;
-use crate::cli::cryptomator::LocationArgs;
+use crate::cli::cryptomator::{passphrase, LocationArgs};
+use crate::cryptomator::CryptomatorVault;
+use crate::format::cryptomator::CryptomatorFormat;
+use crate::mount::MountInfo;
+use crate::storage::AnyStore;
+use crate::vfs::Vfs;
 
 /// `cloakfs mount` of a Cryptomator vault.
 #[derive(Debug, Clone, clap::Parser)]
@@ -65,32 +73,23 @@ pub fn is_vault_mount(arguments: &[OsString]) -> bool {
     false
 }
 
-/// Parses `cloakfs mount …` as a vault mount and runs it.
-pub fn run_from(arguments: Vec<OsString>) -> anyhow::Result<()> {
-    let args = <VaultMountArgs as clap::Parser>::parse_from(
+/// Parses `cloakfs mount …` as a vault mount.
+pub fn parse_vault_mount(arguments: Vec<OsString>) -> VaultMountArgs {
+    <VaultMountArgs as clap::Parser>::parse_from(
         std::iter::once(OsString::from("cloakfs mount")).chain(arguments.into_iter().skip(2)),
-    );
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
-    return run(args);
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    anyhow::bail!(
-        "mounting a Cryptomator vault ({}) is built for Linux and macOS only so far; on this system use          `cloakfs vault ls|get|put|mv|rm|mkdir`",
-        args.location.location
     )
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-/// Opens the vault (WebDAV password, then the vault passphrase), mounts it and serves until unmounted,
-/// locked or idle; then uploads what changed, unmounts and wipes.
-pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+/// The engine of a mounted Cryptomator vault.
+pub type CryptomatorEngine = Vfs<CryptomatorFormat<AnyStore>>;
 
-    use crate::cli::cryptomator::passphrase;
-    use crate::cryptomator::CryptomatorVault;
-    use crate::mount::cryptomator::CryptomatorFs;
-    use crate::mount::MountInfo;
-
-    let spill_directory = args.options.spill_directory(super::unix::default_spill_dir())?;
+/// Opens the vault of `args` (the store's password or SSH login, then the vault passphrase) and builds its
+/// engine, the same on every platform (spill files in `args`' spill directory, else `default_spill_dir`).
+pub fn open_vault_engine(
+    args: &VaultMountArgs,
+    default_spill_dir: PathBuf,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<CryptomatorEngine>, MountInfo)> {
+    let spill_directory = args.options.spill_directory(default_spill_dir)?;
     let runtime = crate::cli::common::runtime()?;
     let store = args.location.store(&runtime)?;
     let passphrase = passphrase("vault passphrase: ")?;
@@ -98,7 +97,8 @@ pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
         .block_on(CryptomatorVault::open(store, &passphrase))
         .with_context(|| format!("opening the vault at {}", args.location.location))?;
     drop(passphrase);
-    let engine = std::sync::Arc::new(CryptomatorFs::new(vault, args.options.core_options(spill_directory)));
+    let options = args.options.vfs_options(spill_directory);
+    let engine = Arc::new(Vfs::new(CryptomatorFormat::new(vault, options.device.clone()), options));
     let info = MountInfo {
         mountpoint: args.mountpoint.clone(),
         server: args.location.location.clone(),
@@ -107,6 +107,14 @@ pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
         idle_timeout: args.options.idle_timeout(),
         lock_on_suspend: args.options.lock_on_suspend,
     };
+    Ok((runtime, engine, info))
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+/// Opens the vault, mounts it with FUSE and serves until unmounted, locked or idle; then uploads what
+/// changed, unmounts and wipes.
+pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
+    let (runtime, engine, info) = open_vault_engine(&args, super::unix::default_spill_dir())?;
     crate::mount::run(&runtime, engine, info, |mountpoint| {
         eprintln!(
             "cloakfs: the Cryptomator vault at {} is mounted at {} (Ctrl-C or `cloakfs unmount {}` to upload and \

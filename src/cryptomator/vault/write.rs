@@ -305,7 +305,7 @@ impl<S: Store> CryptomatorVault<S> {
         for _ in 0..CONFLICT_ATTEMPTS {
             let (entries, _) = self.list(parent).await?;
             let taken: std::collections::HashSet<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
-            let copy = crate::mount::core::conflict_name(name, device, std::time::SystemTime::now(), |candidate| {
+            let copy = crate::conflict::conflict_name(name, device, std::time::SystemTime::now(), |candidate| {
                 taken.contains(candidate)
             });
             match self.write_file(parent, &copy, clear, None).await {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::mount::core::{Attributes, NodeType};
+use crate::vfs::{Attributes, NodeType};
 
 /// FILE_ATTRIBUTE_READONLY.
 pub const FILE_ATTRIBUTE_READONLY: u32 = 0x1;

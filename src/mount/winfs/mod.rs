@@ -28,8 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroizing;
 
-use crate::mount::core::{Attributes, Core, NodeType, OpenMode, ROOT_INO};
-use crate::storage::E2eeApi;
+use crate::vfs::{Attributes, Engine, NodeType, OpenMode, ROOT_INO};
 pub use info::FileInformation;
 use info::{from_filetime, INVALID_FILE_ATTRIBUTES, SETTABLE_ATTRIBUTES};
 use names::NameTable;
@@ -114,8 +113,8 @@ pub struct ListedEntry {
 }
 
 /// Windows semantics over an engine.
-pub struct WinFs<R: E2eeApi> {
-    core: Arc<Core<R>>,
+pub struct WinFs<E: Engine> {
+    core: Arc<E>,
     /// Attributes Windows set on nodes (READONLY, HIDDEN, SYSTEM, ARCHIVE…), by node, in RAM only.
     extra_attributes: Mutex<HashMap<u64, u32>>,
     /// Nodes marked for deletion at their last cleanup.
@@ -131,14 +130,14 @@ fn components(path: &[u16]) -> impl Iterator<Item = &[u16]> {
     path.split(|unit| *unit == BACKSLASH).filter(|component| !component.is_empty())
 }
 
-impl<R: E2eeApi + 'static> WinFs<R> {
+impl<E: Engine> WinFs<E> {
     /// Windows semantics over `core`.
-    pub fn new(core: Arc<Core<R>>) -> Self {
+    pub fn new(core: Arc<E>) -> Self {
         Self { core, extra_attributes: Mutex::new(HashMap::new()), delete_pending: Mutex::new(HashSet::new()) }
     }
 
     /// The engine.
-    pub fn core(&self) -> &Arc<Core<R>> {
+    pub fn core(&self) -> &Arc<E> {
         &self.core
     }
 
@@ -266,7 +265,7 @@ impl<R: E2eeApi + 'static> WinFs<R> {
             return Ok(false);
         }
         let write = handle.access & WRITE_ACCESS != 0 || truncate;
-        let opened = self.core.open(handle.ino, OpenMode { write, truncate }).await?;
+        let opened = self.core.clone().open(handle.ino, OpenMode { write, truncate }).await?;
         let mut fh = lock(&handle.fh);
         if fh.is_some() {
             // Another thread of the same handle opened it meanwhile.
@@ -446,13 +445,11 @@ impl<R: E2eeApi + 'static> WinFs<R> {
                 Ok(Some(self.get_file_info(handle).await?))
             }
             Some(handle) => {
-                self.core.wait_for_background().await;
-                self.core.commit_now().await?;
+                self.core.sync_all().await?;
                 Ok(Some(self.get_file_info(handle).await?))
             }
             None => {
-                self.core.wait_for_background().await;
-                self.core.commit_now().await?;
+                self.core.sync_all().await?;
                 Ok(None)
             }
         }

@@ -23,7 +23,7 @@ use std::cmp::Ordering;
 
 use zeroize::Zeroizing;
 
-use crate::mount::core::{Attributes, DirEntry};
+use crate::vfs::{Attributes, DirEntry};
 
 /// Escape: the character after it is taken literally.
 pub const ESCAPE: char = '\u{F000}';
@@ -335,7 +335,7 @@ mod tests {
         let now = std::time::SystemTime::now();
         DirEntry {
             name: Zeroizing::new(name.to_owned()),
-            attributes: Attributes { ino, kind: crate::mount::core::NodeType::File, size: 0, mtime: now, ctime: now },
+            attributes: Attributes { ino, kind: crate::vfs::NodeType::File, size: 0, mtime: now, ctime: now },
         }
     }
 

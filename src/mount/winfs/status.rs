@@ -3,7 +3,7 @@
 //! Windows' (ntstatus.h); they are spelled out here so that this mapping compiles and is tested on every
 //! system.
 
-use crate::mount::error::FsError;
+use crate::format::FsError;
 
 use super::names::NameError;
 

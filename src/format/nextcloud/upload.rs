@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::content::Content;
+use crate::content::Content;
 use crate::crypto::file_cipher::{encrypt_stream_with, SealedFile};
 use crate::crypto::gcm::TAG_LEN;
 use crate::crypto::{FileKey, Nonce};

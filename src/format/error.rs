@@ -1,12 +1,9 @@
 //! Errors of the file-system engine, in its own terms: what went wrong, not which errno or NTSTATUS a
 //! platform reports for it. Each adapter maps [`FsError`] to its platform's codes (the FUSE adapter:
-//! `to_errno` in src/mount/fuse.rs); how vault, remote and local I/O errors become engine errors is decided
-//! here, once.
+//! `to_errno` in src/mount/fuse.rs); storage errors and local I/O errors become engine errors here, once,
+//! and each format maps its own errors in its module ([`super::nextcloud`], [`super::cryptomator`]).
 
-use crate::crypto::file_cipher::FileCipherError;
-use crate::cryptomator::CryptomatorError;
 use crate::storage::RemoteErrorKind;
-use crate::vault::VaultError;
 
 /// Why a file-system operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -86,51 +83,6 @@ impl FsError {
         }
     }
 
-    /// The engine error for a Cryptomator vault error: failed authentication and malformed structures are
-    /// [`FsError::Tampered`], the store's kinds their counterparts, the namespace errors theirs.
-    pub fn from_cryptomator(error: &CryptomatorError) -> Self {
-        match error {
-            CryptomatorError::Remote(remote) => Self::from_remote_kind(remote.kind()),
-            CryptomatorError::Tampered { .. } | CryptomatorError::Malformed { .. } => Self::Tampered,
-            CryptomatorError::NotFound(_) => Self::NotFound,
-            CryptomatorError::Exists(_) => Self::Exists,
-            CryptomatorError::NotADirectory(_) => Self::NotADirectory,
-            CryptomatorError::IsADirectory(_) => Self::IsADirectory,
-            CryptomatorError::NotEmpty(_) => Self::NotEmpty,
-            CryptomatorError::IntoItself(_) | CryptomatorError::InvalidName(_) => Self::InvalidArgument,
-            CryptomatorError::Unsupported { .. } => Self::NotSupported,
-            CryptomatorError::Changed { .. }
-            | CryptomatorError::WrongPassphrase { .. }
-            | CryptomatorError::NoVault(_)
-            | CryptomatorError::VaultExists(_) => Self::Io,
-        }
-    }
-
-    /// The engine error for a vault error: tampering and untrusted keys are [`FsError::Tampered`], the
-    /// remote's kinds their counterparts, the namespace errors theirs.
-    pub fn from_vault(error: &VaultError) -> Self {
-        match error {
-            VaultError::Remote(remote) => Self::from_remote_kind(remote.kind()),
-            // A local failure while storing decrypted content (e.g. a full disk under the spill file).
-            VaultError::Content { source: FileCipherError::Io(io), .. } => Self::from_io(io),
-            VaultError::Metadata { .. } | VaultError::Content { .. } | VaultError::MissingBlob(_) => Self::Tampered,
-            VaultError::Trust(_) | VaultError::NoMetadata(_) | VaultError::NotEncrypted => Self::Tampered,
-            // A membership change nobody trusted signed, or a broken audit trail: refuse like tampering.
-            VaultError::UnauthorisedMembershipChange { .. } | VaultError::Audit { .. } => Self::Tampered,
-            VaultError::NoKeys(_) | VaultError::NotTopFolder => Self::InvalidArgument,
-            VaultError::NotFound => Self::NotFound,
-            VaultError::NotAFolder => Self::NotADirectory,
-            VaultError::IsAFolder => Self::IsADirectory,
-            VaultError::Exists => Self::Exists,
-            VaultError::NotEmpty => Self::NotEmpty,
-            VaultError::InvalidName => Self::InvalidArgument,
-            VaultError::CrossTree => Self::CrossDevice,
-            VaultError::IntoItself => Self::InvalidArgument,
-            VaultError::Unsupported(_) => Self::NotSupported,
-            VaultError::Busy(_) => Self::Busy,
-        }
-    }
-
     /// The engine error for a local I/O error (spill file): a full disk or a too large file as such, else
     /// [`FsError::Io`] (e.g. a spill block that failed authentication).
     pub fn from_io(error: &std::io::Error) -> Self {
@@ -160,16 +112,5 @@ mod tests {
         assert_eq!(FsError::from_io(&big), FsError::FileTooBig);
         let other = std::io::Error::other("a spill block failed authentication");
         assert_eq!(FsError::from_io(&other), FsError::Io);
-    }
-
-    #[test]
-    fn vault_errors_map_by_kind_not_by_status() {
-        use crate::storage::RemoteError;
-        let remote = |status| FsError::from_vault(&VaultError::Remote(RemoteError::http_status("PUT /x", status, "")));
-        assert_eq!(remote(507), FsError::NoSpace);
-        assert_eq!(remote(403), FsError::AccessDenied);
-        assert_eq!(remote(423), FsError::Busy);
-        assert_eq!(remote(503), FsError::Unreachable);
-        assert_eq!(FsError::from_vault(&VaultError::MissingBlob("x".into())), FsError::Tampered);
     }
 }

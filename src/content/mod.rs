@@ -1,8 +1,8 @@
-//! The plaintext of one file at the mount: in RAM ([`PlainBuffer`], src/mount/content/buffer.rs), or above
-//! the spill threshold in a [`SpillFile`] (src/mount/content/spill.rs): an anonymous temporary file that
+//! The plaintext of one file at the mount: in RAM ([`PlainBuffer`], src/content/buffer.rs), or above
+//! the spill threshold in a [`SpillFile`] (src/content/spill.rs): an anonymous temporary file that
 //! holds only AES-256-GCM ciphertext under a random per-mount key kept in locked RAM. Once the process is
 //! gone the spill file no longer exists, and while it runs its blocks are unreadable without that key.
-//! [`ContentSink`] (src/mount/content/sink.rs) receives a download's plaintext.
+//! [`ContentSink`] (src/content/sink.rs) receives a download's plaintext.
 
 mod buffer;
 mod sink;

@@ -1,7 +1,7 @@
 //! Conflicted copies: the name under which a version that lost a race is kept, and this device's name in
 //! it.
 
-use super::*;
+use std::time::SystemTime;
 
 /// This machine's host name, the default device name in conflicted copies.
 pub fn default_device_name() -> String {
@@ -48,6 +48,7 @@ pub fn conflict_name(name: &str, device: &str, when: SystemTime, taken: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn conflict_names_keep_the_extension_fit_255_bytes_and_count_up() {

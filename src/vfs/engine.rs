@@ -1,21 +1,111 @@
-//! The seam between a platform's adapter (FUSE, the travel session) and a vault format's file-system
-//! engine: the operations the kernel asks for and the ones the session needs (status, idle time, upload
-//! everything, wipe). The Nextcloud format's engine is [`Core`] (batches under a server lock, whole-file
-//! blobs); the Cryptomator format's is [`crate::mount::cryptomator::CryptomatorFs`] (changes applied at
-//! once, content read by chunks). Both keep the same promises: content authenticated before use, clear
-//! text in RAM or the encrypted spill only, and everything wiped at the end.
+//! The seam between the platform adapters (FUSE, the Windows layer, the mount sessions) and the engine: the
+//! operations a kernel asks for and the ones a session needs (status, idle time, upload everything, wipe),
+//! and their vocabulary. [`super::Vfs`] is the one engine; it implements [`Engine`] for every format.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::core::{Attributes, Core, CoreStatus, DirEntry, OpenMode, Opened};
-use super::error::FsError;
-use crate::storage::E2eeApi;
+use zeroize::Zeroizing;
+
+use super::Vfs;
+use crate::format::{Format, FsError};
+
+/// The root inode.
+pub const ROOT_INO: u64 = 1;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeType {
+    /// A folder.
+    Directory,
+    /// A regular file.
+    File,
+}
+
+/// Attributes of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Attributes {
+    /// Inode number.
+    pub ino: u64,
+    /// Folder or file.
+    pub kind: NodeType,
+    /// Plaintext size.
+    pub size: u64,
+    /// Last modification of the content (files) or of the entries (folders).
+    pub mtime: SystemTime,
+    /// Last change of the node: content, size, times, name or place (files); entries (folders).
+    pub ctime: SystemTime,
+}
+
+/// A directory entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// The clear name (wiped when dropped).
+    pub name: Zeroizing<String>,
+    /// Its attributes.
+    pub attributes: Attributes,
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    /// Opened for writing.
+    pub write: bool,
+    /// O_TRUNC.
+    pub truncate: bool,
+}
+
+/// An opened file: its handle and whether the kernel may keep its cached pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    /// The file handle.
+    pub fh: u64,
+    /// The content is unchanged since the kernel last cached it (FOPEN_KEEP_CACHE).
+    pub keep_cache: bool,
+}
+
+/// One dirty file or upload error, for `cloakfs status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyFile {
+    /// The file's path inside the mount (shown to the local user only).
+    pub path: String,
+    /// Bytes waiting to be uploaded.
+    pub size: u64,
+    /// The last upload error, if any.
+    pub error: Option<String>,
+}
+
+/// A snapshot for `cloakfs status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VfsStatus {
+    /// Plaintext bytes in the cache (contents and read windows, open files' included).
+    pub cache_bytes: u64,
+    /// Cache budget.
+    pub cache_capacity: u64,
+    /// Cached files.
+    pub cache_entries: usize,
+    /// Files whose content is not yet committed to storage.
+    pub dirty: Vec<DirtyFile>,
+    /// Whether a batch is open (the folder is locked on the server).
+    pub batch_open: bool,
+    /// The last commit error, if the batch is waiting for a retry.
+    pub commit_error: Option<String>,
+    /// Batches committed since the mount started.
+    pub commits: u64,
+    /// Files stored since the mount started.
+    pub uploads: u64,
+    /// Spill files created since the mount started (contents above the spill threshold).
+    pub spill_files: u64,
+    /// Downloads ahead in flight (see [`Vfs::prefetch_after`]).
+    pub fetching_ahead: usize,
+    /// Whether all key material sits in locked memory (false: RLIMIT_MEMLOCK refused; keys may be swapped).
+    pub keys_locked: bool,
+}
 
 /// A file-system engine a platform adapter can mount. Inode numbers are the engine's; the root is
-/// [`super::core::ROOT_INO`]. Every method that may wait for the server returns a `Send` future (the
-/// adapter runs it on the tokio runtime).
+/// [`ROOT_INO`]. Every method that may wait for storage returns a `Send` future (the adapter runs it on the
+/// tokio runtime).
 pub trait Engine: Send + Sync + 'static {
     /// The uid and gid that own every node (the mounting user).
     fn owner(&self) -> (u32, u32);
@@ -71,29 +161,31 @@ pub trait Engine: Send + Sync + 'static {
     fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>>;
     /// Writes `data` at `offset`.
     fn write(&self, ino: u64, offset: u64, data: &[u8]) -> impl Future<Output = Result<u32, FsError>> + Send;
-    /// Close (FUSE flush): the file's changes go to the server (or are queued, per the engine's rule).
+    /// Close (FUSE flush): the file's changes go to storage (or are queued, per the write-behind rule).
     fn close(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send;
     /// Releases handle `fh`.
     fn release(&self, fh: u64);
-    /// fsync: returns when the server has the file.
+    /// fsync: returns when storage has the file.
     fn fsync(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send;
-    /// fsyncdir: returns when the server has every change made so far.
+    /// fsyncdir, and the volume flush on Windows: returns when storage has every change made so far.
     fn sync_all(&self) -> impl Future<Output = Result<(), FsError>> + Send;
     /// The entries of folder `ino`.
     fn readdir(&self, ino: u64) -> impl Future<Output = Result<Vec<DirEntry>, FsError>> + Send;
     /// The parent of `ino` (the root is its own parent).
     fn parent_of(&self, ino: u64) -> u64;
-    /// Starts the engine's background work (commits, retries) on the current runtime.
+    /// Where `ino` is now: its folder and its clear name (an unlinked file: [`FsError::NotFound`]).
+    fn location(&self, ino: u64) -> Result<(u64, Zeroizing<String>), FsError>;
+    /// Starts the engine's background work (commits, write-behind, retries) on the current runtime.
     fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()>;
     /// Counters and dirty files for `cloakfs status`.
-    fn status(&self) -> CoreStatus;
+    fn status(&self) -> VfsStatus;
     /// Time since the last user activity.
     fn idle_for(&self) -> Duration;
     /// Resolves once there was no user activity for `timeout`.
     fn idle_after(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
-    /// Uploads every change; whether everything is on the server.
+    /// Uploads every change; whether everything is in storage.
     fn flush_all(&self) -> impl Future<Output = bool> + Send;
-    /// Drops every change not yet on the server; how many files were dropped.
+    /// Drops every change not yet in storage; how many files were dropped.
     fn discard_dirty(&self) -> impl Future<Output = usize> + Send;
     /// Drops cached clear text of files not in use.
     fn clear_cache(&self);
@@ -101,21 +193,21 @@ pub trait Engine: Send + Sync + 'static {
     fn wipe(&self);
 }
 
-impl<R: E2eeApi + 'static> Engine for Core<R> {
+impl<F: Format> Engine for Vfs<F> {
     fn owner(&self) -> (u32, u32) {
-        Core::owner(self)
+        self.owner
     }
 
     fn log_id(&self) -> u64 {
-        Core::root_file_id(self)
+        self.format.log_id()
     }
 
     fn lookup(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Core::lookup(self, parent, name)
+        Vfs::lookup(self, parent, name)
     }
 
     fn getattr(&self, ino: u64) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Core::getattr(self, ino)
+        Vfs::getattr(self, ino)
     }
 
     fn setattr(
@@ -124,23 +216,23 @@ impl<R: E2eeApi + 'static> Engine for Core<R> {
         size: Option<u64>,
         mtime: Option<SystemTime>,
     ) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Core::setattr(self, ino, size, mtime)
+        Vfs::setattr(self, ino, size, mtime)
     }
 
     fn mknod(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Core::mknod(self, parent, name)
+        Vfs::mknod(self, parent, name)
     }
 
     fn mkdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Core::mkdir(self, parent, name)
+        Vfs::mkdir(self, parent, name)
     }
 
     fn unlink(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send {
-        Core::unlink(self, parent, name)
+        Vfs::unlink(self, parent, name)
     }
 
     fn rmdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send {
-        Core::rmdir(self, parent, name)
+        Vfs::rmdir(self, parent, name)
     }
 
     fn rename(
@@ -151,7 +243,7 @@ impl<R: E2eeApi + 'static> Engine for Core<R> {
         new_name: &str,
         no_replace: bool,
     ) -> impl Future<Output = Result<(), FsError>> + Send {
-        Core::rename(self, parent, name, new_parent, new_name, no_replace)
+        Vfs::rename(self, parent, name, new_parent, new_name, no_replace)
     }
 
     fn create(
@@ -161,11 +253,11 @@ impl<R: E2eeApi + 'static> Engine for Core<R> {
         mode: OpenMode,
         exclusive: bool,
     ) -> impl Future<Output = Result<(Attributes, Opened), FsError>> + Send {
-        Core::create(self, parent, name, mode, exclusive)
+        Vfs::create(self, parent, name, mode, exclusive)
     }
 
     async fn open(self: Arc<Self>, ino: u64, mode: OpenMode) -> Result<Opened, FsError> {
-        Core::open(&self, ino, mode).await
+        Vfs::open(&self, ino, mode).await
     }
 
     fn read_with<T: Send>(
@@ -175,71 +267,74 @@ impl<R: E2eeApi + 'static> Engine for Core<R> {
         size: u32,
         use_bytes: impl FnOnce(&[u8]) -> T + Send,
     ) -> impl Future<Output = Result<T, FsError>> + Send {
-        Core::read_with(self, ino, offset, size, use_bytes)
+        Vfs::read_with(self, ino, offset, size, use_bytes)
     }
 
     fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
-        Core::write_loaded(self, ino, offset, data)
+        Vfs::write_loaded(self, ino, offset, data)
     }
 
     fn write(&self, ino: u64, offset: u64, data: &[u8]) -> impl Future<Output = Result<u32, FsError>> + Send {
-        Core::write(self, ino, offset, data)
+        Vfs::write(self, ino, offset, data)
     }
 
     fn close(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send {
-        Core::close(self, ino)
+        Vfs::close(self, ino)
     }
 
     fn release(&self, fh: u64) {
-        Core::release(self, fh)
+        Vfs::release(self, fh)
     }
 
     fn fsync(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send {
-        Core::fsync(self, ino)
+        Vfs::fsync(self, ino)
     }
 
-    async fn sync_all(&self) -> Result<(), FsError> {
-        self.wait_for_background().await;
-        self.commit_now().await
+    fn sync_all(&self) -> impl Future<Output = Result<(), FsError>> + Send {
+        Vfs::sync_all(self)
     }
 
     fn readdir(&self, ino: u64) -> impl Future<Output = Result<Vec<DirEntry>, FsError>> + Send {
-        Core::readdir(self, ino)
+        Vfs::readdir(self, ino)
     }
 
     fn parent_of(&self, ino: u64) -> u64 {
-        Core::parent_of(self, ino)
+        Vfs::parent_of(self, ino)
+    }
+
+    fn location(&self, ino: u64) -> Result<(u64, Zeroizing<String>), FsError> {
+        Vfs::location(self, ino)
     }
 
     fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        Core::spawn_ticker(&self)
+        Vfs::spawn_ticker(&self)
     }
 
-    fn status(&self) -> CoreStatus {
-        Core::status(self)
+    fn status(&self) -> VfsStatus {
+        Vfs::status(self)
     }
 
     fn idle_for(&self) -> Duration {
-        Core::idle_for(self)
+        Vfs::idle_for(self)
     }
 
     fn idle_after(&self, timeout: Duration) -> impl Future<Output = ()> + Send {
-        Core::idle_after(self, timeout)
+        Vfs::idle_after(self, timeout)
     }
 
     fn flush_all(&self) -> impl Future<Output = bool> + Send {
-        Core::flush_all(self)
+        Vfs::flush_all(self)
     }
 
     fn discard_dirty(&self) -> impl Future<Output = usize> + Send {
-        Core::discard_dirty(self)
+        Vfs::discard_dirty(self)
     }
 
     fn clear_cache(&self) {
-        Core::clear_cache(self)
+        Vfs::clear_cache(self)
     }
 
     fn wipe(&self) {
-        Core::wipe(self)
+        Vfs::wipe(self)
     }
 }

@@ -1,7 +1,10 @@
 //! Per-key async locks: one download per blob and one upload per file at a time, without a lock per
 //! key kept forever (a key's entry is dropped when nobody holds or waits for it).
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 
 /// Per-key async mutexes (one download per blob, one upload per file at a time).
 pub(crate) struct KeyedLocks<K>(Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>);
