@@ -201,6 +201,79 @@ pub enum AnyStore {
     Sftp(std::sync::Arc<sftp::SftpStore>),
 }
 
+/// Implements [`Store`] for `$type` by handing every call, with its capabilities, to the store that
+/// `$dispatch!(self, store => call)` picks (a wrapper's field, an enum's variant).
+macro_rules! forward_store {
+    ($type:ty, $dispatch:ident) => {
+        impl $crate::storage::Store for $type {
+            fn describe(&self) -> String {
+                $dispatch!(self, store => store.describe())
+            }
+            async fn list(&self, path: &[String]) -> Result<Vec<$crate::storage::StoreEntry>, $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.list(path).await)
+            }
+            async fn stat(&self, path: &[String]) -> Result<$crate::storage::StoreEntry, $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.stat(path).await)
+            }
+            async fn read(&self, path: &[String], range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.read(path, range).await)
+            }
+            async fn read_each(
+                &self,
+                path: &[String],
+                on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
+            ) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.read_each(path, on_piece).await)
+            }
+            async fn write(
+                &self,
+                path: &[String],
+                body: bytes::Bytes,
+                condition: $crate::storage::WriteCondition,
+            ) -> Result<Option<String>, $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.write(path, body, condition).await)
+            }
+            async fn write_streamed(
+                &self,
+                path: &[String],
+                length: u64,
+                body: &(dyn Fn() -> $crate::storage::BodyStream + Send + Sync),
+                condition: $crate::storage::WriteCondition,
+            ) -> Result<Option<String>, $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.write_streamed(path, length, body, condition).await)
+            }
+            async fn make_dir(&self, path: &[String]) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.make_dir(path).await)
+            }
+            async fn make_dir_if_missing(&self, path: &[String]) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.make_dir_if_missing(path).await)
+            }
+            async fn create_small(&self, path: &[String], body: bytes::Bytes) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.create_small(path, body).await)
+            }
+            async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.rename(from, to, overwrite).await)
+            }
+            async fn remove(&self, path: &[String]) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.remove(path).await)
+            }
+            async fn remove_file(&self, path: &[String]) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.remove_file(path).await)
+            }
+            async fn remove_emptied_dir(&self, path: &[String]) -> Result<(), $crate::storage::RemoteError> {
+                $dispatch!(self, store => store.remove_emptied_dir(path).await)
+            }
+            fn versions_from_writes(&self) -> bool {
+                $dispatch!(self, store => store.versions_from_writes())
+            }
+            fn renames_keep_versions(&self) -> bool {
+                $dispatch!(self, store => store.renames_keep_versions())
+            }
+        }
+    };
+}
+pub(crate) use forward_store;
+
 macro_rules! each_store {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
@@ -211,86 +284,7 @@ macro_rules! each_store {
     };
 }
 
-impl Store for AnyStore {
-    fn describe(&self) -> String {
-        each_store!(self, store => store.describe())
-    }
-
-    async fn list(&self, path: &[String]) -> Result<Vec<StoreEntry>, RemoteError> {
-        each_store!(self, store => store.list(path).await)
-    }
-
-    async fn stat(&self, path: &[String]) -> Result<StoreEntry, RemoteError> {
-        each_store!(self, store => store.stat(path).await)
-    }
-
-    async fn read(&self, path: &[String], range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, RemoteError> {
-        each_store!(self, store => store.read(path, range).await)
-    }
-
-    async fn read_each(
-        &self,
-        path: &[String],
-        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
-    ) -> Result<(), RemoteError> {
-        each_store!(self, store => store.read_each(path, on_piece).await)
-    }
-
-    async fn write(
-        &self,
-        path: &[String],
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<Option<String>, RemoteError> {
-        each_store!(self, store => store.write(path, body, condition).await)
-    }
-
-    async fn write_streamed(
-        &self,
-        path: &[String],
-        length: u64,
-        body: &(dyn Fn() -> BodyStream + Send + Sync),
-        condition: WriteCondition,
-    ) -> Result<Option<String>, RemoteError> {
-        each_store!(self, store => store.write_streamed(path, length, body, condition).await)
-    }
-
-    async fn make_dir(&self, path: &[String]) -> Result<(), RemoteError> {
-        each_store!(self, store => store.make_dir(path).await)
-    }
-
-    async fn make_dir_if_missing(&self, path: &[String]) -> Result<(), RemoteError> {
-        each_store!(self, store => store.make_dir_if_missing(path).await)
-    }
-
-    async fn create_small(&self, path: &[String], body: Bytes) -> Result<(), RemoteError> {
-        each_store!(self, store => store.create_small(path, body).await)
-    }
-
-    async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), RemoteError> {
-        each_store!(self, store => store.rename(from, to, overwrite).await)
-    }
-
-    async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
-        each_store!(self, store => store.remove(path).await)
-    }
-
-    async fn remove_file(&self, path: &[String]) -> Result<(), RemoteError> {
-        each_store!(self, store => store.remove_file(path).await)
-    }
-
-    async fn remove_emptied_dir(&self, path: &[String]) -> Result<(), RemoteError> {
-        each_store!(self, store => store.remove_emptied_dir(path).await)
-    }
-
-    fn versions_from_writes(&self) -> bool {
-        each_store!(self, store => store.versions_from_writes())
-    }
-
-    fn renames_keep_versions(&self) -> bool {
-        each_store!(self, store => store.renames_keep_versions())
-    }
-}
+forward_store!(AnyStore, each_store);
 
 /// A whole file from `store`, reporting the bytes received so far to `progress` (for progress bars).
 pub async fn read_reporting<S: Store>(

@@ -193,67 +193,53 @@ pub trait Engine: Send + Sync + 'static {
     fn wipe(&self);
 }
 
+/// Each operation of the trait is the engine's inherent method of the same name.
+macro_rules! forward {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&self, $($arg: $ty),*) -> $ret {
+            Vfs::$name(self, $($arg),*)
+        })*
+    };
+}
+
 impl<F: Format> Engine for Vfs<F> {
+    forward! {
+        lookup(parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        getattr(ino: u64) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        setattr(ino: u64, size: Option<u64>, mtime: Option<SystemTime>)
+            -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        mknod(parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        mkdir(parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        unlink(parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
+        rmdir(parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
+        rename(parent: u64, name: &str, new_parent: u64, new_name: &str, no_replace: bool)
+            -> impl Future<Output = Result<(), FsError>> + Send;
+        create(parent: u64, name: &str, mode: OpenMode, exclusive: bool)
+            -> impl Future<Output = Result<(Attributes, Opened), FsError>> + Send;
+        write_loaded(ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>>;
+        write(ino: u64, offset: u64, data: &[u8]) -> impl Future<Output = Result<u32, FsError>> + Send;
+        close(ino: u64) -> impl Future<Output = Result<(), FsError>> + Send;
+        release(fh: u64) -> ();
+        fsync(ino: u64) -> impl Future<Output = Result<(), FsError>> + Send;
+        sync_all() -> impl Future<Output = Result<(), FsError>> + Send;
+        readdir(ino: u64) -> impl Future<Output = Result<Vec<DirEntry>, FsError>> + Send;
+        parent_of(ino: u64) -> u64;
+        location(ino: u64) -> Result<(u64, Zeroizing<String>), FsError>;
+        status() -> VfsStatus;
+        idle_for() -> Duration;
+        idle_after(timeout: Duration) -> impl Future<Output = ()> + Send;
+        flush_all() -> impl Future<Output = bool> + Send;
+        discard_dirty() -> impl Future<Output = usize> + Send;
+        clear_cache() -> ();
+        wipe() -> ();
+    }
+
     fn owner(&self) -> (u32, u32) {
         self.owner
     }
 
     fn log_id(&self) -> u64 {
         self.format.log_id()
-    }
-
-    fn lookup(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Vfs::lookup(self, parent, name)
-    }
-
-    fn getattr(&self, ino: u64) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Vfs::getattr(self, ino)
-    }
-
-    fn setattr(
-        &self,
-        ino: u64,
-        size: Option<u64>,
-        mtime: Option<SystemTime>,
-    ) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Vfs::setattr(self, ino, size, mtime)
-    }
-
-    fn mknod(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Vfs::mknod(self, parent, name)
-    }
-
-    fn mkdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send {
-        Vfs::mkdir(self, parent, name)
-    }
-
-    fn unlink(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::unlink(self, parent, name)
-    }
-
-    fn rmdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::rmdir(self, parent, name)
-    }
-
-    fn rename(
-        &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
-        no_replace: bool,
-    ) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::rename(self, parent, name, new_parent, new_name, no_replace)
-    }
-
-    fn create(
-        &self,
-        parent: u64,
-        name: &str,
-        mode: OpenMode,
-        exclusive: bool,
-    ) -> impl Future<Output = Result<(Attributes, Opened), FsError>> + Send {
-        Vfs::create(self, parent, name, mode, exclusive)
     }
 
     async fn open(self: Arc<Self>, ino: u64, mode: OpenMode) -> Result<Opened, FsError> {
@@ -270,71 +256,7 @@ impl<F: Format> Engine for Vfs<F> {
         Vfs::read_with(self, ino, offset, size, use_bytes)
     }
 
-    fn write_loaded(&self, ino: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
-        Vfs::write_loaded(self, ino, offset, data)
-    }
-
-    fn write(&self, ino: u64, offset: u64, data: &[u8]) -> impl Future<Output = Result<u32, FsError>> + Send {
-        Vfs::write(self, ino, offset, data)
-    }
-
-    fn close(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::close(self, ino)
-    }
-
-    fn release(&self, fh: u64) {
-        Vfs::release(self, fh)
-    }
-
-    fn fsync(&self, ino: u64) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::fsync(self, ino)
-    }
-
-    fn sync_all(&self) -> impl Future<Output = Result<(), FsError>> + Send {
-        Vfs::sync_all(self)
-    }
-
-    fn readdir(&self, ino: u64) -> impl Future<Output = Result<Vec<DirEntry>, FsError>> + Send {
-        Vfs::readdir(self, ino)
-    }
-
-    fn parent_of(&self, ino: u64) -> u64 {
-        Vfs::parent_of(self, ino)
-    }
-
-    fn location(&self, ino: u64) -> Result<(u64, Zeroizing<String>), FsError> {
-        Vfs::location(self, ino)
-    }
-
     fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         Vfs::spawn_ticker(&self)
-    }
-
-    fn status(&self) -> VfsStatus {
-        Vfs::status(self)
-    }
-
-    fn idle_for(&self) -> Duration {
-        Vfs::idle_for(self)
-    }
-
-    fn idle_after(&self, timeout: Duration) -> impl Future<Output = ()> + Send {
-        Vfs::idle_after(self, timeout)
-    }
-
-    fn flush_all(&self) -> impl Future<Output = bool> + Send {
-        Vfs::flush_all(self)
-    }
-
-    fn discard_dirty(&self) -> impl Future<Output = usize> + Send {
-        Vfs::discard_dirty(self)
-    }
-
-    fn clear_cache(&self) {
-        Vfs::clear_cache(self)
-    }
-
-    fn wipe(&self) {
-        Vfs::wipe(self)
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::nodes::{Dir, File, Kind, Listed, Name, State, IN_FLIGHT};
+use super::nodes::{Kind, Listed, Name, State, IN_FLIGHT};
 use crate::format::{Format, FsError, ListedEntry, Listing, Stored};
 
 /// When a listing was started: the time, and the folder's [`Dir::generation`] of local changes and count of
@@ -54,11 +54,7 @@ pub(super) fn merge<F: Format>(
         if let Some(child) = existing {
             state.detach(child);
         }
-        let kind = match entry.stored {
-            Stored::File(stored) => Kind::File(Box::new(File::stored(stored, entry.size, entry.modified))),
-            Stored::Folder(stored) => Kind::Dir(Box::new(Dir::stored(stored, entry.modified))),
-        };
-        state.allocate(ino, &name.0, kind);
+        state.allocate(ino, &name.0, Kind::listed(entry));
     }
     let gone: Vec<u64> = state
         .dir(ino)?
@@ -158,6 +154,7 @@ fn apply<F: Format>(state: &mut State<F>, child: u64, entry: &ListedEntry<F>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::nodes::File;
     use crate::vfs::test_format::{listing, TestFormat};
     use crate::vfs::ROOT_INO;
 

@@ -113,11 +113,7 @@ impl<F: Format> Vfs<F> {
             let mut state = self.state();
             let seen = state.file(ino)?.content_id();
             if seen.is_none() {
-                let theirs = state.take_theirs(ino);
-                state.detach(ino);
-                if let Some(theirs) = theirs {
-                    state.show_theirs(parent, name, theirs);
-                }
+                state.detach_showing_theirs(parent, name, ino);
                 Self::note_change(&mut state);
                 return Ok(());
             }
@@ -203,11 +199,7 @@ impl<F: Format> Vfs<F> {
         if self.state().local_only(ino) {
             // Never created in storage: nothing to remove there.
             let mut state = self.state();
-            let theirs = state.take_theirs(ino);
-            state.detach(ino);
-            if let Some(theirs) = theirs {
-                state.show_theirs(parent, name, theirs);
-            }
+            state.detach_showing_theirs(parent, name, ino);
             Self::note_change(&mut state);
             return Ok(());
         }

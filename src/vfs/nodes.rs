@@ -191,6 +191,16 @@ pub(super) enum Kind<F: Format> {
     File(Box<File<F>>),
 }
 
+impl<F: Format> Kind<F> {
+    /// A node for a listed entry, as storage has it.
+    pub(super) fn listed(entry: ListedEntry<F>) -> Self {
+        match entry.stored {
+            Stored::File(stored) => Self::File(Box::new(File::stored(stored, entry.size, entry.modified))),
+            Stored::Folder(stored) => Self::Dir(Box::new(Dir::stored(stored, entry.modified))),
+        }
+    }
+}
+
 pub(super) struct Node<F: Format> {
     pub(super) parent: u64,
     pub(super) name: Name,
@@ -372,11 +382,17 @@ impl<F: Format> State<F> {
             tracing::warn!("another writer's version lost its name to a change made here");
             return;
         }
-        let kind = match theirs.stored {
-            Stored::File(stored) => Kind::File(Box::new(File::stored(stored, theirs.size, theirs.modified))),
-            Stored::Folder(stored) => Kind::Dir(Box::new(Dir::stored(stored, theirs.modified))),
-        };
-        self.allocate(parent, name, kind);
+        self.allocate(parent, name, Kind::listed(theirs));
+    }
+
+    /// Detaches node `ino` (`name` in folder `parent`); the other writer's version it hid, if any, takes the
+    /// name.
+    pub(super) fn detach_showing_theirs(&mut self, parent: u64, name: &str, ino: u64) {
+        let theirs = self.take_theirs(ino);
+        self.detach(ino);
+        if let Some(theirs) = theirs {
+            self.show_theirs(parent, name, theirs);
+        }
     }
 
     /// Detaches `ino` from its parent's index; a file open elsewhere stays until its last release.

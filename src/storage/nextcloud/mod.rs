@@ -12,30 +12,12 @@ pub mod sharing;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use reqwest::Url;
 use zeroize::Zeroizing;
 
-use super::webdav::propfind::PropfindEntry;
+use super::webdav::propfind::{PropfindEntry, PROPFIND_REQUEST_BODY};
 use super::webdav::{DavClient, DavStore};
-use super::{BodyStream, RemoteError, Store, StoreEntry, WriteCondition};
-
-/// The properties every PROPFIND of a Nextcloud server asks for.
-pub const PROPFIND_REQUEST_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">
-  <d:prop>
-    <d:resourcetype/>
-    <d:getetag/>
-    <d:getcontentlength/>
-    <d:getlastmodified/>
-    <oc:fileid/>
-    <oc:size/>
-    <nc:is-encrypted/>
-    <nc:e2ee-is-encrypted/>
-    <nc:e2ee-metadata/>
-    <nc:e2ee-metadata-signature/>
-  </d:prop>
-</d:propfind>"#;
+use super::{RemoteError, Store};
 
 /// Headers of every WebDAV request to Nextcloud (the end-to-end encryption app answers encrypted folders
 /// only to clients that say they support it).
@@ -263,62 +245,15 @@ impl NextcloudClient {
     }
 }
 
-impl Store for NextcloudClient {
-    fn describe(&self) -> String {
-        self.files.describe()
-    }
-
-    async fn list(&self, path: &[String]) -> Result<Vec<StoreEntry>, RemoteError> {
-        self.files.list(path).await
-    }
-
-    async fn stat(&self, path: &[String]) -> Result<StoreEntry, RemoteError> {
-        self.files.stat(path).await
-    }
-
-    async fn read(&self, path: &[String], range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>, RemoteError> {
-        self.files.read(path, range).await
-    }
-
-    async fn read_each(
-        &self,
-        path: &[String],
-        on_piece: &mut (dyn FnMut(&[u8]) -> bool + Send),
-    ) -> Result<(), RemoteError> {
-        self.files.read_each(path, on_piece).await
-    }
-
-    async fn write(
-        &self,
-        path: &[String],
-        body: Bytes,
-        condition: WriteCondition,
-    ) -> Result<Option<String>, RemoteError> {
-        self.files.write(path, body, condition).await
-    }
-
-    async fn write_streamed(
-        &self,
-        path: &[String],
-        length: u64,
-        body: &(dyn Fn() -> BodyStream + Send + Sync),
-        condition: WriteCondition,
-    ) -> Result<Option<String>, RemoteError> {
-        self.files.write_streamed(path, length, body, condition).await
-    }
-
-    async fn make_dir(&self, path: &[String]) -> Result<(), RemoteError> {
-        self.files.make_dir(path).await
-    }
-
-    async fn rename(&self, from: &[String], to: &[String], overwrite: bool) -> Result<(), RemoteError> {
-        self.files.rename(from, to, overwrite).await
-    }
-
-    async fn remove(&self, path: &[String]) -> Result<(), RemoteError> {
-        self.files.remove(path).await
-    }
+/// The user's files.
+macro_rules! files {
+    ($self:ident, $store:ident => $call:expr) => {{
+        let $store = &$self.files;
+        $call
+    }};
 }
+
+super::forward_store!(NextcloudClient, files);
 
 impl E2eeApi for NextcloudClient {
     fn under_lock(&self, token: &LockToken) -> Self {

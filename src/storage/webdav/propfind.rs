@@ -16,7 +16,12 @@ pub const OC_NS: &str = "http://owncloud.org/ns";
 /// Nextcloud's namespace (`nc:`), used for the end-to-end encryption properties.
 pub const NC_NS: &str = "http://nextcloud.org/ns";
 
-/// The properties cloakfs asks for in every PROPFIND.
+/// The properties a listing of any WebDAV server asks for.
+pub const PLAIN_PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<d:propfind xmlns:d="DAV:"><d:prop><d:resourcetype/><d:getetag/><d:getcontentlength/><d:getlastmodified/></d:prop></d:propfind>"#;
+
+/// The properties cloakfs asks a Nextcloud server for in every PROPFIND (its file ids and end-to-end
+/// encryption properties too).
 pub const PROPFIND_REQUEST_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">
   <d:prop>

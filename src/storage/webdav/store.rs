@@ -10,13 +10,9 @@ use reqwest::Url;
 use zeroize::Zeroizing;
 
 use super::client::{body_of, name, DavClient};
-use super::propfind::PropfindEntry;
+use super::propfind::{PropfindEntry, PLAIN_PROPFIND_BODY};
 use crate::storage::http::http_client;
 use crate::storage::{BodyStream, RemoteError, RemoteErrorKind, Store, StoreEntry, WriteCondition};
-
-/// The properties a listing asks for.
-const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<d:propfind xmlns:d="DAV:"><d:prop><d:resourcetype/><d:getetag/><d:getcontentlength/><d:getlastmodified/></d:prop></d:propfind>"#;
 
 /// How to reach a vault over WebDAV.
 #[derive(Clone)]
@@ -60,7 +56,8 @@ impl DavStore {
             ));
         }
         let http = http_client(&mut config.url, config.allow_insecure_http, config.timeout, false)?;
-        let client = DavClient::new(http, config.url, config.user, config.password, config.timeout, &[], PROPFIND_BODY);
+        let client =
+            DavClient::new(http, config.url, config.user, config.password, config.timeout, &[], PLAIN_PROPFIND_BODY);
         Ok(Self { client, honours_conditions: Default::default() })
     }
 
