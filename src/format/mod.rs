@@ -194,7 +194,7 @@ pub trait Format: Send + Sync + Sized + 'static {
         offset: u64,
         len: usize,
     ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, FsError>> + Send;
-    /// Clear bytes a reader holds.
+    /// Bytes a reader holds (its clear text, and ciphertext it is fetching ahead): what it costs the cache.
     fn reader_bytes(reader: &Self::Reader) -> u64;
 
     /// Opens a batch on the mount root, whose listing the engine has as `root` (batching formats only).

@@ -411,7 +411,8 @@ impl<F: Format> Vfs<F> {
             let quiet = !self.batches()
                 || state.last_change.elapsed() >= self.options.commit_delay
                 || state.pending_since.is_some_and(|since| since.elapsed() >= self.options.max_batch_age)
-                || state.queued_bytes() >= DUE_QUEUED_BYTES;
+                || state.queued_bytes() >= DUE_QUEUED_BYTES
+                || state.queued.len() >= super::MAX_QUEUED_UPLOADS;
             waited && pending && quiet && state.work_ready()
         };
         if due {
@@ -419,6 +420,8 @@ impl<F: Format> Vfs<F> {
                 tracing::warn!(%error, "background commit failed; will retry");
             }
         }
+        // Closes waiting for room in the queue look again (stored files left it, or a store failed).
+        self.room.notify_waiters();
         let retry = {
             let mut state = self.state();
             match state.retry_files_at {

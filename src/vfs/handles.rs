@@ -5,7 +5,7 @@ use super::{Format, FsError, Vfs, MAX_BACKGROUND_UPLOADS, MAX_QUEUED_UPLOADS};
 
 impl<F: Format> Vfs<F> {
     /// Whether a closed file of `size` bytes may wait for the next commit cycle to be stored (write-behind):
-    /// it is small, storage answers, no store or commit failed since, and the queue has room.
+    /// it is small, storage answers, and no store or commit failed since.
     fn may_write_behind(&self, size: u64) -> bool {
         if size > self.options.write_behind || self.offline() {
             return false;
@@ -14,7 +14,35 @@ impl<F: Format> Vfs<F> {
         state.retry_files_at.is_none()
             && state.commit_error.is_none()
             && state.batch.as_ref().is_none_or(|batch| batch.retry_at.is_none())
-            && state.queued.len() + self.stores_running() < MAX_QUEUED_UPLOADS
+    }
+
+    /// Whether [`MAX_QUEUED_UPLOADS`] files are queued or being stored.
+    pub(super) fn queue_full(&self) -> bool {
+        self.state().queued.len() + self.stores_running() >= MAX_QUEUED_UPLOADS
+    }
+
+    /// Waits while the write-behind queue is full (the background work commits at once then, and each round
+    /// of it wakes the waiters); returns whether the file of `size` bytes may still be queued (else it is
+    /// to be stored before close returns: a store failed meanwhile).
+    async fn wait_for_queue_room(&self, size: u64) -> bool {
+        let mut logged = false;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.may_write_behind(size) {
+                return false;
+            }
+            if !self.queue_full() {
+                return true;
+            }
+            if !logged {
+                tracing::debug!("write-behind queue full; waiting for room");
+                logged = true;
+            }
+            self.wake.notify_one();
+            room.await;
+        }
     }
 
     /// Stores of a commit cycle running now.
@@ -38,7 +66,7 @@ impl<F: Format> Vfs<F> {
         if !dirty || unlinked {
             return Ok(());
         }
-        if !self.may_write_behind(size) {
+        if !self.may_write_behind(size) || !self.wait_for_queue_room(size).await {
             return self.write_back(ino).await;
         }
         if self.batches() {

@@ -58,9 +58,9 @@ use crate::format::{Capabilities, Format, FsError};
 /// request, 32 at a time store 320 small files a second).
 pub const MAX_BACKGROUND_UPLOADS: usize = 32;
 
-/// Closed files queued for write-behind beyond which a close waits for its own store: the queue is bounded,
-/// so a program writing faster than the link is slowed down, not given an ever longer list of files that
-/// are not in storage yet.
+/// Closed files queued for write-behind (or being stored) beyond which a close waits until the background
+/// work has made room: the queue is bounded, so a program writing faster than the link is slowed down, not
+/// given an ever longer list of files that are not in storage yet.
 pub const MAX_QUEUED_UPLOADS: usize = 256;
 
 /// Files up to this size are fetched whole when opened (also with a format that reads by ranges) and
@@ -151,8 +151,11 @@ pub struct Vfs<F: Format> {
     /// Counts cache clears (changed under the cache's mutex): a download ahead that started before one does
     /// not refill the cache.
     cache_generation: std::sync::atomic::AtomicU64,
-    /// Wakes the background work: a file was queued (formats without batches store it at once).
+    /// Wakes the background work: a file was queued (formats without batches store it at once), or the queue
+    /// is full.
     wake: tokio::sync::Notify,
+    /// Wakes closes waiting for room in the write-behind queue (after every round of background work).
+    room: tokio::sync::Notify,
 }
 
 /// Entries whose change is on its way to storage; when dropped, the change has ended (see [`Vfs::in_flight`]).
@@ -201,6 +204,7 @@ impl<F: Format> Vfs<F> {
             prefetch_slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_PARALLEL)),
             cache_generation: std::sync::atomic::AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
         }
     }
 

@@ -128,6 +128,10 @@ impl<F: Format> Vfs<F> {
             batch.pending_files.push(ino);
         }
         drop(state);
+        if clean {
+            // A close waiting for room in the write-behind queue may go on.
+            self.room.notify_waiters();
+        }
         if clean && !batches {
             super::lock(&self.cache).insert(&super::cache::key(ino, &id), content);
         }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +122,8 @@ impl DavServer {
                 .arg("-f")
                 .arg(&config_path)
                 .arg("-DFOREGROUND")
+                // Its own process group, so that stopping it also stops the workers it forks.
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -134,8 +137,7 @@ impl DavServer {
 
     /// Stops the server (an outage: connections are refused until [`Self::start_again`]).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill_all();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -218,10 +220,24 @@ impl DavServer {
     }
 }
 
-impl Drop for DavServer {
-    fn drop(&mut self) {
+impl DavServer {
+    /// Kills the server and every process it forked (Apache's workers outlive a killed parent and keep
+    /// the port), and reaps it.
+    fn kill_all(&mut self) {
+        let group = self.child.id() as libc::pid_t;
+        // Only Apache runs in a group of its own; rclone is one process.
+        if self.kind.starts_with("Apache") {
+            // SAFETY: signals the process group the server leads; no memory is involved.
+            unsafe { libc::killpg(group, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for DavServer {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 

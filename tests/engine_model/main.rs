@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloakfs::format::{Format, FsError};
-use cloakfs::vfs::{Engine as _, NodeType, OpenMode, Vfs, ROOT_INO};
+use cloakfs::vfs::{Engine as _, NodeType, OpenMode, Vfs, MAX_QUEUED_UPLOADS, ROOT_INO};
 use engine::{Change, CryptomatorDevices, Devices, NextcloudDevices};
 use model::{Elsewhere, Model, ModelPath, Node};
 use proptest::prelude::*;
@@ -522,4 +522,57 @@ fn the_idle_timeout_counts_from_the_last_user_operation() {
         waiting.await.unwrap();
         assert!(engine.idle_for() >= TIMEOUT);
     });
+}
+
+/// More closes than the write-behind queue holds ([`MAX_QUEUED_UPLOADS`]), into new folders three levels
+/// deep that storage gets one level per commit: every close waits for room rather than failing or hanging,
+/// and every file reaches storage (a fresh engine reads them all back).
+fn a_burst_beyond_the_write_behind_queue_stores_everything<D: Devices>(devices: &D) {
+    let count = MAX_QUEUED_UPLOADS + 64;
+    devices.runtime().block_on(async {
+        devices.new_case("burst").await;
+        let running = Running::start(devices, "laptop", "burst").await;
+        let engine = &running.engine;
+        let mut folders = Vec::new();
+        let mut folder = ROOT_INO;
+        for name in ["a", "b", "c"] {
+            folder = engine.mkdir(folder, name).await.unwrap().ino;
+            folders.push(folder);
+        }
+        let burst = async {
+            for index in 0..count {
+                let mode = OpenMode { write: true, truncate: true };
+                let (file, opened) = engine.create(folders[index % 3], &format!("f{index}"), mode, true).await?;
+                engine.write(file.ino, 0, format!("file {index}").as_bytes()).await?;
+                let closed = engine.close(file.ino).await;
+                engine.release(opened.fh);
+                closed?;
+            }
+            engine.sync_all().await
+        };
+        tokio::time::timeout(Duration::from_secs(300), burst).await.expect("the burst hung").unwrap();
+        assert!(engine.status().dirty.is_empty(), "files left unstored: {:?}", engine.status().dirty.len());
+        running.stop();
+        let fresh = Running::start(devices, "phone", "burst").await;
+        let tree = tree_of(&fresh.engine).await.unwrap();
+        for index in 0..count {
+            let path: Vec<String> = ["a", "b", "c"][..=index % 3]
+                .iter()
+                .map(|name| name.to_string())
+                .chain([format!("f{index}")])
+                .collect();
+            assert_eq!(tree.get(&path), Some(&Node::File(format!("file {index}").into_bytes())), "{path:?}");
+        }
+        fresh.stop();
+    });
+}
+
+#[test]
+fn nextcloud_format_stores_a_burst_beyond_the_write_behind_queue() {
+    a_burst_beyond_the_write_behind_queue_stores_everything(&NextcloudDevices::embedded("model-burst"));
+}
+
+#[test]
+fn cryptomator_format_stores_a_burst_beyond_the_write_behind_queue() {
+    a_burst_beyond_the_write_behind_queue_stores_everything(&CryptomatorDevices::local("model-burst"));
 }

@@ -1,10 +1,10 @@
 //! Reading a file by ranges, as a mount reads it: only the chunks asked for are fetched (HTTP ranges),
 //! and on sequential reads a growing window ahead (128 KiB, doubling up to 4 MiB) so that a stream is a
-//! few large requests. While a sequential reader uses one window, the next one is already being fetched
-//! (ciphertext, authenticated only when it is used), so over a slow link the round trip of each window
-//! overlaps the reading of the one before. Opening fetches the header and the first window in one
-//! request, so the first byte of any file costs one round trip. The window holds authenticated clear text
-//! only and is wiped when replaced or dropped.
+//! few large requests. While a sequential reader uses one window, the next ones ([`MAX_AHEAD_WINDOWS`])
+//! are already being fetched (ciphertext, authenticated only when it is used), so over a slow link the
+//! round trips of the windows overlap each other and the reading. Opening fetches the header and the first
+//! window in one request, so the first byte of any file costs one round trip. The window holds
+//! authenticated clear text only and is wiped when replaced or dropped.
 
 use zeroize::Zeroizing;
 
@@ -18,6 +18,9 @@ use crate::storage::Store;
 pub const FIRST_WINDOW_CHUNKS: u64 = 4;
 /// The largest window fetched ahead on sequential reads (4 MiB).
 pub const MAX_WINDOW_CHUNKS: u64 = 128;
+/// Windows being fetched ahead at once on sequential reads: at 50 ms per round trip, four windows of 4 MiB
+/// keep 16 MiB on the way (about 320 MiB/s).
+pub const MAX_AHEAD_WINDOWS: usize = 4;
 
 /// A file opened for ranged reads.
 pub struct FileReader {
@@ -38,8 +41,8 @@ pub struct FileReader {
     next_offset: u64,
     /// Requests made for content (the header's and the fetches ahead included), for tests and statistics.
     pub requests: u64,
-    /// The next window, being fetched while this one is read.
-    ahead: Option<Ahead>,
+    /// The next windows, in order, being fetched while this one is read.
+    ahead: std::collections::VecDeque<Ahead>,
 }
 
 /// A fetch of the chunks after the window (ciphertext), running on its own; dropped, it is cancelled.
@@ -56,9 +59,11 @@ impl Drop for Ahead {
 }
 
 impl FileReader {
-    /// Clear bytes the reader holds (its window).
+    /// Bytes the reader holds or is fetching: its window (clear text) and the windows on their way
+    /// (ciphertext, about one chunk each), so that a cache of readers is bounded by what they really take.
     pub fn held_bytes(&self) -> u64 {
-        self.window.len() as u64
+        let chunk = crate::cryptomator::content::CHUNK_SIZE as u64;
+        self.window.len() as u64 + self.ahead.iter().map(|ahead| ahead.chunks * chunk).sum::<u64>()
     }
 }
 
@@ -97,7 +102,7 @@ impl<S: Store> CryptomatorVault<S> {
             ahead_chunks: FIRST_WINDOW_CHUNKS,
             next_offset: 0,
             requests: 1,
-            ahead: None,
+            ahead: std::collections::VecDeque::new(),
         })
     }
 }
@@ -125,8 +130,18 @@ impl<S: Store + Clone + 'static> CryptomatorVault<S> {
             let needed = (end - 1) / chunk - first + 1;
             let file_chunks = reader.size.div_ceil(chunk);
             let shown = reader.contents_path.join("/");
-            // The window fetched ahead, if it is the one needed now (else it is cancelled).
-            let ahead = reader.ahead.take().filter(|ahead| ahead.first_chunk == first && ahead.chunks >= needed);
+            // The window fetched ahead that is needed now; those before it are passed over and, after a jump,
+            // all are cancelled (dropped).
+            while reader.ahead.front().is_some_and(|ahead| ahead.first_chunk < first) {
+                reader.ahead.pop_front();
+            }
+            let ahead = match reader.ahead.pop_front() {
+                Some(ahead) if ahead.first_chunk == first && ahead.chunks >= needed && sequential => Some(ahead),
+                _ => {
+                    reader.ahead.clear();
+                    None
+                }
+            };
             let fetched = match ahead {
                 Some(mut ahead) => match (&mut ahead.fetch).await {
                     Ok(result) => Some((ahead.chunks, result?)),
@@ -150,15 +165,17 @@ impl<S: Store + Clone + 'static> CryptomatorVault<S> {
             self.content.decrypt_chunks_into(&reader.header, first, &sealed, &shown, &mut window)?;
             reader.window = window;
             reader.window_start_chunk = first;
-            // Reading in order: the next window is fetched while this one is used.
-            let next = first + chunks;
-            if sequential && next < file_chunks {
-                let ahead_chunks = (reader.ahead_chunks * 2).min(MAX_WINDOW_CHUNKS).min(file_chunks - next);
+            // Reading in order: the next windows are fetched while this one is used.
+            let mut next = reader.ahead.back().map_or(first + chunks, |last| last.first_chunk + last.chunks);
+            while sequential && reader.ahead.len() < MAX_AHEAD_WINDOWS && next < file_chunks {
+                reader.ahead_chunks = (reader.ahead_chunks * 2).min(MAX_WINDOW_CHUNKS);
+                let ahead_chunks = reader.ahead_chunks.min(file_chunks - next);
                 let (_, sealed_range) = self.content.chunks_of(next * chunk..(next + ahead_chunks) * chunk);
                 let (store, path) = (self.store.clone(), reader.contents_path.clone());
                 let fetch = tokio::spawn(async move { store.read(&path, Some(sealed_range)).await });
-                reader.ahead = Some(Ahead { first_chunk: next, chunks: ahead_chunks, fetch });
+                reader.ahead.push_back(Ahead { first_chunk: next, chunks: ahead_chunks, fetch });
                 reader.requests += 1;
+                next += ahead_chunks;
             }
         }
         let window_start = reader.window_start_chunk * chunk;

@@ -17,6 +17,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tracing::Instrument as _;
 
 use super::error::{ApiError, ApiResult};
 use super::locking;
@@ -135,9 +136,9 @@ fn oc_id(id: i64) -> String {
 
 async fn dav(State(state): State<Shared>, AuthenticatedUser(user): AuthenticatedUser, request: Request) -> Response {
     let method = request.method().clone();
-    let span = tracing::debug_span!("dav", %method);
-    let _entered = span.enter();
-    match handle(state, user, request).await {
+    // Instrumented, not entered: an entered span held across an await would wrap other requests' logs.
+    let handled = handle(state, user, request).instrument(tracing::debug_span!("dav", %method)).await;
+    match handled {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(status = %error.status, message = %error.message, "dav request refused");
