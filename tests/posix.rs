@@ -174,3 +174,84 @@ fn what_the_format_cannot_hold_fails_with_a_clear_error_by_design() {
     assert_eq!(fs::read(mounted.path("f")).unwrap(), b"x");
     ok(mounted.unmount());
 }
+
+/// The gaps pjdfstest found, checked in the mount at `root` (either format: the engine is shared).
+fn check_times_and_link_counts(root: &Path, format: &str) {
+    // A new folder's times are its creation, not the mount's start (mkdir::changed_time_fields_success).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = SystemTime::now() - std::time::Duration::from_millis(50);
+    fs::create_dir(root.join("new")).unwrap();
+    let (mtime, ctime) = times(&root.join("new"));
+    assert!(mtime >= before && ctime >= before, "{format}: a new folder's times are {mtime:?}, made after {before:?}");
+    // The same once the kernel's cache of it expired and the change was committed.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (mtime, ctime) = times(&root.join("new"));
+    assert!(
+        mtime >= before && ctime >= before,
+        "{format}: a new folder's times became {mtime:?}, made after {before:?}"
+    );
+
+    // open(O_CREAT) of an existing file changes nothing (open::exists_no_update).
+    let file = root.join("existing.txt");
+    fs::write(&file, b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let was = times(&file);
+    drop(OpenOptions::new().write(true).create(true).truncate(false).open(&file).unwrap());
+    // Past the kernel's attribute cache (1 s): what the mount itself says.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(times(&file), was, "{format}: open(O_CREAT) of an existing file changed its times");
+
+    // A file unlinked while open has no links left (unlink::open_file_not_freed).
+    let doomed = root.join("doomed.txt");
+    let handle = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&doomed).unwrap();
+    assert_eq!(handle.metadata().unwrap().nlink(), 1, "{format}: nlink of a file");
+    fs::remove_file(&doomed).unwrap();
+    assert_eq!(handle.metadata().unwrap().nlink(), 0, "{format}: nlink of an open unlinked file");
+    drop(handle);
+
+    // A folder's link count is 2 and one per folder in it (rename::updates_link_parent).
+    let links = |name: &str| fs::metadata(root.join(name)).unwrap().nlink();
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::create_dir(root.join("c")).unwrap();
+    fs::write(root.join("a/file"), b"files do not count").unwrap();
+    assert_eq!((links("a"), links("c"), links("a/b")), (3, 2, 2), "{format}: link counts after mkdir");
+    fs::rename(root.join("a/b"), root.join("c/b")).unwrap();
+    assert_eq!((links("a"), links("c")), (2, 3), "{format}: link counts after a rename");
+    fs::remove_dir(root.join("c/b")).unwrap();
+    assert_eq!(links("c"), 2, "{format}: link count after rmdir");
+
+    // chmod of a folder changes its ctime, not its mtime (chmod::update_ctime::dir).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (mtime, ctime) = times(&root.join("c"));
+    fs::set_permissions(root.join("c"), fs::Permissions::from_mode(0o755)).unwrap();
+    let (new_mtime, new_ctime) = times(&root.join("c"));
+    assert!(new_ctime > ctime && new_mtime == mtime, "{format}: chmod of a folder: {ctime:?} → {new_ctime:?}");
+}
+
+#[test]
+fn new_folder_times_o_creat_unlinked_and_folder_link_counts_in_both_formats() {
+    let account = Account::new("posix-gaps");
+    let mounted = account.mount("posix-gaps");
+    check_times_and_link_counts(&mounted.dir.0, "nextcloud");
+    ok(mounted.unmount());
+
+    let folder = server::TempDir::new("posix-gaps-vault");
+    let passphrase = "correct horse battery staple";
+    ok(server::cloakfs()
+        .args(["vault", "create", folder.0.to_str().unwrap()])
+        .env("CLOAKFS_PASSPHRASE", passphrase)
+        .output()
+        .unwrap());
+    let run = server::TempDir::new("posix-gaps-run");
+    let mountpoint = server::TempDir::new("posix-gaps-vault-mnt");
+    let mut command = server::cloakfs();
+    command
+        .arg("mount")
+        .arg(&folder.0)
+        .arg(&mountpoint.0)
+        .env("CLOAKFS_PASSPHRASE", passphrase)
+        .env("XDG_RUNTIME_DIR", &run.0);
+    let mounted = mount::start_mount(command, mountpoint, run.0.clone());
+    check_times_and_link_counts(&mounted.dir.0, "cryptomator");
+    ok(mounted.unmount());
+}

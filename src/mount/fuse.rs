@@ -64,9 +64,15 @@ impl<E: Engine> FuseAdapter<E> {
         let _context = self.runtime.enter();
         let mut work = Box::pin(work);
         // A waker that does nothing is enough for this first poll: if the work is pending, the task spawned
-        // below polls it again at once, and that poll registers the task's own waker.
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        if work.as_mut().poll(&mut context).is_pending() {
+        // below polls it again at once, and that poll registers the task's own waker. A panic (a bug) must not
+        // end the FUSE thread, and with it the mount: it is caught here, and in a task by the runtime; the
+        // reply dropped with the work answers EIO.
+        let mut pending = false;
+        super::output::catch("a file system request", || {
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            pending = work.as_mut().poll(&mut context).is_pending();
+        });
+        if pending {
             self.runtime.spawn(work);
         }
     }
@@ -538,9 +544,9 @@ struct FuseAttr {
 impl FuseAttr {
     fn attr(&self, attributes: &Attributes) -> FileAttr {
         let (uid, gid) = self.owner;
-        let (kind, perm, nlink) = match attributes.kind {
-            NodeType::Directory => (FileType::Directory, 0o700, 2),
-            NodeType::File => (FileType::RegularFile, 0o600, 1),
+        let (kind, perm) = match attributes.kind {
+            NodeType::Directory => (FileType::Directory, 0o700),
+            NodeType::File => (FileType::RegularFile, 0o600),
         };
         FileAttr {
             ino: INodeNo(attributes.ino),
@@ -552,7 +558,7 @@ impl FuseAttr {
             crtime: attributes.mtime,
             kind,
             perm,
-            nlink,
+            nlink: attributes.links,
             uid,
             gid,
             rdev: 0,

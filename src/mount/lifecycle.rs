@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::control::{MountStatus, Reply, Request};
+use super::output::say;
 use crate::vfs::Engine;
 
 /// How long a suspend lock waits for uploads before it unmounts anyway (logind's default delay is 5 s).
@@ -108,7 +109,7 @@ pub async fn on_stop<E: Engine, W: Requester>(
             // The system will not wait long: upload what fits in the budget, then unmount anyway; what is left
             // stays in RAM (never on disk) and is uploaded after resume, then the process exits.
             if tokio::time::timeout(SUSPEND_FLUSH_BUDGET, engine.flush_all()).await != Ok(true) {
-                eprintln!(
+                say!(
                     "cloakfs: {} file(s) not uploaded before sleep; unmounting anyway, uploading after resume",
                     engine.status().dirty.len()
                 );
@@ -117,7 +118,7 @@ pub async fn on_stop<E: Engine, W: Requester>(
         }
         Stop::Lock(requester, true) => {
             let dropped = engine.discard_dirty().await;
-            eprintln!("cloakfs: locked: {dropped} file(s) with changes not on the server were discarded");
+            say!("cloakfs: locked: {dropped} file(s) with changes not on the server were discarded");
             ending.discarded = true;
             ending.requester = Some(requester);
         }
@@ -159,7 +160,7 @@ pub async fn wind_down<E: Engine, W: Requester>(
         requester.answer(&Reply { status: Some(status_of()), error, question: None }).await;
     }
     if !flushed {
-        eprintln!("cloakfs: {} file(s) were NOT uploaded and are lost", engine.status().dirty.len());
+        say!("cloakfs: {} file(s) were NOT uploaded and are lost", engine.status().dirty.len());
     }
 }
 
@@ -194,7 +195,7 @@ async fn flush_until_clean<E: Engine>(engine: &E) -> bool {
         }
         attempt += 1;
         let waiting = engine.status().dirty.len();
-        eprintln!(
+        say!(
             "cloakfs: {waiting} file(s) not yet on the server (attempt {attempt}); retrying. \
              `cloakfs status` names them; Ctrl-C again gives up and loses them."
         );

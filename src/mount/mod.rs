@@ -12,6 +12,7 @@ pub mod control;
 pub mod fuse;
 #[cfg(any(unix, windows))]
 pub mod lifecycle;
+pub mod output;
 pub mod questions;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod session;
@@ -28,7 +29,7 @@ use std::time::Duration;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use session::run;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-pub use table::{detach, is_mounted};
+pub use table::{detach, is_mounted, stale_mounts};
 
 /// Errors of mounting.
 #[derive(Debug, thiserror::Error)]

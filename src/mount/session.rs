@@ -1,5 +1,6 @@
-//! The mount session (Linux): mount the FUSE adapter over an [`Engine`], answer `cloakfs status`, `unmount` and
-//! `lock` on the control socket, stop on a signal, an external unmount, the idle timeout (travel mode) or a
+//! The mount session (Linux, macOS): mount the FUSE adapter over an [`Engine`], answer `cloakfs status`,
+//! `unmount` and `lock` on the control socket, stop on a signal (SIGINT, SIGTERM, SIGQUIT, and SIGHUP unless
+//! detached), a closed terminal or output pipe, an external unmount, the idle timeout (travel mode) or a
 //! suspend, and on the way out upload everything, detach and wipe.
 
 use std::path::Path;
@@ -7,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::SignalKind;
 
 use super::control::{self, MountStatus, Request};
 use super::lifecycle::{self, Stop};
+use super::output::{self, say};
 use super::table::{absolute, detach, prepare_mountpoint};
 use super::{fuse, suspend, MountError, MountInfo};
 use crate::vfs::Engine;
@@ -22,6 +25,7 @@ pub fn run<E: Engine>(
     info: MountInfo,
     ready: impl FnOnce(&Path),
 ) -> Result<(), MountError> {
+    output::report_panics();
     let mountpoint = absolute(&info.mountpoint)?;
     prepare_mountpoint(&mountpoint)?;
     // Before mounting: a requested lock that cannot work refuses the mount rather than being silently off.
@@ -62,6 +66,17 @@ async fn serve<E: Engine>(
     let idle_timeout = info.idle_timeout;
     let listener = tokio::net::UnixListener::bind(socket_path)
         .map_err(|error| control::ControlError::Socket { path: socket_path.to_owned(), reason: error.to_string() })?;
+    // Every signal that would end the process is handled before the mount is announced: from then on, a
+    // closed terminal (SIGHUP), Ctrl-C, Ctrl-\ and SIGTERM all upload, unmount and wipe.
+    let signal = |kind: SignalKind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|error| MountError::Mount { path: mountpoint.to_owned(), reason: error.to_string() })
+    };
+    let (mut interrupt, mut terminate) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    let (mut hangup, mut quit) = (signal(SignalKind::hangup())?, signal(SignalKind::quit())?);
+    let output_gone = output::output_closed();
+    tokio::pin!(output_gone);
+    let mut output_seen = false;
     ready(mountpoint);
 
     let ticker = core.clone().spawn_ticker();
@@ -91,8 +106,6 @@ async fn serve<E: Engine>(
         })
     };
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| MountError::Mount { path: mountpoint.to_owned(), reason: error.to_string() })?;
     let session_done = Arc::new(tokio::sync::Notify::new());
     // A plain thread, not spawn_blocking: if programs keep files open after the detach, we stop waiting for
     // it, and the runtime must not wait for it either (the process exit closes the FUSE connection).
@@ -110,19 +123,33 @@ async fn serve<E: Engine>(
     }
     let ending = loop {
         let stop = tokio::select! {
-            _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); Stop::Now }
-            _ = terminate.recv() => { eprintln!("cloakfs: terminated: uploading, then unmounting"); Stop::Now }
+            _ = interrupt.recv() => { say!("cloakfs: interrupted: uploading, then unmounting"); Stop::Now }
+            _ = terminate.recv() => { say!("cloakfs: terminated: uploading, then unmounting"); Stop::Now }
+            _ = quit.recv() => { say!("cloakfs: quit: uploading, then unmounting"); Stop::Now }
+            _ = hangup.recv() => {
+                if output::is_detached() {
+                    say!("cloakfs: hang-up ignored: running detached (`cloakfs unmount` or SIGTERM ends the mount)");
+                    continue;
+                }
+                say!("cloakfs: the terminal hung up: uploading, then unmounting");
+                Stop::Now
+            }
+            _ = &mut output_gone, if !output_seen => {
+                output_seen = true;
+                say!("cloakfs: the mount's output was closed: uploading, then unmounting");
+                Stop::Now
+            }
             Some((request, writer)) = stop_requests.recv() => match request {
                 Request::Lock { discard } => Stop::Lock(writer, discard),
                 _ => Stop::Unmount(writer),
             },
             _ = session_done.notified() => { tracing::info!("unmounted from outside"); Stop::External }
             reason = next_lock(&mut watch) => {
-                eprintln!("cloakfs: {reason}: uploading, unmounting and wiping");
+                say!("cloakfs: {reason}: uploading, unmounting and wiping");
                 Stop::Suspend
             }
             _ = idle(&*core, idle_timeout) => {
-                eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
+                say!("cloakfs: idle for {} s: uploading, unmounting and wiping", core.idle_for().as_secs());
                 Stop::Now
             }
         };
@@ -139,7 +166,7 @@ async fn serve<E: Engine>(
             // The detach is lazy: programs that still hold files open keep the connection. Give them a moment,
             // then go on: our exit closes the connection (their next call fails) and the keys are wiped.
             if tokio::time::timeout(SESSION_GRACE, session_done.notified()).await.is_err() {
-                eprintln!("cloakfs: programs still had files open in the mount; their handles are closed now");
+                say!("cloakfs: programs still had files open in the mount; their handles are closed now");
             }
         }
         if let Some(watch) = &watch {

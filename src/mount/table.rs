@@ -135,6 +135,13 @@ pub fn detach(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Mount points of cloakfs file systems whose process is gone (killed, crashed): listed by the kernel,
+/// but `stat` fails with "Transport endpoint is not connected". `cloakfs unmount` or `fusermount3 -u`
+/// clears them; `cloakfs mount` at one clears it first.
+pub fn stale_mounts() -> Vec<PathBuf> {
+    cloakfs_mounts().into_iter().filter(|path| std::fs::metadata(path).is_err_and(|error| is_stale(&error))).collect()
+}
+
 /// Whether `stat` of a listed mount point failed the way a mount of a dead process fails.
 fn is_stale(error: &std::io::Error) -> bool {
     #[cfg(target_os = "macos")]

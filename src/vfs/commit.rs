@@ -395,7 +395,11 @@ impl<F: Format> Vfs<F> {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                     () = vfs.wake.notified() => {}
                 }
-                vfs.tick().await;
+                // A panic (a bug) in one round must not end the background work: the next round retries.
+                let round = std::panic::AssertUnwindSafe(vfs.tick());
+                if futures_util::FutureExt::catch_unwind(round).await.is_err() {
+                    tracing::error!("internal error in the background uploads (a bug); retrying in the next round");
+                }
             }
         })
     }

@@ -34,8 +34,12 @@ pub struct Attributes {
     pub size: u64,
     /// Last modification of the content (files) or of the entries (folders).
     pub mtime: SystemTime,
-    /// Last change of the node: content, size, times, name or place (files); entries (folders).
+    /// Last change of the node: content, size, times, name or place (files); entries or attributes
+    /// (folders).
     pub ctime: SystemTime,
+    /// Hard links: a file has 1, or 0 once unlinked while still open; a folder 2 (its name and its `.`)
+    /// and one more for each folder in it (their `..`).
+    pub links: u32,
 }
 
 /// A directory entry.

@@ -50,6 +50,9 @@ pub(super) struct Dir<F: Format> {
     pub(super) children: BTreeMap<Name, u64>,
     /// When an entry was last created, removed or renamed in it here (its mtime and ctime while mounted).
     pub(super) changed: Option<SystemTime>,
+    /// When its attributes were last set here (chmod, chown, utimes: accepted without effect, but they
+    /// change the ctime, as POSIX has it).
+    pub(super) attributes_changed: Option<SystemTime>,
     /// How many times its entries were changed here (created, removed, renamed, uploaded).
     pub(super) generation: u64,
     /// The names changed here since the last merged listing, with the generation of their last change: a
@@ -83,6 +86,7 @@ impl<F: Format> Dir<F> {
             modified: None,
             children: BTreeMap::new(),
             changed: Some(SystemTime::now()),
+            attributes_changed: None,
             generation: 0,
             touched: BTreeMap::new(),
             commits: 0,
@@ -528,11 +532,23 @@ impl<F: Format> State<F> {
             Kind::Dir(dir) => {
                 let listed = dir.listed.as_ref().and_then(|listed| listed.modified);
                 let mtime = listed.max(dir.modified).max(dir.changed).unwrap_or(self.mounted_at);
-                Attributes { ino, kind: NodeType::Directory, size: 0, mtime, ctime: mtime }
+                let ctime = dir.attributes_changed.map_or(mtime, |changed| changed.max(mtime));
+                let folders = dir
+                    .children
+                    .values()
+                    .filter(|child| self.nodes.get(child).is_some_and(|node| matches!(node.kind, Kind::Dir(_))))
+                    .count();
+                let links = 2u32.saturating_add(u32::try_from(folders).unwrap_or(u32::MAX));
+                Attributes { ino, kind: NodeType::Directory, size: 0, mtime, ctime, links }
             }
-            Kind::File(file) => {
-                Attributes { ino, kind: NodeType::File, size: file.len(), mtime: file.mtime, ctime: file.ctime }
-            }
+            Kind::File(file) => Attributes {
+                ino,
+                kind: NodeType::File,
+                size: file.len(),
+                mtime: file.mtime,
+                ctime: file.ctime,
+                links: u32::from(!file.unlinked),
+            },
         })
     }
 }

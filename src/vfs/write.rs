@@ -76,11 +76,16 @@ impl<F: Format> Vfs<F> {
         }
         // Every setattr is a change of the file (chmod and chown are accepted without effect, but POSIX has
         // them change the ctime too).
-        if let Ok(file) = self.state().file_mut(ino) {
-            if let Some(mtime) = mtime {
-                file.mtime = mtime;
+        {
+            let mut state = self.state();
+            if let Ok(file) = state.file_mut(ino) {
+                if let Some(mtime) = mtime {
+                    file.mtime = mtime;
+                }
+                file.ctime = SystemTime::now();
+            } else if let Ok(dir) = state.dir_mut(ino) {
+                dir.attributes_changed = Some(SystemTime::now());
             }
-            file.ctime = SystemTime::now();
         }
         self.state().attributes(ino)
     }

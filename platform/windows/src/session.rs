@@ -28,7 +28,7 @@ pub fn mount(command: MountCommand) -> anyhow::Result<()> {
     // Spill files: %TEMP%, opened delete-on-close and encrypted under a key that exists only in RAM.
     match command {
         MountCommand::Folder(args) => {
-            if args.daemon || args.daemon_child {
+            if args.options.daemon || args.options.daemon_child {
                 bail!(
                     "--daemon is not available on Windows yet: start the mount in its own window (`start cloakfs \
                      mount ...`) and stop it with `cloakfs unmount`"
@@ -45,6 +45,12 @@ pub fn mount(command: MountCommand) -> anyhow::Result<()> {
             serve_drive(runtime, engine, info)
         }
         MountCommand::Vault(args) => {
+            if args.options.daemon || args.options.daemon_child {
+                bail!(
+                    "--daemon is not available on Windows yet: start the mount in its own window (`start cloakfs \
+                     mount ...`) and stop it with `cloakfs unmount`"
+                );
+            }
             let (runtime, engine, info) = cloakfs::cli::mount::open_vault_engine(&args, std::env::temp_dir())?;
             serve_drive(runtime, engine, info)
         }

@@ -121,9 +121,23 @@ pub fn status() -> anyhow::Result<()> {
     // Written with error handling: `cloakfs status | head` must not panic on a closed pipe.
     let mut out = std::io::stdout().lock();
     let mounts = runtime.block_on(control::all_mounts())?;
-    if mounts.is_empty() {
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    let broken = crate::mount::stale_mounts();
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    let broken: Vec<PathBuf> = Vec::new();
+    if mounts.is_empty() && broken.is_empty() {
         writeln!(out, "no cloakfs mounts")?;
         return Ok(());
+    }
+    for path in &broken {
+        writeln!(
+            out,
+            "{}  BROKEN: the process that served it is gone (killed or crashed; what it had not uploaded is lost)\n  \
+             clean it with `cloakfs unmount {}` (or `fusermount3 -u {}`), or mount there again",
+            path.display(),
+            path.display(),
+            path.display()
+        )?;
     }
     for (_, status) in mounts {
         let core = &status.core;

@@ -49,12 +49,6 @@ pub struct MountArgs {
     /// Milliseconds of quiet after the last change before the batch is committed to the server.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub commit_delay: u64,
-    /// Detach and run in the background (logs are discarded; see `cloakfs status`).
-    #[arg(long)]
-    pub daemon: bool,
-    /// Internal: read the password and mnemonic from stdin and report readiness on stdout (used by --daemon).
-    #[arg(long, hide = true)]
-    pub daemon_child: bool,
 }
 
 /// The options every kind of mount has (a Nextcloud folder, a Cryptomator vault): caches, the encrypted
@@ -99,6 +93,15 @@ pub struct MountOptions {
     /// screen-saver signals over D-Bus). Refuses to mount if the system D-Bus cannot be watched.
     #[arg(long)]
     pub lock_on_suspend: bool,
+    /// Run in the background once mounted: every question (password, mnemonic, passphrase, one-time code)
+    /// is asked here first; then the mount leaves this terminal, and its messages go to the system log
+    /// (`journalctl -t cloakfs`), or without one to a file in $XDG_RUNTIME_DIR/cloakfs. Without it the
+    /// mount stays in the foreground and ends (uploading first) when its terminal closes.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Internal: started by --daemon; detaches once mounted and reports readiness on stdout.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
 }
 
 impl MountOptions {

@@ -1,18 +1,19 @@
-//! `cloakfs mount` on Linux and macOS (FUSE): in the foreground, or as a daemon that gets the secrets
-//! through a pipe.
+//! `cloakfs mount` on Linux and macOS (FUSE), for every vault format: in the foreground, or with `--daemon`
+//! in the background. The background mount is the same command started again with `--daemon-child`: it asks
+//! every question on this terminal itself, mounts, tells this process it is ready, and only then leaves the
+//! terminal ([`crate::mount::output::detach`]); no secret passes between the two processes.
 
 use std::io::{BufRead as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use zeroize::Zeroizing;
 
-use super::super::common::parse_mnemonic;
 use super::engine::open_engine;
-use super::MountArgs;
+use super::{MountArgs, MountOptions};
 use crate::mount;
+use crate::mount::output::say;
 
-/// Runs `cloakfs mount`.
+/// Runs `cloakfs mount` of a Nextcloud folder.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
     if args.options.travel && args.mnemonic.mnemonic_file.is_some() {
         bail!(
@@ -20,48 +21,41 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
              type it when asked"
         );
     }
-    if args.daemon && !args.daemon_child {
-        return spawn_daemon(&args);
+    if args.options.daemon && !args.options.daemon_child {
+        return spawn_daemon(&args.mountpoint);
     }
-    let (password, mnemonic_text) = if args.daemon_child {
-        // The parent passes the secrets through a pipe: never through argv or the environment.
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock();
-        let mut password = Zeroizing::new(String::new());
-        lines.read_line(&mut password).context("reading the password from the parent")?;
-        let mut mnemonic = Zeroizing::new(String::new());
-        lines.read_line(&mut mnemonic).context("reading the mnemonic from the parent")?;
-        (Zeroizing::new(password.trim_end_matches('\n').to_owned()), mnemonic)
-    } else {
-        (args.connection.password_from(!args.options.travel)?, args.mnemonic.read_text()?)
-    };
-    let result = mount_with(&args, password, &mnemonic_text);
-    if args.daemon_child {
-        if let Err(error) = &result {
-            // Tell the waiting parent what went wrong.
-            println!("error: {error:#}");
-        }
-    }
-    result
+    let password = args.connection.password_from(!args.options.travel)?;
+    let mnemonic_text = args.mnemonic.read_text()?;
+    let (runtime, core, info) = open_engine(&args, password, &mnemonic_text, default_spill_dir())?;
+    drop(mnemonic_text);
+    mount::run(&runtime, core, info, |mountpoint| announce(&args.options, &args.remote, mountpoint))?;
+    Ok(())
 }
 
-fn mount_with(args: &MountArgs, password: Zeroizing<String>, mnemonic_text: &str) -> anyhow::Result<()> {
-    let (runtime, core, info) = open_engine(args, password, mnemonic_text, default_spill_dir())?;
-    let daemon_child = args.daemon_child;
-    mount::run(&runtime, core, info, |mountpoint| {
-        if daemon_child {
-            println!("ready");
-            let _ = std::io::stdout().flush();
-        } else {
-            eprintln!(
-                "cloakfs: {} mounted at {} (Ctrl-C or `cloakfs unmount {}` to upload and unmount)",
-                args.remote,
-                mountpoint.display(),
-                mountpoint.display()
-            );
+/// Says that `what` is mounted at `mountpoint` (the line scripts and tests wait for) and, for a background
+/// mount, detaches and tells the waiting parent.
+pub(super) fn announce(options: &MountOptions, what: &str, mountpoint: &Path) {
+    let shown = mountpoint.display();
+    say!("cloakfs: {what} mounted at {shown} (Ctrl-C or `cloakfs unmount {shown}` to upload and unmount)");
+    if !options.daemon_child {
+        return;
+    }
+    let log_file = match mount::control::runtime_dir() {
+        Ok(directory) => directory.join(format!("{}.log", std::process::id())),
+        Err(error) => {
+            println!("error: cannot detach: {error}");
+            return;
         }
-    })?;
-    Ok(())
+    };
+    let detached = mount::output::detach(&log_file, |destination| {
+        println!("ready\t{destination}");
+        let _ = std::io::stdout().flush();
+    });
+    if let Err(error) = detached {
+        // Still on the terminal: the parent reports the failure, and the closed pipe to it ends this mount.
+        println!("error: cannot detach: {error}");
+        let _ = std::io::stdout().flush();
+    }
 }
 
 /// $TMPDIR if set, else /var/tmp (on disk, unlike a tmpfs /tmp, so files larger than RAM fit).
@@ -69,53 +63,37 @@ pub(super) fn default_spill_dir() -> PathBuf {
     std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
-/// Starts this command again as a detached child, hands it the secrets through a pipe, and returns once it
-/// reports the mount ready (or its error).
-fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt as _;
-    let password = args.connection.password_from(!args.options.travel)?;
-    let mnemonic = args.mnemonic.read_text()?;
-    parse_mnemonic(&mnemonic)?;
+/// `--daemon`: starts this command again as `--daemon-child` on the same terminal (it asks its own
+/// questions), and returns once it reports the mount ready, or fails with its exit status if it ends first
+/// (its error is already on the terminal).
+pub(super) fn spawn_daemon(mountpoint: &Path) -> anyhow::Result<()> {
     let executable = std::env::current_exe().context("finding the cloakfs executable")?;
     let mut arguments: Vec<std::ffi::OsString> =
         std::env::args_os().skip(1).filter(|argument| argument != "--daemon").collect();
-    arguments.push("--daemon-child".into());
-    let mut command = std::process::Command::new(executable);
-    command
+    // Right after `mount`: anything after a `--` is positional.
+    arguments.insert(1.min(arguments.len()), "--daemon-child".into());
+    let mut child = std::process::Command::new(executable)
         .args(arguments)
-        .env_remove("CLOAKFS_PASSWORD")
-        .env_remove("CLOAKFS_MNEMONIC")
-        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the child leaves the terminal's session (Ctrl-C there does not
-    // reach it).
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().context("starting the background mount")?;
-    {
-        let mut stdin = child.stdin.take().context("no pipe to the child")?;
-        let mut secrets = Zeroizing::new(format!("{}\n{}\n", password.as_str(), mnemonic.trim()));
-        stdin.write_all(secrets.as_bytes()).context("passing the secrets to the child")?;
-        zeroize::Zeroize::zeroize(&mut *secrets);
-    }
-    let stdout = child.stdout.take().context("no pipe from the child")?;
+        .spawn()
+        .context("starting the background mount")?;
+    let stdout = child.stdout.take().context("no pipe from the background mount")?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line).context("waiting for the background mount")?;
-    match line.trim() {
-        "ready" => {
+    match line.trim_end().split_once('\t') {
+        Some(("ready", destination)) => {
             println!(
-                "cloakfs: mounted in the background (pid {}); `cloakfs unmount {}` to stop",
+                "cloakfs: mounted in the background (pid {}); messages go to {destination}; `cloakfs unmount {}` \
+                 uploads and stops it",
                 child.id(),
-                args.mountpoint.display()
+                mountpoint.display()
             );
             Ok(())
         }
-        "" => bail!("the background mount exited without mounting (run without --daemon to see its log)"),
-        message => bail!("{}", message.trim_start_matches("error: ")),
+        _ if line.starts_with("error: ") => bail!("{}", line.trim_end().trim_start_matches("error: ")),
+        _ => {
+            let status = child.wait().context("waiting for the background mount")?;
+            bail!("the background mount did not start ({status}); its message is above")
+        }
     }
 }

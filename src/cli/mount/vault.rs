@@ -114,15 +114,11 @@ pub fn open_vault_engine(
 /// Opens the vault, mounts it with FUSE and serves until unmounted, locked or idle; then uploads what
 /// changed, unmounts and wipes.
 pub fn run(args: VaultMountArgs) -> anyhow::Result<()> {
+    if args.options.daemon && !args.options.daemon_child {
+        return super::unix::spawn_daemon(&args.mountpoint);
+    }
     let (runtime, engine, info) = open_vault_engine(&args, super::unix::default_spill_dir())?;
-    crate::mount::run(&runtime, engine, info, |mountpoint| {
-        eprintln!(
-            "cloakfs: the Cryptomator vault at {} is mounted at {} (Ctrl-C or `cloakfs unmount {}` to upload and \
-             unmount)",
-            args.location.location,
-            mountpoint.display(),
-            mountpoint.display()
-        );
-    })?;
+    let what = format!("the Cryptomator vault at {}", args.location.location);
+    crate::mount::run(&runtime, engine, info, |mountpoint| super::unix::announce(&args.options, &what, mountpoint))?;
     Ok(())
 }

@@ -335,7 +335,7 @@ mod tests {
         let now = std::time::SystemTime::now();
         DirEntry {
             name: Zeroizing::new(name.to_owned()),
-            attributes: Attributes { ino, kind: crate::vfs::NodeType::File, size: 0, mtime: now, ctime: now },
+            attributes: Attributes { ino, kind: crate::vfs::NodeType::File, size: 0, mtime: now, ctime: now, links: 1 },
         }
     }
 
