@@ -76,6 +76,7 @@ for format in "${formats[@]}"; do
       ;;
     cryptomator)
       export CLOAKFS_PASSPHRASE="pjdfstest passphrase"
+      mkdir -p "$scratch/vault"
       "$cloakfs" vault create "$scratch/vault" >/dev/null
       start_mount "$scratch/vault" "$scratch/mnt"
       ;;

@@ -376,3 +376,102 @@ fn a_server_outage_keeps_changes_in_ram_and_uploads_them_when_the_server_is_back
     assert_eq!(ok(vault(&location, &["get", "/queued.txt", "-"])).stdout, b"closed while the server was down");
     assert_eq!(ok(vault(&location, &["get", "/refused.txt", "-"])).stdout, b"refused at close");
 }
+
+/// The raw target of the link `path` in the vault in `stored`, as pycryptomator decrypts it.
+fn py_link_target(stored: &Path, path: &str) -> String {
+    let script = format!(
+        "from pycryptomator.cryptomator import Vault\n\
+         v = Vault({stored:?}, {PASSPHRASE:?})\n\
+         info = v.getInfo({path:?})\n\
+         assert info.hasSym, 'not a link'\n\
+         print(v.resolveSymlink({path:?}, info.hasSym)[1])",
+        stored = stored.to_str().unwrap()
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pylib"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ok(output).stdout).trim_end().to_owned()
+}
+
+#[test]
+fn symbolic_links_round_trip_across_a_remount_and_with_pycryptomator() {
+    let folder = TempDir::new("links-vault");
+    let location = folder.0.to_str().unwrap().to_owned();
+    ok(vault(&location, &["create"]));
+    let run = TempDir::new("links-run");
+    // A link made by the independent implementation.
+    py(&folder.0, &["ln", "/some/absolute/target", "/made-by-pycryptomator"]);
+
+    let mounted = mount_vault(&location, "links", &run.0, &[]);
+    let link_at = |name: &str| mounted.path(name);
+    assert_eq!(fs::read_link(link_at("made-by-pycryptomator")).unwrap(), Path::new("/some/absolute/target"));
+    fs::write(link_at("file.txt"), b"reached through a link").unwrap();
+    fs::create_dir(link_at("dir")).unwrap();
+    std::os::unix::fs::symlink("file.txt", link_at("relative")).unwrap();
+    std::os::unix::fs::symlink("../file.txt", link_at("dir/up")).unwrap();
+    let long_name = "a link with a name long enough to be shortened ".repeat(4);
+    std::os::unix::fs::symlink("dir", link_at(&long_name)).unwrap();
+    // lstat says link; the kernel follows them.
+    assert!(fs::symlink_metadata(link_at("relative")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::symlink_metadata(link_at("relative")).unwrap().len(), "file.txt".len() as u64);
+    assert_eq!(fs::read(link_at("relative")).unwrap(), b"reached through a link");
+    assert_eq!(fs::read(link_at("dir/up")).unwrap(), b"reached through a link");
+    assert!(link_at(&long_name).join("up").exists());
+    // Making one over an existing name fails; the link itself cannot be opened as a file without following.
+    assert_eq!(errno_of(std::os::unix::fs::symlink("x", link_at("relative"))), libc::EEXIST);
+    // Rename, replace a link by a link (ln -sf), a file over a link, a link over a file, remove.
+    fs::rename(link_at("relative"), link_at("dir/moved")).unwrap();
+    assert_eq!(fs::read_link(link_at("dir/moved")).unwrap(), Path::new("file.txt"));
+    std::os::unix::fs::symlink("first", link_at("replaced")).unwrap();
+    std::os::unix::fs::symlink("second", link_at("replacing")).unwrap();
+    fs::rename(link_at("replacing"), link_at("replaced")).unwrap();
+    assert_eq!(fs::read_link(link_at("replaced")).unwrap(), Path::new("second"));
+    fs::write(link_at("plain.txt"), b"a file over a link").unwrap();
+    std::os::unix::fs::symlink("gone", link_at("overwritten")).unwrap();
+    fs::rename(link_at("plain.txt"), link_at("overwritten")).unwrap();
+    std::os::unix::fs::symlink("file.txt", link_at("link-over-file")).unwrap();
+    fs::write(link_at("victim.txt"), b"replaced by a link").unwrap();
+    fs::rename(link_at("link-over-file"), link_at("victim.txt")).unwrap();
+    std::os::unix::fs::symlink("doomed", link_at("removed")).unwrap();
+    fs::remove_file(link_at("removed")).unwrap();
+    ok(mounted.unmount());
+
+    // After a remount, everything as left.
+    let again = mount_vault(&location, "links-again", &run.0, &[]);
+    let at = |name: &str| again.path(name);
+    assert_eq!(fs::read_link(at("dir/moved")).unwrap(), Path::new("file.txt"));
+    assert_eq!(fs::read_link(at("dir/up")).unwrap(), Path::new("../file.txt"));
+    assert_eq!(fs::read_link(at(&long_name)).unwrap(), Path::new("dir"));
+    assert_eq!(fs::read_link(at("replaced")).unwrap(), Path::new("second"));
+    assert_eq!(fs::read_link(at("victim.txt")).unwrap(), Path::new("file.txt"));
+    assert_eq!(fs::read(at("overwritten")).unwrap(), b"a file over a link");
+    assert!(!fs::symlink_metadata(at("overwritten")).unwrap().file_type().is_symlink());
+    assert_eq!(errno_of(fs::symlink_metadata(at("removed"))), libc::ENOENT);
+    assert_eq!(errno_of(fs::symlink_metadata(at("replacing"))), libc::ENOENT);
+    // A relative target resolves from the link's folder: `dir/moved` points at `dir/file.txt`, which is not there.
+    assert_eq!(errno_of(fs::read(at("dir/moved"))), libc::ENOENT);
+    assert_eq!(fs::read(at("dir/up")).unwrap(), b"reached through a link");
+    ok(again.unmount());
+
+    // The independent implementation reads what the mount wrote.
+    assert_eq!(py_link_target(&folder.0, "/dir/moved"), "file.txt");
+    assert_eq!(py_link_target(&folder.0, "/replaced"), "second");
+    assert_eq!(py_link_target(&folder.0, &format!("/{long_name}")), "dir");
+    assert_no_clear_names(&folder.0, &["moved", "replaced", "file.txt"]);
+
+    // A tampered target is refused (EIO), never shown.
+    let sealed = paths_below(&folder.0).into_iter().find(|path| path.ends_with("symlink.c9r")).unwrap();
+    let mut bytes = fs::read(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&sealed, bytes).unwrap();
+    let tampered = mount_vault(&location, "links-tampered", &run.0, &[]);
+    let refused = ["dir/moved", "dir/up", "replaced", "victim.txt", long_name.as_str(), "made-by-pycryptomator"]
+        .iter()
+        .filter(|name| errno_of(fs::read_link(tampered.path(name))) == libc::EIO)
+        .count();
+    assert_eq!(refused, 1, "exactly the tampered link is refused");
+    ok(tampered.unmount());
+}

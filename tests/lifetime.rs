@@ -238,5 +238,7 @@ fn a_killed_mount_is_listed_as_broken_and_cleaned_by_mount_and_by_unmount() {
     let cleaned = cloakfs().arg("unmount").arg(&dir.0).env("XDG_RUNTIME_DIR", &run.0).output().unwrap();
     assert!(cleaned.status.success(), "{}", String::from_utf8_lossy(&cleaned.stderr));
     assert_clean(&dir.0);
-    assert!(status(&run.0).contains("no cloakfs mounts"));
+    // (Other tests' mounts may be listed: the kernel's table is the machine's.)
+    let shown = status(&run.0);
+    assert!(!shown.contains(&dir.0.display().to_string()), "{shown}");
 }

@@ -96,7 +96,7 @@ impl<S: Store> CryptomatorFormat<S> {
         S: Clone + 'static,
     {
         match stored {
-            Stored::File(file) => Ok(&file.0),
+            Stored::File(file) | Stored::Link(file) => Ok(&file.0),
             Stored::Folder(folder) => folder.entry.as_ref().ok_or(FsError::Busy),
         }
     }
@@ -139,7 +139,7 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
     type Batch = ();
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { batches: false, ranged_reads: true }
+        Capabilities { batches: false, ranged_reads: true, links: true }
     }
 
     fn root(&self) -> CmFolder {
@@ -180,8 +180,9 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
                 (EntryKind::Dir, Some(id)) => {
                     Stored::Folder(CmFolder { dir: self.vault.dir_ref(id), entry: Some(entry) })
                 }
-                _ => {
-                    tracing::debug!(node = %entry.node.display(), "symbolic links are not shown by the mount");
+                (EntryKind::Symlink, _) => Stored::Link(CmFile(entry)),
+                (EntryKind::Dir, None) => {
+                    tracing::warn!(node = %entry.node.display(), "a folder node without its id is not shown");
                     drop(CmFile(entry));
                     continue;
                 }
@@ -279,6 +280,33 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
         Ok((CmFolder { dir: self.vault.dir_ref(&id), entry: Some(entry) }, ()))
     }
 
+    async fn make_link(
+        &self,
+        _batch: Option<&()>,
+        path: &[CmFolder],
+        name: &str,
+        target: &str,
+    ) -> Result<CmFile, FsError> {
+        let parent = &Self::folder(path)?.dir;
+        let node = self.vault.node_for(parent, name).0;
+        let span = tracing::info_span!("make_link", node = %node.display());
+        let entry =
+            self.vault.make_symlink(parent, name, target).instrument(span).await.map_err(|error| self.fail(error))?;
+        Ok(CmFile(entry))
+    }
+
+    async fn read_link(&self, link: &CmFile) -> Result<Zeroizing<String>, FsError> {
+        let span = tracing::debug_span!("read_link", node = %link.0.node.display());
+        let clear = self.vault.read_file(&link.0).instrument(span).await.map_err(|error| self.fail(error))?;
+        match std::str::from_utf8(&clear) {
+            Ok(target) if !target.is_empty() && !target.contains('\0') => Ok(Zeroizing::new(target.to_owned())),
+            _ => {
+                let path = link.0.node.child(crate::cryptomator::vault::SYMLINK_FILE).join("/");
+                Err(self.fail(CryptomatorError::malformed(path, "not a link target (empty, NUL or not UTF-8)")))
+            }
+        }
+    }
+
     async fn remove(&self, _batch: Option<&()>, _path: &[CmFolder], stored: &Stored<Self>) -> Result<Removed, FsError> {
         match self.vault.remove(Self::entry_of(stored)?, false).await {
             Ok(()) => Ok(Removed::Done),
@@ -294,10 +322,18 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
         stored: &Stored<Self>,
         to: &[CmFolder],
         name: &str,
-        _replacing: Option<&Stored<Self>>,
+        replacing: Option<&Stored<Self>>,
         overwrite: bool,
     ) -> Result<Renamed<Self>, FsError> {
         let target = &Self::folder(to)?.dir;
+        // A link is a folder node holding `symlink.c9r`: no store moves a node over it, or a link's node over
+        // a file, in one step. The entry replaced goes first (for a moment the name is missing).
+        if let (true, Some(replaced)) = (overwrite, replacing) {
+            let involves_link = matches!(stored, Stored::Link(_)) || matches!(replaced, Stored::Link(_));
+            if involves_link && !matches!(replaced, Stored::Folder(_)) {
+                self.remove(None, to, replaced).await?;
+            }
+        }
         let moved = self
             .vault
             .rename(Self::entry_of(stored)?, target, name, overwrite)
@@ -305,6 +341,7 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
             .map_err(|error| self.fail(error))?;
         let stored = match stored {
             Stored::File(_) => Stored::File(CmFile(moved)),
+            Stored::Link(_) => Stored::Link(CmFile(moved)),
             // A folder keeps its id, so its contents do not move.
             Stored::Folder(folder) => Stored::Folder(CmFolder { dir: folder.dir.clone(), entry: Some(moved) }),
         };

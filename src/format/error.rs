@@ -44,9 +44,16 @@ pub enum FsError {
     /// A move between different encrypted trees.
     #[error("a move between different encrypted folders")]
     CrossDevice,
-    /// Something the vault format or the engine does not do (symlinks, special files, a format feature).
+    /// Something the vault format or the engine does not do (special files, a format feature).
     #[error("not supported")]
     NotSupported,
+    /// An entry the format cannot hold at all (a symbolic link in a Nextcloud folder): EPERM, as POSIX has
+    /// it for a file system that does not support the type.
+    #[error("the format cannot hold this kind of entry")]
+    NotPermitted,
+    /// A symbolic link where a file is needed (opening a link itself).
+    #[error("a symbolic link")]
+    IsALink,
     /// The server refused the credentials or the operation.
     #[error("access denied by the server")]
     AccessDenied,

@@ -33,14 +33,20 @@ pub struct Capabilities {
     pub batches: bool,
     /// Files can be read by byte ranges (Cryptomator's chunks); without, a file is fetched whole.
     pub ranged_reads: bool,
+    /// The format stores symbolic links (Cryptomator's `symlink.c9r`); without, making one is refused
+    /// (EPERM at the mount: Nextcloud's metadata has no links).
+    pub links: bool,
 }
 
-/// A stored entry: a file or a folder.
+/// A stored entry: a file, a folder or a symbolic link.
 pub enum Stored<F: Format> {
     /// A file.
     File(F::File),
     /// A folder.
     Folder(F::Folder),
+    /// A symbolic link, its target stored like a small file's contents (formats with
+    /// [`Capabilities::links`]).
+    Link(F::File),
 }
 
 impl<F: Format> Clone for Stored<F> {
@@ -48,6 +54,7 @@ impl<F: Format> Clone for Stored<F> {
         match self {
             Self::File(file) => Self::File(file.clone()),
             Self::Folder(folder) => Self::Folder(folder.clone()),
+            Self::Link(link) => Self::Link(link.clone()),
         }
     }
 }
@@ -58,7 +65,7 @@ pub struct ListedEntry<F: Format> {
     pub name: Zeroizing<String>,
     /// What is stored under it.
     pub stored: Stored<F>,
-    /// Clear size (files).
+    /// Clear size (files; a link's target length).
     pub size: u64,
     /// Last modification, as storage says.
     pub modified: Option<SystemTime>,
@@ -238,7 +245,22 @@ pub trait Format: Send + Sync + Sized + 'static {
         path: &[Self::Folder],
         name: &str,
     ) -> impl Future<Output = Result<(Self::Folder, Self::Listed), FsError>> + Send;
-    /// Removes `stored` (an empty folder, or a file) from the folder at `path`.
+    /// Creates the symbolic link `name` to `target` in the folder at `path` (formats with
+    /// [`Capabilities::links`]; others refuse with [`FsError::NotPermitted`]).
+    fn make_link(
+        &self,
+        _batch: Option<&Self::Batch>,
+        _path: &[Self::Folder],
+        _name: &str,
+        _target: &str,
+    ) -> impl Future<Output = Result<Self::File, FsError>> + Send {
+        async { Err(FsError::NotPermitted) }
+    }
+    /// The authenticated target of the link `link`.
+    fn read_link(&self, _link: &Self::File) -> impl Future<Output = Result<Zeroizing<String>, FsError>> + Send {
+        async { Err(FsError::NotPermitted) }
+    }
+    /// Removes `stored` (an empty folder, a file or a link) from the folder at `path`.
     fn remove(
         &self,
         batch: Option<&Self::Batch>,

@@ -96,6 +96,8 @@ pub fn to_errno(error: FsError) -> i32 {
         FsError::RetryLater => libc::EAGAIN,
         FsError::CrossDevice => libc::EXDEV,
         FsError::NotSupported => libc::ENOTSUP,
+        FsError::NotPermitted => libc::EPERM,
+        FsError::IsALink => libc::ELOOP,
         FsError::AccessDenied => libc::EACCES,
         FsError::Tampered | FsError::Unreachable | FsError::LockLost | FsError::Io => libc::EIO,
     }
@@ -190,8 +192,14 @@ impl<E: Engine> Filesystem for FuseAdapter<E> {
         );
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let core = self.core.clone();
+        self.spawn(async move {
+            match core.readlink(ino.0).await {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(error) => reply.error(errno(error)),
+            }
+        });
     }
 
     fn mknod(
@@ -257,16 +265,19 @@ impl<E: Engine> Filesystem for FuseAdapter<E> {
         });
     }
 
-    fn symlink(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &std::path::Path,
-        reply: ReplyEntry,
-    ) {
-        // The metadata format has no symbolic links.
-        reply.error(Errno::EPERM);
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        // A Nextcloud folder's metadata has no links: the engine answers EPERM there.
+        let core = self.core.clone();
+        let name = name_of(link_name);
+        let target = name_of(target.as_os_str());
+        let this = self.attr_maker();
+        self.spawn(async move {
+            let result = match (name, target) {
+                (Ok(name), Ok(target)) => core.symlink(parent.0, &name, &target).await,
+                (Err(error), _) | (_, Err(error)) => Err(error),
+            };
+            answer_entry(reply, result, &this)
+        });
     }
 
     fn rename(
@@ -402,10 +413,7 @@ impl<E: Engine> Filesystem for FuseAdapter<E> {
             let mut all: Vec<(u64, FileType, String)> =
                 vec![(ino.0, FileType::Directory, ".".into()), (parent, FileType::Directory, "..".into())];
             for entry in &entries {
-                let kind = match entry.attributes.kind {
-                    NodeType::Directory => FileType::Directory,
-                    NodeType::File => FileType::RegularFile,
-                };
+                let kind = file_type(entry.attributes.kind);
                 all.push((entry.attributes.ino, kind, entry.name.to_string()));
             }
             for (index, (child, kind, name)) in all.iter_mut().enumerate().skip(offset as usize) {
@@ -537,6 +545,15 @@ impl<E: Engine> FuseAdapter<E> {
 }
 
 /// Attribute building without the adapter (for tasks).
+/// The kernel's file type of a node.
+fn file_type(kind: NodeType) -> FileType {
+    match kind {
+        NodeType::Directory => FileType::Directory,
+        NodeType::File => FileType::RegularFile,
+        NodeType::Symlink => FileType::Symlink,
+    }
+}
+
 struct FuseAttr {
     owner: (u32, u32),
 }
@@ -544,9 +561,11 @@ struct FuseAttr {
 impl FuseAttr {
     fn attr(&self, attributes: &Attributes) -> FileAttr {
         let (uid, gid) = self.owner;
-        let (kind, perm) = match attributes.kind {
-            NodeType::Directory => (FileType::Directory, 0o700),
-            NodeType::File => (FileType::RegularFile, 0o600),
+        let kind = file_type(attributes.kind);
+        let perm = match attributes.kind {
+            NodeType::Directory => 0o700,
+            NodeType::File => 0o600,
+            NodeType::Symlink => 0o777,
         };
         FileAttr {
             ino: INodeNo(attributes.ino),

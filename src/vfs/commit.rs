@@ -57,7 +57,7 @@ impl<F: Format> State<F> {
                     Kind::File(file) => {
                         file.dirty && !file.unlinked && file.error.is_none() && self.ready_for_storage(node.parent)
                     }
-                    Kind::Dir(_) => false,
+                    Kind::Dir(_) | Kind::Link(_) => false,
                 })
             })
             .collect()
@@ -494,6 +494,7 @@ fn stored_children<F: Format>(state: &State<F>, ino: u64) -> Vec<(Zeroizing<Stri
                     Some(theirs) => theirs.stored.clone(),
                     None => Stored::File(file.stored.clone()?),
                 },
+                Kind::Link(link) => Stored::Link(link.stored.clone()),
             };
             Some((Zeroizing::new(name.0.clone()), stored))
         })

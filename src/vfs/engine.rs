@@ -21,6 +21,8 @@ pub enum NodeType {
     Directory,
     /// A regular file.
     File,
+    /// A symbolic link (formats that store them).
+    Symlink,
 }
 
 /// Attributes of a node.
@@ -130,7 +132,16 @@ pub trait Engine: Send + Sync + 'static {
     fn mknod(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
     /// Creates a folder.
     fn mkdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
-    /// Removes a file.
+    /// Creates the symbolic link `name` to `target` in folder `parent` (EPERM where the format has none).
+    fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+    ) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+    /// The target of the symbolic link `ino`.
+    fn readlink(&self, ino: u64) -> impl Future<Output = Result<Zeroizing<String>, FsError>> + Send;
+    /// Removes a file or a symbolic link.
     fn unlink(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
     /// Removes an empty folder.
     fn rmdir(&self, parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
@@ -214,6 +225,8 @@ impl<F: Format> Engine for Vfs<F> {
             -> impl Future<Output = Result<Attributes, FsError>> + Send;
         mknod(parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
         mkdir(parent: u64, name: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        symlink(parent: u64, name: &str, target: &str) -> impl Future<Output = Result<Attributes, FsError>> + Send;
+        readlink(ino: u64) -> impl Future<Output = Result<Zeroizing<String>, FsError>> + Send;
         unlink(parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
         rmdir(parent: u64, name: &str) -> impl Future<Output = Result<(), FsError>> + Send;
         rename(parent: u64, name: &str, new_parent: u64, new_name: &str, no_replace: bool)

@@ -75,7 +75,7 @@ pub(super) fn merge<F: Format>(
                 dir.theirs = None;
                 dir.stored.is_none()
             }
-            None => false,
+            Some(Kind::Link(_)) | None => false,
         };
         if !keep {
             state.detach(child);
@@ -137,13 +137,15 @@ fn apply<F: Format>(state: &mut State<F>, child: u64, entry: &ListedEntry<F>) ->
             }
             Some(_) => false,
         },
+        // The same link (a link's target never changes; another one under the name is a new node).
+        (Kind::Link(link), Stored::Link(stored)) => F::content_id(&link.stored) == F::content_id(stored),
         // Another kind under the name: a node made here keeps it (both are kept at its store), else the
         // node is replaced.
-        (Kind::File(file), Stored::Folder(_)) if file.stored.is_none() => {
+        (Kind::File(file), _) if file.stored.is_none() => {
             file.theirs = Some(entry.clone());
             true
         }
-        (Kind::Dir(dir), Stored::File(_)) if dir.stored.is_none() => {
+        (Kind::Dir(dir), _) if dir.stored.is_none() => {
             dir.theirs = Some(entry.clone());
             true
         }

@@ -1,10 +1,13 @@
-//! Namespace changes: create, mknod, mkdir, unlink and rmdir (renames: [`super::rename`]). A batching format
+//! Namespace changes: create, mknod, mkdir, symlink (and readlink), unlink and rmdir (renames:
+//! [`super::rename`]). A batching format
 //! takes them into the open batch (a new folder reaches storage with the next commit); any other format
 //! applies them at once.
 
 use std::time::Instant;
 
-use super::nodes::{Dir, File, Kind, Listed, Name};
+use zeroize::Zeroizing;
+
+use super::nodes::{Dir, File, Kind, Link, Listed, Name, Node};
 use super::{Attributes, Format, FsError, OpenMode, Opened, Vfs};
 use crate::format::{Removed, Stored};
 
@@ -94,7 +97,58 @@ impl<F: Format> Vfs<F> {
         state.attributes(ino)
     }
 
-    /// Removes a file.
+    /// Creates the symbolic link `name` to `target` in folder `parent`, in storage at once (a format without
+    /// links: [`FsError::NotPermitted`]). The target is kept as given, never resolved.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attributes, FsError> {
+        self.note_activity();
+        self.validate_name(name)?;
+        if !self.format.capabilities().links {
+            return Err(FsError::NotPermitted);
+        }
+        if target.is_empty() || target.contains('\0') {
+            return Err(FsError::InvalidArgument);
+        }
+        self.ensure_current(parent).await?;
+        if self.state().child(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let (_gate, batch) = self.enter_batch(&[parent]).await?;
+        let path = self.state().path(parent)?;
+        let _in_flight = self.in_flight(&[(parent, name)]);
+        let stored = self.format.make_link(batch.as_deref(), &path, name, target).await?;
+        let mut state = self.state();
+        if state.child(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let link = Link::stored(stored, target.len() as u64, Some(std::time::SystemTime::now()), Some(target));
+        let ino = state.allocate(parent, name, Kind::Link(Box::new(link)));
+        state.changed_here(parent, &Name(name.to_owned()));
+        Self::note_change(&mut state);
+        state.in_batch(parent);
+        state.attributes(ino)
+    }
+
+    /// The target of the symbolic link `ino`: read and authenticated once, then kept with the node.
+    pub async fn readlink(&self, ino: u64) -> Result<Zeroizing<String>, FsError> {
+        self.note_activity();
+        let stored = match &self.state().node(ino)?.kind {
+            Kind::Link(link) => match &link.target {
+                Some(target) => return Ok(target.clone()),
+                None => link.stored.clone(),
+            },
+            _ => return Err(FsError::InvalidArgument),
+        };
+        let target = self.format.read_link(&stored).await?;
+        let mut state = self.state();
+        if let Ok(Node { kind: Kind::Link(link), .. }) = state.node_mut(ino) {
+            if F::content_id(&link.stored) == F::content_id(&stored) {
+                link.target = Some(target.clone());
+            }
+        }
+        Ok(target)
+    }
+
+    /// Removes a file or a symbolic link.
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), FsError> {
         self.note_activity();
         self.validate_name(name)?;
@@ -104,6 +158,14 @@ impl<F: Format> Vfs<F> {
         let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         // A store of this file that is on its way finishes first (and none starts): the file is then either
         // in storage (removed there below) or not.
+        if matches!(self.state().node(ino)?.kind, Kind::Link(_)) {
+            // A link is in storage from its creation, and never changes: remove it there.
+            let (_gate, batch) = self.enter_batch(&[parent]).await?;
+            if self.state().child(parent, name)? != Some(ino) {
+                return Err(FsError::NotFound);
+            }
+            return self.remove_entry(batch.as_deref(), parent, ino).await;
+        }
         let no_upload = self.uploads.lock(&ino).await;
         if self.state().child(parent, name)? != Some(ino) {
             return Err(FsError::NotFound);

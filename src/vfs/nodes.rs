@@ -190,9 +190,30 @@ impl<F: Format> File<F> {
     }
 }
 
+/// A symbolic link: where its target is stored, and the target once read (wiped when dropped).
+pub(super) struct Link<F: Format> {
+    pub(super) stored: F::File,
+    /// The target's length.
+    pub(super) size: u64,
+    pub(super) mtime: SystemTime,
+    pub(super) ctime: SystemTime,
+    /// The target, read and authenticated at the first readlink (a link's target never changes).
+    pub(super) target: Option<zeroize::Zeroizing<String>>,
+}
+
+impl<F: Format> Link<F> {
+    /// A link as storage has it (`target` known when it was made here).
+    pub(super) fn stored(stored: F::File, size: u64, mtime: Option<SystemTime>, target: Option<&str>) -> Self {
+        let mtime = mtime.unwrap_or(SystemTime::UNIX_EPOCH);
+        let target = target.map(|target| zeroize::Zeroizing::new(target.to_owned()));
+        Self { stored, size, mtime, ctime: mtime, target }
+    }
+}
+
 pub(super) enum Kind<F: Format> {
     Dir(Box<Dir<F>>),
     File(Box<File<F>>),
+    Link(Box<Link<F>>),
 }
 
 impl<F: Format> Kind<F> {
@@ -201,6 +222,7 @@ impl<F: Format> Kind<F> {
         match entry.stored {
             Stored::File(stored) => Self::File(Box::new(File::stored(stored, entry.size, entry.modified))),
             Stored::Folder(stored) => Self::Dir(Box::new(Dir::stored(stored, entry.modified))),
+            Stored::Link(stored) => Self::Link(Box::new(Link::stored(stored, entry.size, entry.modified, None))),
         }
     }
 }
@@ -270,14 +292,14 @@ impl<F: Format> State<F> {
     pub(super) fn dir(&self, ino: u64) -> Result<&Dir<F>, FsError> {
         match &self.node(ino)?.kind {
             Kind::Dir(dir) => Ok(dir),
-            Kind::File(_) => Err(FsError::NotADirectory),
+            Kind::File(_) | Kind::Link(_) => Err(FsError::NotADirectory),
         }
     }
 
     pub(super) fn dir_mut(&mut self, ino: u64) -> Result<&mut Dir<F>, FsError> {
         match &mut self.node_mut(ino)?.kind {
             Kind::Dir(dir) => Ok(dir),
-            Kind::File(_) => Err(FsError::NotADirectory),
+            Kind::File(_) | Kind::Link(_) => Err(FsError::NotADirectory),
         }
     }
 
@@ -285,6 +307,7 @@ impl<F: Format> State<F> {
         match &self.node(ino)?.kind {
             Kind::File(file) => Ok(file),
             Kind::Dir(_) => Err(FsError::IsADirectory),
+            Kind::Link(_) => Err(FsError::IsALink),
         }
     }
 
@@ -292,6 +315,7 @@ impl<F: Format> State<F> {
         match &mut self.node_mut(ino)?.kind {
             Kind::File(file) => Ok(file),
             Kind::Dir(_) => Err(FsError::IsADirectory),
+            Kind::Link(_) => Err(FsError::IsALink),
         }
     }
 
@@ -365,8 +389,10 @@ impl<F: Format> State<F> {
         let node = self.node_mut(ino)?;
         node.parent = new_parent;
         node.name = new_name;
-        if let Kind::File(file) = &mut node.kind {
-            file.ctime = SystemTime::now();
+        match &mut node.kind {
+            Kind::File(file) => file.ctime = SystemTime::now(),
+            Kind::Link(link) => link.ctime = SystemTime::now(),
+            Kind::Dir(dir) => dir.attributes_changed = Some(SystemTime::now()),
         }
         Ok(())
     }
@@ -376,6 +402,7 @@ impl<F: Format> State<F> {
         match &mut self.node_mut(ino).ok()?.kind {
             Kind::File(file) => file.theirs.take(),
             Kind::Dir(dir) => dir.theirs.take(),
+            Kind::Link(_) => None,
         }
     }
 
@@ -420,7 +447,7 @@ impl<F: Format> State<F> {
                 file.dirty = false;
                 file.open_handles == 0
             }
-            Some(Kind::Dir(_)) => true,
+            Some(Kind::Dir(_) | Kind::Link(_)) => true,
             None => false,
         };
         if drop_node {
@@ -447,7 +474,7 @@ impl<F: Format> State<F> {
             let node = self.node(current)?;
             match &node.kind {
                 Kind::Dir(dir) => folders.push(dir.stored.clone().ok_or(FsError::RetryLater)?),
-                Kind::File(_) => return Err(FsError::NotADirectory),
+                Kind::File(_) | Kind::Link(_) => return Err(FsError::NotADirectory),
             }
             if current == ROOT_INO {
                 break;
@@ -463,6 +490,7 @@ impl<F: Format> State<F> {
         match &self.node(ino).ok()?.kind {
             Kind::Dir(dir) => dir.stored.clone().map(Stored::Folder),
             Kind::File(file) => file.stored.clone().map(Stored::File),
+            Kind::Link(link) => Some(Stored::Link(link.stored.clone())),
         }
     }
 
@@ -548,6 +576,14 @@ impl<F: Format> State<F> {
                 mtime: file.mtime,
                 ctime: file.ctime,
                 links: u32::from(!file.unlinked),
+            },
+            Kind::Link(link) => Attributes {
+                ino,
+                kind: NodeType::Symlink,
+                size: link.size,
+                mtime: link.mtime,
+                ctime: link.ctime,
+                links: 1,
             },
         })
     }

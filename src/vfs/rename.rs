@@ -160,6 +160,7 @@ impl<F: Format> Vfs<F> {
                     }
                     file.stored = Some(stored);
                 }
+                (Kind::Link(link), Some(Stored::Link(stored))) => link.stored = stored,
                 _ => {}
             }
         }

@@ -32,7 +32,7 @@ impl Format for TestFormat {
     type Batch = ();
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { batches: false, ranged_reads: false }
+        Capabilities { batches: false, ranged_reads: false, links: false }
     }
     fn root(&self) -> String {
         String::new()

@@ -144,6 +144,40 @@ impl<S: Store> CryptomatorVault<S> {
         })
     }
 
+    /// Creates the symbolic link `name` in `parent` pointing to `target` (kept as given, relative or
+    /// absolute, never resolved): its node folder (`NAME.c9r/`, or `HASH.c9s/` with `name.c9s`), then
+    /// `symlink.c9r`, the target encrypted as a file's contents, as Cryptomator writes it. A node that exists
+    /// already is [`CryptomatorError::Exists`]; a failure takes away the node this call made.
+    pub async fn make_symlink(
+        &self,
+        parent: &DirRef,
+        name: &str,
+        target: &str,
+    ) -> Result<VaultEntry, CryptomatorError> {
+        let (node, encrypted) = self.node_for(parent, name);
+        self.store.make_dir(&node.path).await.map_err(|error| kind_error(error, &node.display(), name))?;
+        let files = async {
+            if node.shortened {
+                self.store.create_small(&node.child(NAME_FILE), Bytes::from(encrypted.into_bytes())).await?;
+            }
+            let sealed = Bytes::from(self.content.encrypt_file(target.as_bytes()));
+            self.store.create_small(&node.child(SYMLINK_FILE), sealed).await
+        };
+        if let Err(error) = files.await {
+            let _ = self.store.remove(&node.path).await;
+            return Err(error.into());
+        }
+        Ok(VaultEntry {
+            name: name.to_owned(),
+            kind: EntryKind::Symlink,
+            size: target.len() as u64,
+            modified: Some(std::time::SystemTime::now()),
+            node,
+            version: String::new(),
+            dir_id: None,
+        })
+    }
+
     /// Removes `entry`: a file or link; a folder if it is empty, or with `recursive` everything in it
     /// (its entries removed 16 at a time).
     pub fn remove<'a>(&'a self, entry: &'a VaultEntry, recursive: bool) -> Removal<'a> {

@@ -142,7 +142,7 @@ impl<S: E2eeApi> NextcloudFormat<S> {
 /// The server name of a stored entry.
 fn uid_of<S: E2eeApi + 'static>(stored: &Stored<NextcloudFormat<S>>) -> &str {
     match stored {
-        Stored::File(file) => &file.uid,
+        Stored::File(file) | Stored::Link(file) => &file.uid,
         Stored::Folder(folder) => &folder.uid,
     }
 }
@@ -205,6 +205,8 @@ fn metadata_of<S: E2eeApi + 'static>(
             Stored::Folder(sub) => {
                 folder.folders.insert(sub.uid, name);
             }
+            // The format has no links: the engine never makes one here (make_link refuses).
+            Stored::Link(_) => tracing::error!("a link in a Nextcloud folder's metadata was left out"),
         }
     }
     folder
@@ -218,7 +220,7 @@ impl<S: E2eeApi + 'static> Format for NextcloudFormat<S> {
     type Batch = NcBatch;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { batches: true, ranged_reads: false }
+        Capabilities { batches: true, ranged_reads: false, links: false }
     }
 
     fn root(&self) -> NcFolder {

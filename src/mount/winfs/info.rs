@@ -86,7 +86,8 @@ impl FileInformation {
     pub fn new(attributes: &Attributes, extra: u32) -> Self {
         let file_attributes = match attributes.kind {
             NodeType::Directory => FILE_ATTRIBUTE_DIRECTORY | (extra & SETTABLE_ATTRIBUTES & !FILE_ATTRIBUTE_ARCHIVE),
-            NodeType::File => match extra & SETTABLE_ATTRIBUTES {
+            // A link of a Cryptomator vault shows as a file that cannot be opened (no reparse points).
+            NodeType::File | NodeType::Symlink => match extra & SETTABLE_ATTRIBUTES {
                 0 => FILE_ATTRIBUTE_NORMAL,
                 set => set,
             },

@@ -471,7 +471,7 @@ impl<E: Engine> WinFs<E> {
             Some(_) if !replace_if_exists => return Err(NtStatus::OBJECT_NAME_COLLISION),
             Some((_, NodeType::Directory, _)) => return Err(NtStatus::ACCESS_DENIED),
             // The target's own clear name: the one the engine replaces.
-            Some((_, NodeType::File, target_clear_name)) => target_clear_name,
+            Some((_, NodeType::File | NodeType::Symlink, target_clear_name)) => target_clear_name,
             None => names::to_clear(new_windows_name)?,
         };
         self.core.rename(folder, &clear_name, new_folder, &new_clear_name, !replace_if_exists).await?;

@@ -88,7 +88,7 @@ impl NtStatus {
             FsError::Busy => Self::SHARING_VIOLATION,
             FsError::RetryLater => Self::RETRY,
             FsError::CrossDevice => Self::NOT_SAME_DEVICE,
-            FsError::NotSupported => Self::NOT_SUPPORTED,
+            FsError::NotSupported | FsError::NotPermitted | FsError::IsALink => Self::NOT_SUPPORTED,
             FsError::AccessDenied => Self::ACCESS_DENIED,
             FsError::Tampered => Self::FILE_CORRUPT_ERROR,
             FsError::Unreachable => Self::NETWORK_UNREACHABLE,
