@@ -56,6 +56,18 @@ fn assert_clean(mountpoint: &Path) {
     assert_eq!(fs::read_dir(mountpoint).expect("the mount point is readable").count(), 0);
 }
 
+/// Detaches whatever is still mounted at its path when the test ends (a failed test must not leave a broken
+/// mount behind for the next run).
+struct Detached<'a>(&'a Path);
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        if mount::is_mounted(self.0) {
+            let _ = std::process::Command::new("fusermount3").args(["-u", "-z"]).arg(self.0).status();
+        }
+    }
+}
+
 /// A mount of `/Vault` that keeps closed files queued (a commit only after 10 minutes of quiet).
 fn queued_mount_command(account: &Account, mountpoint: &Path) -> std::process::Command {
     let mut command = account.mount_command("/Vault", mountpoint, &account.mnemonic);
@@ -67,6 +79,7 @@ fn queued_mount_command(account: &Account, mountpoint: &Path) -> std::process::C
 fn a_closed_terminal_uploads_every_closed_file_then_unmounts() {
     let account = Account::new("hangup");
     let mountpoint = TempDir::new("hangup-mnt");
+    let _detached = Detached(&mountpoint.0);
     let mut terminal = pty::Terminal::spawn(queued_mount_command(&account, &mountpoint.0));
     assert!(terminal.wait_for(" mounted at ", Duration::from_secs(60)), "not mounted: {}", terminal.output());
     let files = write_files(&mountpoint.0, "hangup");
@@ -85,6 +98,7 @@ fn a_closed_terminal_uploads_every_closed_file_then_unmounts() {
 fn a_closed_output_pipe_uploads_every_closed_file_then_unmounts() {
     let account = Account::new("pipe");
     let mountpoint = TempDir::new("pipe-mnt");
+    let _detached = Detached(&mountpoint.0);
     // `cloakfs mount … 2>&1 | tee log`, and then tee ends (Ctrl-C in its terminal, or `| head`).
     let (reader, writer) = std::io::pipe().unwrap();
     let mut child = queued_mount_command(&account, &mountpoint.0)
@@ -159,6 +173,7 @@ fn a_background_vault_mount_logs_to_the_system_log_ignores_a_hang_up_and_uploads
     let folder = local_vault("daemon-vault");
     let run = TempDir::new("daemon-vault-run");
     let mountpoint = TempDir::new("daemon-vault-mnt");
+    let _detached = Detached(&mountpoint.0);
     // The system log: a datagram socket standing in for /dev/log.
     let log_socket_path = run.0.join("log");
     let log_socket = std::os::unix::net::UnixDatagram::bind(&log_socket_path).unwrap();
