@@ -18,12 +18,18 @@ static DETACHED: AtomicBool = AtomicBool::new(false);
 /// Writes one line to stderr, like `eprintln!`, but a failed write (a closed terminal or pipe) is ignored
 /// instead of panicking. For every message of a running mount.
 macro_rules! say {
-    ($($argument:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($argument)*);
-    }};
+    ($($argument:tt)*) => {
+        $crate::mount::output::say_line(format_args!($($argument)*))
+    };
 }
 pub(crate) use say;
+
+/// Writes `line` and a newline to stderr; a failed write (a closed terminal or pipe) is ignored. What
+/// [`say!`] calls; for the platform crates, which cannot use the macro.
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// Whether this process runs detached (its output goes to the system log, a hang-up is ignored).
 pub fn is_detached() -> bool {

@@ -1,7 +1,8 @@
 //! `cloakfs mount` on Windows, for both vault formats and every location the Linux build takes (a Nextcloud
 //! folder with `--server`; a Cryptomator vault at https://…, sftp://… or a local path): the engine opened
 //! as on Linux (`cloakfs::cli::mount::open_engine` / `open_vault_engine`), mounted through WinFsp as a drive
-//! letter or a directory, served until Ctrl-C, `cloakfs unmount` or `cloakfs lock` (over the named pipe),
+//! letter or a directory, served until Ctrl-C or Ctrl-Break, the console closing, a log-off or shutdown,
+//! `cloakfs unmount` or `cloakfs lock` (over the named pipe),
 //! the idle timeout or a suspend (`--lock-on-suspend`); the way out is the one every platform shares
 //! (`cloakfs::mount::lifecycle`): everything uploaded, the drive removed, late writes uploaded, the keys and
 //! caches wiped.
@@ -13,6 +14,7 @@ use anyhow::{anyhow, bail, Context as _};
 use cloakfs::cli::mount::MountCommand;
 use cloakfs::mount::control::{pipe, MountStatus, Request};
 use cloakfs::mount::lifecycle::{self, Stop};
+use cloakfs::mount::output::say_line;
 use cloakfs::mount::winfs::info::to_filetime;
 use cloakfs::mount::winfs::WinFs;
 use cloakfs::mount::MountInfo;
@@ -102,13 +104,13 @@ fn serve_drive<E: Engine>(runtime: tokio::runtime::Runtime, engine: Arc<E>, info
         )
     })?;
     host.start().map_err(|error| anyhow!("starting WinFsp's dispatcher: {error:?}"))?;
-    eprintln!(
+    say_line(format_args!(
         "cloakfs: {} ({}) mounted at {} (Ctrl-C or `cloakfs unmount {}` to upload and unmount)",
         info.remote,
         info.server,
         mountpoint.display(),
         mountpoint.display()
-    );
+    ));
     let result = runtime.block_on(serve(engine.clone(), &info, watch, security, &mut host));
     engine.wipe();
     result
@@ -151,19 +153,28 @@ async fn serve<E: Engine>(
         })
     };
     let idle_timeout = info.idle_timeout;
+    // Closing the console window, logging off and shutting down give the process a few seconds (Windows
+    // ends it then): start uploading at once, as Ctrl-C and Ctrl-Break do.
+    use tokio::signal::windows as console;
+    let (mut close, mut brk) = (console::ctrl_close()?, console::ctrl_break()?);
+    let (mut logoff, mut shutdown) = (console::ctrl_logoff()?, console::ctrl_shutdown()?);
     let ending = loop {
         let stop = tokio::select! {
-            _ = tokio::signal::ctrl_c() => { eprintln!("cloakfs: interrupted: uploading, then unmounting"); Stop::Now }
+            _ = tokio::signal::ctrl_c() => { say_line(format_args!("cloakfs: interrupted: uploading, then unmounting")); Stop::Now }
+            _ = brk.recv() => { say_line(format_args!("cloakfs: Ctrl-Break: uploading, then unmounting")); Stop::Now }
+            _ = close.recv() => { say_line(format_args!("cloakfs: the console closes: uploading, then unmounting")); Stop::Now }
+            _ = logoff.recv() => { say_line(format_args!("cloakfs: logging off: uploading, then unmounting")); Stop::Now }
+            _ = shutdown.recv() => { say_line(format_args!("cloakfs: shutting down: uploading, then unmounting")); Stop::Now }
             Some((request, connection)) = stop_requests.recv() => match request {
                 Request::Lock { discard } => Stop::Lock(connection, discard),
                 _ => Stop::Unmount(connection),
             },
             Some(reason) = next_suspend(&mut watch) => {
-                eprintln!("cloakfs: {reason}: uploading, unmounting and wiping");
+                say_line(format_args!("cloakfs: {reason}: uploading, unmounting and wiping"));
                 Stop::Suspend
             }
             _ = idle(&*engine, idle_timeout) => {
-                eprintln!("cloakfs: idle for {} s: uploading, unmounting and wiping", engine.idle_for().as_secs());
+                say_line(format_args!("cloakfs: idle for {} s: uploading, unmounting and wiping", engine.idle_for().as_secs()));
                 Stop::Now
             }
         };
