@@ -101,7 +101,10 @@ fn a_closed_output_pipe_uploads_every_closed_file_then_unmounts() {
     let _detached = Detached(&mountpoint.0);
     // `cloakfs mount … 2>&1 | tee log`, and then tee ends (Ctrl-C in its terminal, or `| head`).
     let (reader, writer) = std::io::pipe().unwrap();
+    // Debug logging: the upload after the pipe closed writes many log lines into it, and none may fail the
+    // mount (tracing reports a failed write with `eprintln!`, which panics, unless told not to).
     let mut child = queued_mount_command(&account, &mountpoint.0)
+        .env("RUST_LOG", "cloakfs=debug")
         .stdin(Stdio::null())
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)

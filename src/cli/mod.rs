@@ -85,6 +85,10 @@ pub fn main_with(platform_mount: impl FnOnce(mount::MountCommand) -> anyhow::Res
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A failed write of a log line (a closed terminal or pipe) is dropped: reporting it would be an
+        // `eprintln!`, which panics on that same closed stderr.
+        .log_internal_errors(false)
         .init();
     let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // A Cryptomator vault has its own `cloakfs mount` arguments (a location, no Nextcloud server or mnemonic).

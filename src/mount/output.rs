@@ -188,7 +188,7 @@ mod unix {
         let mut sink = sink;
         std::thread::Builder::new().name("log-forward".into()).spawn(move || {
             for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
-                sink(&line);
+                sink(&super::without_colours(&line));
             }
         })?;
         say!("cloakfs: running detached; messages go to {destination}");
@@ -196,8 +196,33 @@ mod unix {
     }
 }
 
+/// `line` without ANSI colour sequences (`ESC [ … m`: log lines coloured for the terminal the mount was
+/// started on).
+#[cfg_attr(not(unix), allow(dead_code))]
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find('\u{1b}') {
+        plain.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.strip_prefix('[').and_then(|sequence| sequence.find('m').map(|end| &sequence[end + 1..])) {
+            Some(remaining) => rest = remaining,
+            None => rest = after,
+        }
+    }
+    plain.push_str(rest);
+    plain
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn colour_sequences_are_stripped_for_the_system_log() {
+        let coloured = "\u{1b}[2m2026-12-07T17:32:13Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m cloakfs: a warning";
+        assert_eq!(super::without_colours(coloured), "2026-12-07T17:32:13Z  WARN cloakfs: a warning");
+        assert_eq!(super::without_colours("plain"), "plain");
+    }
+
     #[test]
     fn a_panic_in_one_operation_is_caught_and_reported() {
         assert!(super::catch("fine", || {}));
