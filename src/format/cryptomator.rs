@@ -322,18 +322,10 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
         stored: &Stored<Self>,
         to: &[CmFolder],
         name: &str,
-        replacing: Option<&Stored<Self>>,
+        _replacing: Option<&Stored<Self>>,
         overwrite: bool,
     ) -> Result<Renamed<Self>, FsError> {
         let target = &Self::folder(to)?.dir;
-        // A link is a folder node holding `symlink.c9r`: no store moves a node over it, or a link's node over
-        // a file, in one step. The entry replaced goes first (for a moment the name is missing).
-        if let (true, Some(replaced)) = (overwrite, replacing) {
-            let involves_link = matches!(stored, Stored::Link(_)) || matches!(replaced, Stored::Link(_));
-            if involves_link && !matches!(replaced, Stored::Folder(_)) {
-                self.remove(None, to, replaced).await?;
-            }
-        }
         let moved = self
             .vault
             .rename(Self::entry_of(stored)?, target, name, overwrite)

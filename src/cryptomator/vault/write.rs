@@ -254,8 +254,9 @@ impl<S: Store> CryptomatorVault<S> {
                 (EntryKind::Dir, EntryKind::Dir) => self.remove(&existing, false).await?,
                 (EntryKind::Dir, _) => return Err(CryptomatorError::IsADirectory(to_name.to_owned())),
                 (_, EntryKind::Dir) => return Err(CryptomatorError::NotADirectory(to_name.to_owned())),
-                // Replaced by the move itself when both are plain nodes; else removed first.
-                _ if !entry.node.shortened && !target.shortened => {}
+                // Replaced by the move itself when both are plain files; else removed first (a link is a
+                // folder node: no store moves a node over it, or a link's node over a file, in one step).
+                (EntryKind::File, EntryKind::File) if plain => {}
                 _ => self.remove(&existing, false).await?,
             }
         }
@@ -266,7 +267,19 @@ impl<S: Store> CryptomatorVault<S> {
         };
         let source: &Node = &entry.node;
         match (source.shortened, target.shortened) {
-            (false, false) => self.store.rename(&source.path, &target.path, overwrite).await?,
+            (false, false) => match self.store.rename(&source.path, &target.path, overwrite).await {
+                Ok(()) => {}
+                // Replaced blindly, and the store refused: a link may be there (a folder node). Remove it,
+                // then move.
+                Err(error) if replaces_blindly => match self.lookup(to, to_name).await? {
+                    Some(existing) if existing.kind == EntryKind::Symlink => {
+                        self.remove(&existing, false).await?;
+                        self.store.rename(&source.path, &target.path, false).await?;
+                    }
+                    _ => return Err(error.into()),
+                },
+                Err(error) => return Err(error.into()),
+            },
             (true, true) => {
                 self.store.rename(&source.path, &target.path, false).await?;
                 self.store
