@@ -28,6 +28,14 @@ pub struct ServerPins {
     /// What this device accepted about each top folder's membership, by file id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub folders: BTreeMap<String, FolderPins>,
+    /// Certificates the user confirmed on this device (compared with their owner out of band), by user id:
+    /// only these, the user's own and those a folder's verified audit trail vouches for ever receive a key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub confirmed: BTreeMap<String, String>,
+    /// SHA-256 of the signed metadata seen at the highest counter, by folder file id: another document under
+    /// a counter already seen is refused (counters must strictly increase).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 /// The membership of one top folder as this device last accepted it (user ids and fingerprints; no names).
@@ -44,6 +52,13 @@ pub struct FolderPins {
     /// Fingerprint of the recovery key the folder wraps its key for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<String>,
+    /// Members' new certificates this folder's verified audit trail vouched for, by user id. They hold for
+    /// this folder only: another folder's trail cannot move a user's pin for every folder.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, String>,
+    /// Every metadata-key checksum seen in the folder's `keyChecksums` (none may disappear).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_checksums: Vec<String>,
 }
 
 /// All pins, by server URL.
@@ -100,6 +115,18 @@ pub enum TrustError {
         user: String,
         /// The pin file.
         pin_file: String,
+    },
+    /// The server returned different metadata under a counter this device already saw.
+    #[error(
+        "folder {file_id}: the server returned different metadata under counter {counter}, which this device \
+         already saw with other content. Counters must grow with every change: this is a replayed or forged \
+         version. Nothing was read from it."
+    )]
+    CounterReused {
+        /// The folder.
+        file_id: u64,
+        /// The counter.
+        counter: u64,
     },
     /// The pin file could not be read or written.
     #[error("pin file {path}: {reason}")]
@@ -251,6 +278,69 @@ impl TrustStore {
         self.save()
     }
 
+    /// Confirms `fingerprint` as `user`'s certificate on this device (the user compared it with them). With
+    /// `pin`, it also becomes the pin; without, the pin is replaced once the change that uses it is written
+    /// ([`Self::replace_certificate`]). Saves.
+    pub fn confirm_certificate(
+        &mut self,
+        server: &str,
+        user: &str,
+        fingerprint: &str,
+        pin: bool,
+    ) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        let fingerprint = fingerprint.to_ascii_lowercase();
+        if pin {
+            pins.certificates.insert(user.to_owned(), fingerprint.clone());
+        }
+        pins.confirmed.insert(user.to_owned(), fingerprint);
+        self.save()
+    }
+
+    /// Whether the user confirmed `fingerprint` as `user`'s certificate on this device.
+    pub fn is_confirmed(&self, server: &str, user: &str, fingerprint: &str) -> bool {
+        self.server(server)
+            .and_then(|pins| pins.confirmed.get(user))
+            .is_some_and(|confirmed| confirmed.eq_ignore_ascii_case(fingerprint))
+    }
+
+    /// The certificate fingerprint this device expects for `user` in top folder `file_id`: one the folder's
+    /// trail vouched for, else the pin.
+    pub fn expected_certificate(&self, server: &str, file_id: u64, user: &str) -> Option<&str> {
+        self.folder(server, file_id)
+            .and_then(|folder| folder.certificates.get(user))
+            .map(String::as_str)
+            .or_else(|| self.pinned_certificate(server, user))
+    }
+
+    /// Records the signed content digest of folder `file_id` at `counter`, refusing another digest under a
+    /// counter already seen. Call after [`Self::record_counter`]'s rollback check passed. Saves on change.
+    pub fn record_digest(
+        &mut self,
+        server: &str,
+        file_id: u64,
+        counter: u64,
+        digest: &str,
+    ) -> Result<(), TrustError> {
+        let pins = self.pins.servers.entry(server.to_owned()).or_default();
+        let key = file_id.to_string();
+        let known_counter = pins.counters.get(&key).copied().unwrap_or(0);
+        if counter < known_counter {
+            return Ok(());
+        }
+        match pins.digests.get(&key) {
+            Some(known) if counter == known_counter && known != digest => {
+                Err(TrustError::CounterReused { file_id, counter })
+            }
+            Some(known) if counter == known_counter && known == digest => Ok(()),
+            _ => {
+                pins.counters.insert(key.clone(), counter);
+                pins.digests.insert(key, digest.to_owned());
+                self.save()
+            }
+        }
+    }
+
     /// What this device accepted about top folder `file_id`.
     pub fn folder(&self, server: &str, file_id: u64) -> Option<&FolderPins> {
         self.server(server).and_then(|pins| pins.folders.get(&file_id.to_string()))
@@ -296,6 +386,8 @@ impl TrustStore {
         let known = pins.counters.entry(file_id.to_string()).or_insert(0);
         if counter > *known {
             *known = counter;
+            // This device wrote that version: its digest is taken at the next read.
+            pins.digests.remove(&file_id.to_string());
             self.save()?;
         }
         Ok(())

@@ -188,7 +188,12 @@ pub fn run(command: FileCommand) -> anyhow::Result<()> {
                 let kind = if entry.is_dir { "d" } else { "-" };
                 let size = entry.size.map(human_size).unwrap_or_else(|| "-".into());
                 let modified = entry.modified.map(httpdate::fmt_http_date).unwrap_or_else(|| "-".into());
-                let marker = if entry.is_dir && entry.is_encrypted { "  [encrypted]" } else { "" };
+                let marker = match entry.origin {
+                    _ if entry.is_dir && entry.is_encrypted => "  [encrypted]",
+                    crate::vault::Origin::Dropped => "  [dropped]",
+                    crate::vault::Origin::PendingDrop => "  [pending file drop]",
+                    crate::vault::Origin::Member => "",
+                };
                 let slash = if entry.is_dir { "/" } else { "" };
                 writeln!(stdout, "{kind} {size:>8}  {modified}  {}{slash}{marker}", entry.name.as_str())?;
             }

@@ -38,12 +38,22 @@ pub enum RecoveryCommand {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Stop wrapping new folders' keys for the recovery key on this device (folders that have it keep it
-    /// until their key is rotated by a device without it).
+    /// Stop wrapping new folders' keys for the recovery key on this device (folders that have it keep it:
+    /// remove it from a folder with `cloakfs recovery remove FOLDER`).
     Disable {
         /// The server and user.
         #[command(flatten)]
         connection: ConnectionArgs,
+    },
+    /// Remove the recovery key from a top folder: its key is rotated without it and the removal is recorded
+    /// in the folder's audit trail; cloakfs never adds a recovery key back to that folder (re-add one by
+    /// sharing anew from a device with `recovery enable`, after `recovery disable` elsewhere if needed).
+    Remove {
+        /// The top encrypted folder, e.g. /Vault.
+        path: String,
+        /// Server and credentials.
+        #[command(flatten)]
+        vault: super::files::VaultArgs,
     },
     /// Give your new keys (after you lost the old ones and ran `cloakfs keys init` again) back your access
     /// to a folder you were a member of, with the recovery private key. Recorded in the folder's audit trail,
@@ -113,6 +123,18 @@ pub fn run(command: RecoveryCommand) -> anyhow::Result<()> {
             let server = connection.server.trim_end_matches('/').to_owned();
             connection.trust_store()?.set_recovery_key(&server, None)?;
             eprintln!("no recovery key for new folders on {server} from this device");
+        }
+        RecoveryCommand::Remove { path, vault } => {
+            let runtime = runtime()?;
+            let vault = super::files::open(&vault, &runtime)?;
+            let removed = runtime
+                .block_on(vault.remove_recovery(&path))
+                .with_context(|| format!("removing the recovery key from {path}"))?;
+            if removed {
+                println!("{path} no longer wraps its key for a recovery key (new metadata key; recorded in its audit trail)");
+            } else {
+                println!("{path} has no recovery key");
+            }
         }
         RecoveryCommand::Restore { key, path, vault } => {
             let recovery = read_private_key(&key)?;

@@ -9,7 +9,7 @@ use super::common::runtime;
 use super::files::{open, VaultArgs};
 use crate::metadata::audit::AuditEvent;
 use crate::storage::SharePermissions;
-use crate::vault::TrailStatus;
+use crate::vault::{CertificateStatus, MemberTrust, TrailStatus};
 
 /// What a share allows (`--permissions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,8 +25,10 @@ pub enum PermissionsArg {
 /// The sharing commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum SharingCommand {
-    /// Share an end-to-end encrypted top folder with a user: pins their certificate (shown for you to compare
-    /// with them), makes the server share, and gives them the folder's key under a new metadata key.
+    /// Share an end-to-end encrypted top folder with a user: shows their certificate's fingerprint and, on a
+    /// terminal, asks you to confirm it (compare it with them: they see it with `cloakfs keys check`);
+    /// without a terminal it needs --fingerprint. Then makes the server share and gives them the folder's key
+    /// under a new metadata key. Nothing is shared with an unconfirmed certificate.
     Share {
         /// The top encrypted folder, e.g. /Vault.
         path: String,
@@ -36,10 +38,28 @@ pub enum SharingCommand {
         /// What the share allows.
         #[arg(long, value_enum, default_value = "write")]
         permissions: PermissionsArg,
+        /// The SHA-256 fingerprint of USER's certificate, as USER read it to you (`cloakfs keys check`):
+        /// confirms it without asking. Refused if the server presents another.
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: Option<String>,
         /// The user made a new key pair: accept their new certificate with this SHA-256 fingerprint (check it
         /// with them first). It replaces the pinned one and is recorded in the folder's audit trail.
-        #[arg(long, value_name = "FINGERPRINT")]
+        #[arg(long, value_name = "FINGERPRINT", conflicts_with = "fingerprint")]
         accept_new_certificate: Option<String>,
+        /// Server and credentials.
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Confirm a user's certificate on this device after comparing its fingerprint with them (they see it with
+    /// `cloakfs keys check`): only confirmed certificates, and members a folder's verified audit trail
+    /// vouches for, ever receive a key from this device (sharing, re-keying, file drops).
+    Confirm {
+        /// The user.
+        #[arg(value_name = "USER")]
+        member: String,
+        /// The fingerprint they read to you (else asked on a terminal).
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: Option<String>,
         /// Server and credentials.
         #[command(flatten)]
         vault: VaultArgs,
@@ -99,8 +119,55 @@ fn event_text(event: AuditEvent) -> &'static str {
         AuditEvent::MemberRemoved => "member removed",
         AuditEvent::FilesRekeyed => "files re-keyed",
         AuditEvent::RecoveryEnabled => "recovery key enabled",
+        AuditEvent::RecoveryDisabled => "recovery key removed",
+        AuditEvent::DropShareAdded => "file-drop share given to",
+        AuditEvent::DropShareRemoved => "file-drop share taken from",
         AuditEvent::NewCertificate => "new certificate",
         AuditEvent::RecoveryUsed => "access restored with the recovery key for",
+    }
+}
+
+/// Shows `user`'s certificate fingerprint and gets the user's confirmation of it: `given` (from the command
+/// line), else a yes on the terminal. `Ok(None)` when it was confirmed on this device before. Without a
+/// terminal and without `given`, refuses (nothing is shared).
+fn confirmation(
+    runtime: &tokio::runtime::Runtime,
+    vault: &crate::vault::Vault<crate::storage::NextcloudClient>,
+    user: &str,
+    given: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let (certificate, status) =
+        runtime.block_on(vault.certificate_of(user)).with_context(|| format!("the certificate of {user}"))?;
+    let presented = certificate.fingerprint();
+    let known = match &status {
+        CertificateStatus::Confirmed => "confirmed on this device before".to_owned(),
+        CertificateStatus::Pinned => "seen before on this device, never confirmed".to_owned(),
+        CertificateStatus::New => "never seen on this device".to_owned(),
+        CertificateStatus::Changed { pinned } => format!("CHANGED: this device pinned {pinned}"),
+    };
+    eprintln!("certificate of {user}: SHA256 {presented} ({known})");
+    if let Some(given) = given {
+        return Ok(Some(given));
+    }
+    if status == CertificateStatus::Confirmed {
+        return Ok(None);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to give a key to {user} without a confirmed certificate: compare the fingerprint above with \
+             {user} over another channel (they see it with `cloakfs keys check`), then run again with \
+             --fingerprint {presented}"
+        );
+    }
+    eprint!("Compare it with {user} over another channel (they see it with `cloakfs keys check`). Does it match? [yes/no] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
+    if answer.trim().eq_ignore_ascii_case("yes") || answer.trim().eq_ignore_ascii_case("y") {
+        Ok(Some(presented))
+    } else {
+        bail!("not confirmed: nothing was shared")
     }
 }
 
@@ -108,25 +175,40 @@ fn event_text(event: AuditEvent) -> &'static str {
 pub fn run(command: SharingCommand) -> anyhow::Result<()> {
     let runtime = runtime()?;
     match command {
-        SharingCommand::Share { path, member: user, permissions, accept_new_certificate, vault } => {
+        SharingCommand::Share { path, member: user, permissions, fingerprint, accept_new_certificate, vault } => {
             let vault = open(&vault, &runtime)?;
             let permissions = match permissions {
                 PermissionsArg::Read => SharePermissions::Read,
                 PermissionsArg::Write => SharePermissions::Write,
                 PermissionsArg::Drop => SharePermissions::Drop,
             };
+            let new_certificate = accept_new_certificate.is_some();
+            let given = accept_new_certificate.or(fingerprint);
+            let confirmed = confirmation(&runtime, &vault, &user, given)?;
             let outcome = runtime
-                .block_on(vault.share(&path, &user, permissions, accept_new_certificate.as_deref()))
+                .block_on(vault.share(&path, &user, permissions, confirmed.as_deref(), new_certificate))
                 .with_context(|| format!("share {path} with {user}"))?;
-            let pinned = if outcome.first_use { "first use: pinned now" } else { "matches the pin" };
-            println!("certificate of {user}: SHA256 {} ({pinned})", outcome.fingerprint);
-            println!("compare it with {user} over another channel (they see it with `cloakfs keys check`)");
             if permissions == SharePermissions::Drop {
-                println!("{path} shared with {user} as a file drop");
+                println!("{path} shared with {user} as a file drop (recorded in the folder's audit trail)");
             } else if outcome.already_member {
                 println!("{user} was already a member of {path}");
             } else {
-                println!("{path} shared with {user}; the folder has a new metadata key");
+                println!(
+                    "{path} shared with {user} (certificate SHA256 {}); the folder has a new metadata key",
+                    outcome.fingerprint
+                );
+            }
+        }
+        SharingCommand::Confirm { member: user, fingerprint, vault } => {
+            let vault = open(&vault, &runtime)?;
+            match confirmation(&runtime, &vault, &user, fingerprint)? {
+                Some(fingerprint) => {
+                    runtime
+                        .block_on(vault.confirm_certificate(&user, &fingerprint, false))
+                        .with_context(|| format!("confirm the certificate of {user}"))?;
+                    println!("certificate of {user} confirmed on this device");
+                }
+                None => println!("certificate of {user} was already confirmed on this device"),
             }
         }
         SharingCommand::Unshare { path, member: user, rekey_files, vault } => {
@@ -157,12 +239,22 @@ pub fn run(command: SharingCommand) -> anyhow::Result<()> {
             }
             .with_context(|| format!("members of {path}"))?;
             for member in &report.members {
-                let new = if member.new_to_this_device { "  NEW to this device" } else { "" };
-                println!("{:<20} SHA256 {}{new}", member.user_id, member.fingerprint);
+                let trust = match member.trust {
+                    MemberTrust::Own => "you",
+                    MemberTrust::Confirmed => "confirmed on this device",
+                    MemberTrust::Trail => "vouched for by the audit trail",
+                    MemberTrust::FirstUse => "TAKEN ON FIRST USE: compare with them, then `cloakfs confirm`",
+                };
+                let new = if member.new_to_this_device { ", NEW to this device" } else { "" };
+                println!("{:<20} SHA256 {}  ({trust}{new})", member.user_id, member.fingerprint);
             }
             println!("current metadata signed by {}", report.signed_by);
             match report.trail_status {
                 TrailStatus::Verified(entries) => println!("audit trail: {entries} entries, verified"),
+                TrailStatus::Restarted(entries) => println!(
+                    "audit trail: {entries} entries, verified; RESTARTED after a client that does not keep it \
+                     rewrote the folder (its first entry links to the last one this device saw)"
+                ),
                 TrailStatus::Absent => println!("audit trail: none (the folder was made by another client)"),
                 TrailStatus::Dropped(seen) => println!(
                     "audit trail: DROPPED by a rewrite (this device saw {seen} entries); the next change by \

@@ -39,6 +39,14 @@ pub enum AuditEvent {
     FilesRekeyed,
     /// A recovery key now receives the metadata key.
     RecoveryEnabled,
+    /// The recovery key no longer receives the metadata key (the key was rotated without it); cloakfs does
+    /// not add one back to this folder.
+    RecoveryDisabled,
+    /// The subject may drop files into the folder (a file-drop share): only then do members' clients take
+    /// file drops into the folder.
+    DropShareAdded,
+    /// The subject's file-drop share was removed.
+    DropShareRemoved,
     /// A member's certificate changed (a new key pair: a new device or a reset).
     NewCertificate,
     /// The recovery key restored a member's access with their new certificate (the member lost their keys).
@@ -384,21 +392,51 @@ impl AuditTrail {
         previous.members.iter().any(|member| member.0 == entry.actor) && expected == entry.members
     }
 
+    /// The users a member gave a file-drop share, as the trail records it (added and not removed since).
+    pub fn drop_shares(&self) -> Vec<String> {
+        let mut users: Vec<String> = Vec::new();
+        for entry in &self.entries {
+            let Some(subject) = &entry.subject else { continue };
+            match entry.event {
+                AuditEvent::DropShareAdded if !users.contains(subject) => users.push(subject.clone()),
+                AuditEvent::DropShareRemoved => users.retain(|user| user != subject),
+                _ => {}
+            }
+        }
+        users
+    }
+
+    /// Whether a member removed the recovery key (and none was enabled since).
+    pub fn recovery_disabled(&self) -> bool {
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| matches!(entry.event, AuditEvent::RecoveryEnabled | AuditEvent::RecoveryDisabled))
+            .is_some_and(|entry| entry.event == AuditEvent::RecoveryDisabled)
+    }
+
     /// Checks that this trail extends the one this device saw (`pinned_len` entries ending in `pinned_head`).
-    pub fn check_extends(&self, pinned_len: u64, pinned_head: &str) -> Result<(), AuditError> {
+    /// `Ok(true)` when it is a new trail whose first entry ([`AuditEvent::TrailStarted`]) links to that head
+    /// (a client that does not keep trails dropped it, and cloakfs started a new one).
+    pub fn check_extends(&self, pinned_len: u64, pinned_head: &str) -> Result<bool, AuditError> {
         if pinned_len == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let truncated = || AuditError::Truncated {
             pinned_len,
             pinned_head: pinned_head.to_owned(),
             len: self.entries.len() as u64,
         };
+        if let Some(first) = self.entries.first() {
+            if first.event == AuditEvent::TrailStarted && first.previous == pinned_head && pinned_head != GENESIS {
+                return Ok(true);
+            }
+        }
         let entry = self.entries.get(pinned_len as usize - 1).ok_or_else(truncated)?;
         if entry.hash() != pinned_head {
             return Err(truncated());
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Whether the entries after the first `from_len` lead, each made by a member of the state before it,
@@ -510,8 +548,8 @@ mod tests {
         let mut other_end = cut.clone();
         append(&mut other_end, &people[0], AuditEvent::MemberRemoved, vec![member(&people[0])]);
         assert!(other_end.check_extends(3, &trail.head()).is_err());
-        trail.check_extends(3, &trail.head()).unwrap();
-        trail.check_extends(2, &trail.entries[1].hash()).unwrap();
+        assert!(!trail.check_extends(3, &trail.head()).unwrap());
+        assert!(!trail.check_extends(2, &trail.entries[1].hash()).unwrap());
     }
 
     #[test]

@@ -307,6 +307,15 @@ pub fn decode_sub_folder(
     Ok(DecodedFolder { folder, document, signed_by, signed_at })
 }
 
+/// Hex SHA-256 of what a metadata document's signature covers (everything but `filedrop`): two documents
+/// with the same digest are the same version. Readers pin it with the counter (a counter must grow with
+/// every change, so another document under a counter already seen is a forgery or a replay).
+pub fn content_digest(json: &str) -> Result<String, MetadataError> {
+    let (value, _) = parse_document(json)?;
+    let signed = signed_bytes(&value)?;
+    Ok(hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signed.as_bytes())))
+}
+
 /// Refuses a folder whose counter is below the highest this reader saw.
 pub fn check_counter(folder: &FolderMetadata, min_counter: Option<u64>) -> Result<(), MetadataError> {
     match min_counter {

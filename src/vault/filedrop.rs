@@ -1,7 +1,13 @@
-//! Processing a top folder's file drops, as the protocol requires of every client that sees them: under the
-//! lock, each entry wrapped for this user is opened and moved into `files` (a name already taken gets
-//! " (dropped N)" before its extension), the `filedrop` section loses those entries, and the folder is
-//! re-signed. Entries not wrapped for this user stay for a member they were wrapped for.
+//! Processing a top folder's file drops: under the lock, each entry wrapped for this user is opened and moved
+//! into `files` (a name already taken gets " (dropped N)" before its extension), marked `cloakfsDropped`,
+//! the `filedrop` section loses those entries, and the folder is re-signed. Entries not wrapped for this user
+//! stay for a member they were wrapped for.
+//!
+//! The `filedrop` section is not signed, and wrapping a drop needs only the members' public keys: the server
+//! can drop any file it likes. So drops are taken in only where a member gave someone a file-drop share
+//! (recorded in the folder's audit trail), and stay marked as dropped after that (`ls`, the mount's
+//! `user.cloakfs.origin` attribute). Elsewhere, and for a member who cannot take the lock (read-only), they
+//! stay pending: `ls` lists them as such, the mount does not show them.
 
 use bytes::Bytes;
 
@@ -22,11 +28,60 @@ fn dropped_name(name: &str, attempt: usize) -> String {
     }
 }
 
+/// The field of a file entry a member's client sets when it takes in a file drop.
+pub const DROPPED_FIELD: &str = "cloakfsDropped";
+
+/// Whether `entry` was taken in from a file drop.
+pub fn was_dropped(entry: &FileEntry) -> bool {
+    entry.unknown.contains_key(DROPPED_FIELD)
+}
+
+/// Whether members of the top folder `view` take in file drops: its audit trail records a drop share.
+fn takes_drops(view: &FolderView) -> bool {
+    crate::metadata::audit::AuditTrail::from_fields(&view.folder().unknown)
+        .ok()
+        .flatten()
+        .is_some_and(|trail| !trail.drop_shares().is_empty())
+}
+
 impl<R: E2eeApi> Vault<R> {
+    /// The file drops of top folder `view` this user can open and that are not taken in (server name, entry).
+    pub(crate) fn pending_drops(&self, view: &FolderView) -> Vec<(String, FileEntry)> {
+        let Some(drops) = view.decoded.document.filedrop.as_ref() else { return Vec::new() };
+        let reader = Reader { user_id: &self.user, identity: &self.identity };
+        drops
+            .iter()
+            .filter(|(uid, _)| !view.folder().files.contains_key(*uid))
+            .filter_map(|(uid, value)| open_entry(uid, value, reader).ok().flatten().map(|entry| (uid.clone(), entry)))
+            .collect()
+    }
+
+    /// Takes in the file drops of the top folder of `tree` if it can: `Ok(false)` (drops left pending, logged)
+    /// when this member may not change the folder.
+    pub(crate) async fn take_in_drops(&self, tree: &TreeRoot) -> Result<bool, VaultError> {
+        match self.absorb_filedrop(tree).await {
+            Ok(count) => Ok(count > 0),
+            Err(VaultError::Remote(error))
+                if matches!(
+                    error.kind(),
+                    crate::storage::RemoteErrorKind::Forbidden | crate::storage::RemoteErrorKind::Unauthorized
+                ) =>
+            {
+                tracing::info!(%error, "file drops left pending: this member may not change the folder");
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Whether `view` (a top folder) has file drops this user can open (entries that cannot be opened are
     /// named in the log and left alone, so they do not make every listing lock and rewrite the folder).
     pub(crate) fn has_filedrop_for_me(&self, view: &FolderView) -> bool {
         let Some(drops) = view.decoded.document.filedrop.as_ref() else { return false };
+        if !takes_drops(view) {
+            tracing::info!(file_id = view.file_id, "file drops left pending: the folder has no drop share in its audit trail");
+            return false;
+        }
         let reader = Reader { user_id: &self.user, identity: &self.identity };
         let mut openable = false;
         for (uid, value) in drops {
@@ -52,6 +107,16 @@ impl<R: E2eeApi> Vault<R> {
             absorbed = 0;
             let folder = &mut folders[0];
             let Some(drops) = views[0].decoded.document.filedrop.as_ref() else { return Ok(Vec::new()) };
+            if !takes_drops(&views[0]) {
+                return Ok(Vec::new());
+            }
+            let taken_in = serde_json::json!({
+                "takenInBy": self.user,
+                "time": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs())
+                    .unwrap_or(0),
+            });
             let reader = Reader { user_id: &self.user, identity: &self.identity };
             for (uid, value) in drops {
                 if folder.files.contains_key(uid) || folder.folders.contains_key(uid) {
@@ -73,6 +138,7 @@ impl<R: E2eeApi> Vault<R> {
                     let free = (2..10_000).map(|attempt| dropped_name(&original, attempt)).find(|name| !taken(name));
                     *entry.filename = free.ok_or(VaultError::Exists)?;
                 }
+                entry.unknown.insert(DROPPED_FIELD.to_owned(), taken_in.clone());
                 folder.files.insert(uid.clone(), entry);
                 absorbed += 1;
             }
@@ -109,6 +175,9 @@ impl<R: Sharing> Vault<R> {
             };
             verify_top_folder_users(&json, &signature, &trust).map_err(super::metadata_error(entry.file_id))?
         };
+        // The dropped file's key goes to every member the server lists: each must be confirmed on this device
+        // (a dropper cannot read the folder's audit trail).
+        self.check_key_recipients(&members, None)?;
         let (blob, sealed) =
             encrypt_buffer(plaintext).map_err(|source| VaultError::Content { server_name: "(new)".into(), source })?;
         let file = FileEntry {

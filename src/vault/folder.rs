@@ -28,7 +28,7 @@ impl<R: E2eeApi> Vault<R> {
         let mut resolved = self.resolve_in_tree(&clear).await?;
         if let (tree, Target::Folder(view)) = &resolved {
             if view.is_top && self.has_filedrop_for_me(view) {
-                self.absorb_filedrop(tree).await?;
+                self.take_in_drops(tree).await?;
                 resolved = self.resolve_in_tree(&clear).await?;
             }
         }

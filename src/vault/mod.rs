@@ -34,7 +34,8 @@ use crate::storage::{E2eeApi, Progress, RemoteEntry, RemoteError, RemoteErrorKin
 use crate::trust::{TrustError, TrustStore};
 
 pub use folder::LockedFolder;
-pub use members::{MemberInfo, MembershipReport, ShareOutcome, TrailStatus};
+pub use members::{MemberInfo, MemberTrust, MembershipReport, ShareOutcome, TrailStatus};
+pub use share::{normalise_fingerprint, CertificateStatus};
 pub use write::{mime_type, WriteOptions};
 
 /// Errors of vault operations. Messages name server-side ids, never clear names (the CLI adds the path
@@ -133,6 +134,48 @@ pub enum VaultError {
     /// The metadata names a file the server does not have.
     #[error("file {0} is listed in the metadata but missing on the server")]
     MissingBlob(String),
+    /// A key would be wrapped for a certificate the user never confirmed on this device and no verified
+    /// audit trail vouches for.
+    #[error(
+        "refusing to give a key to {user:?}: their certificate SHA256 {fingerprint} was never confirmed on this \
+         device. A server can hand out a key of its own under any user's name. Compare the fingerprint with \
+         {user:?} over another channel (they see it with `cloakfs keys check`), then run \
+         `cloakfs confirm {user} --fingerprint {fingerprint}`"
+    )]
+    Unconfirmed {
+        /// The user.
+        user: String,
+        /// Their certificate's SHA-256 fingerprint as the server presents it.
+        fingerprint: String,
+    },
+    /// The fingerprint given on the command line is not the certificate's.
+    #[error(
+        "the certificate the server presents for {user:?} has fingerprint SHA256 {presented}, not the {given} \
+         you gave: nothing was shared. If {user:?} confirms the presented one, use it; otherwise the server is \
+         substituting a key"
+    )]
+    FingerprintMismatch {
+        /// The user.
+        user: String,
+        /// What the user gave.
+        given: String,
+        /// What the server presents.
+        presented: String,
+    },
+    /// A top folder's signed member list or recovery key differs from what its verified audit trail ends in.
+    #[error(
+        "the members of encrypted folder (file id {file_id}) differ from what its audit trail records ({what}); \
+         the metadata was signed by {signer:?}. The trail is encrypted and signed by the members, the member list \
+         is not: a server rewrote the list, refused"
+    )]
+    TrailMismatch {
+        /// The folder.
+        file_id: u64,
+        /// Who signed the metadata.
+        signer: String,
+        /// What differs.
+        what: String,
+    },
 }
 
 fn metadata_error(file_id: u64) -> impl FnOnce(MetadataError) -> VaultError {
@@ -211,6 +254,22 @@ pub struct ListEntry {
     pub modified: Option<SystemTime>,
     /// A plain folder flagged end-to-end encrypted, i.e. the top of a tree (always false inside a tree).
     pub is_encrypted: bool,
+    /// Where a file came from: a member, or a file drop (taken in, or still pending).
+    pub origin: Origin,
+}
+
+/// Where a file of an encrypted folder came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Written by a member (signed by one).
+    #[default]
+    Member,
+    /// A file drop a member took in (`cloakfsDropped` in its entry). Who dropped it is not known: the format
+    /// does not authenticate droppers, and the server can drop files too.
+    Dropped,
+    /// A file drop not taken in: the folder has no drop share in its audit trail, or this member could not
+    /// take the lock (read-only). Listed by `ls` only.
+    PendingDrop,
 }
 
 /// The tree a path belongs to: its top folder and keys.
@@ -370,7 +429,8 @@ impl<R: E2eeApi> Vault<R> {
         }
         .map_err(metadata_error(entry.file_id))?;
         let report = self.check_membership(&mut store, entry.file_id, &decoded)?;
-        store.record_counter(&self.server, entry.file_id, decoded.decoded.folder.counter)?;
+        let digest = crate::metadata::codec::content_digest(json).map_err(metadata_error(entry.file_id))?;
+        store.record_digest(&self.server, entry.file_id, decoded.decoded.folder.counter, &digest)?;
         *self.last_membership.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(report);
         Ok((decoded.decoded, decoded.tree))
     }
@@ -385,7 +445,8 @@ impl<R: E2eeApi> Vault<R> {
         let mut store = self.trust();
         let min_counter = store.counter(&self.server, entry.file_id);
         let decoded = decode_sub_folder(json, signature, keys, min_counter).map_err(metadata_error(entry.file_id))?;
-        store.record_counter(&self.server, entry.file_id, decoded.folder.counter)?;
+        let digest = crate::metadata::codec::content_digest(json).map_err(metadata_error(entry.file_id))?;
+        store.record_digest(&self.server, entry.file_id, decoded.folder.counter, &digest)?;
         Ok(decoded)
     }
 

@@ -2,7 +2,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{plaintext_len, split_clear_path, ListEntry, Target, Vault, VaultError};
+use super::{plaintext_len, split_clear_path, ListEntry, Origin, Target, Vault, VaultError};
 use crate::crypto::file_cipher::decrypt_to_vec;
 use crate::storage::{E2eeApi, Progress, RemoteErrorKind};
 
@@ -27,13 +27,13 @@ impl<R: E2eeApi> Vault<R> {
                     size: (!entry.is_dir).then_some(entry.size),
                     modified: entry.modified,
                     is_encrypted: entry.is_encrypted,
+                    origin: Origin::Member,
                 })
                 .collect());
         }
         let (tree, mut target) = self.resolve_in_tree(&clear).await?;
         if let Target::Folder(folder) = &target {
-            if folder.is_top && self.has_filedrop_for_me(folder) {
-                self.absorb_filedrop(&tree).await?;
+            if folder.is_top && self.has_filedrop_for_me(folder) && self.take_in_drops(&tree).await? {
                 target = self.resolve_in_tree(&clear).await?.1;
             }
         }
@@ -52,6 +52,7 @@ impl<R: E2eeApi> Vault<R> {
                 size: None,
                 modified: on_server(uid).and_then(|entry| entry.modified),
                 is_encrypted: false,
+                origin: Origin::Member,
             });
         }
         for (uid, file) in &folder.folder().files {
@@ -62,7 +63,21 @@ impl<R: E2eeApi> Vault<R> {
                 size: server.map(|entry| plaintext_len(entry.size)),
                 modified: server.and_then(|entry| entry.modified),
                 is_encrypted: false,
+                origin: if super::filedrop::was_dropped(file) { Origin::Dropped } else { Origin::Member },
             });
+        }
+        if folder.is_top {
+            for file in self.pending_drops(&folder) {
+                let server = on_server(&file.0);
+                entries.push(ListEntry {
+                    name: file.1.filename.clone(),
+                    is_dir: false,
+                    size: server.map(|entry| plaintext_len(entry.size)),
+                    modified: server.and_then(|entry| entry.modified),
+                    is_encrypted: false,
+                    origin: Origin::PendingDrop,
+                });
+            }
         }
         entries.sort_by(|left, right| left.name.cmp(&right.name));
         Ok(entries)

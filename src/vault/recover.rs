@@ -33,6 +33,12 @@ impl<R: E2eeApi> Vault<R> {
             if !decoded.tree.users.iter().any(|user| user.user_id == self.user) {
                 return Err(not_a_member());
             }
+            // The folder as read with the recovery key passes the members' checks before anything is written:
+            // members, certificates, recovery key and key checksums against this device's pins, and the trail.
+            {
+                let mut store = self.trust();
+                self.check_membership_as(&mut store, entry.file_id, &decoded, true)?;
+            }
             let counter = (decoded.decoded.folder.counter + 1).max(minimum_counter);
             let Some(token) = self.lock_top(entry.file_id, counter, attempt, &mut minimum_counter).await? else {
                 continue;
@@ -81,6 +87,9 @@ impl<R: E2eeApi> Vault<R> {
             return Ok(None);
         }
         own.certificate = self.certificate.clone();
+        let old_trail = AuditTrail::from_fields(&decoded.decoded.folder.unknown)
+            .map_err(|source| VaultError::Audit { file_id, source })?;
+        self.check_key_recipients(&users, old_trail.as_ref())?;
         let mut trail = AuditTrail::from_fields(&decoded.decoded.folder.unknown)
             .map_err(|source| VaultError::Audit { file_id, source })?
             .filter(|trail| !trail.entries.is_empty())

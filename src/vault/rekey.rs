@@ -47,8 +47,12 @@ impl<R: E2eeApi> Vault<R> {
         let keys = tree.keys();
         let (members, key) = (keys.users, keys.metadata_key);
         let file_id = top.file_id;
-        self.transact(&tree, &top_path, std::slice::from_ref(&top_path), |folders, _| {
-            let recovery = self.recovery_for(file_id, None, false)?.map(|key| key.fingerprint());
+        self.transact(&tree, &top_path, std::slice::from_ref(&top_path), |folders, views| {
+            let trail = crate::metadata::audit::AuditTrail::from_fields(&folders[0].unknown)
+                .map_err(|source| VaultError::Audit { file_id, source })?;
+            let recovery = self
+                .recovery_for(file_id, Some(&views[0].decoded.document), trail.as_ref(), false)?
+                .map(|key| key.fingerprint());
             self.append_audit(
                 &mut folders[0],
                 file_id,

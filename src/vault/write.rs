@@ -8,6 +8,7 @@ use super::{lock_backoff, split_clear_path, FolderView, Target, TreeRoot, Vault,
 use crate::crypto::file_cipher::encrypt_buffer;
 use crate::crypto::server_name::random_server_name;
 use crate::crypto::MetadataKey;
+use crate::metadata::audit::AuditTrail;
 use crate::metadata::codec::encode_top_folder_with_recovery;
 use crate::metadata::codec::is_valid_clear_name;
 use crate::metadata::{encode_sub_folder, FileEntry, FolderMetadata, Signer, TrustedUser};
@@ -81,7 +82,12 @@ impl<R: E2eeApi> Vault<R> {
         }
         let keys = tree.keys();
         let encoded = if view.is_top {
-            let recovery = self.recovery_for(view.file_id, Some(&view.decoded.document), false)?;
+            // Writing the top folder wraps its key for every user listed: each must be vouched for.
+            let trail = AuditTrail::from_fields(&folder.unknown)
+                .map_err(|source| VaultError::Audit { file_id: view.file_id, source })?;
+            self.check_key_recipients(&keys.users, trail.as_ref())?;
+            let recovery =
+                self.recovery_for(view.file_id, Some(&view.decoded.document), trail.as_ref(), false)?;
             encode_top_folder_with_recovery(
                 folder,
                 &keys.metadata_key,
@@ -455,21 +461,25 @@ impl<R: E2eeApi> Vault<R> {
         &self,
         file_id: u64,
         previous: Option<&crate::metadata::MetadataDocument>,
+        trail: Option<&AuditTrail>,
         rotating: bool,
     ) -> Result<Option<crate::crypto::PublicKey>, VaultError> {
-        if let Some(document) = previous {
-            if let Some(key) =
-                crate::metadata::recovery::recovery_key_of(document).map_err(super::metadata_error(file_id))?
-            {
-                return Ok(Some(key));
-            }
+        let Some(previous) = previous else { return Ok(self.recovery_key.clone()) };
+        if let Some(key) =
+            crate::metadata::recovery::recovery_key_of(previous).map_err(super::metadata_error(file_id))?
+        {
+            return Ok(Some(key));
         }
         let Some(own) = &self.recovery_key else { return Ok(None) };
+        // A member removed the recovery key from this folder: it stays removed.
+        if trail.is_some_and(AuditTrail::recovery_disabled) {
+            return Ok(None);
+        }
         let dropped_since = self
             .trust()
             .folder(&self.server, file_id)
             .and_then(|pins| pins.recovery.clone())
             .is_some_and(|fingerprint| fingerprint == own.fingerprint());
-        Ok((rotating || previous.is_none() || dropped_since).then(|| own.clone()))
+        Ok((rotating || dropped_since).then(|| own.clone()))
     }
 }

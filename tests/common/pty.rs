@@ -20,6 +20,8 @@ pub struct Terminal {
     /// Set to close the master side (hang up).
     hang_up: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// A second descriptor of the master side, to type into the terminal (closed on hang-up).
+    keyboard: Mutex<Option<std::fs::File>>,
 }
 
 impl Terminal {
@@ -57,6 +59,7 @@ impl Terminal {
         }
         let child = command.spawn().unwrap();
         drop(slave);
+        let keyboard = Mutex::new(Some(std::fs::File::from(master.try_clone().unwrap())));
         let output = Arc::new(Mutex::new(String::new()));
         let hang_up = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -82,7 +85,7 @@ impl Terminal {
                 // Dropping the only master descriptor hangs the terminal up.
             })
         };
-        Self { child, output, hang_up, reader: Some(reader) }
+        Self { child, output, hang_up, reader: Some(reader), keyboard }
     }
 
     /// What the program wrote so far.
@@ -102,8 +105,17 @@ impl Terminal {
         false
     }
 
+    /// Types `line` and Enter into the terminal.
+    pub fn type_line(&self, line: &str) {
+        use std::io::Write as _;
+        let mut keyboard = self.keyboard.lock().unwrap();
+        let keyboard = keyboard.as_mut().expect("the terminal was hung up");
+        keyboard.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
     /// Closes the terminal, as closing its window does.
     pub fn hang_up(&mut self) {
+        self.keyboard.lock().unwrap().take();
         self.hang_up.store(true, Ordering::SeqCst);
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();

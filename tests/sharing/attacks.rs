@@ -35,7 +35,7 @@ fn a_malicious_server_or_member_cannot_change_members_or_the_audit_trail_unnotic
     alice.ok(&["mkdir", "--encrypted", "/Vault"]);
     alice.put("alpha secret", "/Vault/a.txt");
     let (file_id, before_share_json, before_share_signature) = top_metadata(&server, "alice", "Vault");
-    alice.ok(&["share", "/Vault", "bob"]);
+    alice.share("/Vault", &bob, &[]);
     bob.put("from bob", "/Vault/b.txt");
     // Alice's device now trusts {alice, bob} and has seen the audit trail.
     alice.ok(&["members", "/Vault"]);
@@ -67,7 +67,26 @@ fn a_malicious_server_or_member_cannot_change_members_or_the_audit_trail_unnotic
         .unwrap();
     let key = MetadataKey::generate();
     let mut folder = empty.clone();
+    // First with only its own key's checksum: the history alice's device saw is cut.
     folder.key_checksums = Some(vec![key.sha256_hex()]);
+    let users_cut = [
+        TrustedUser { user_id: "alice".into(), certificate: alice_certificate.clone() },
+        TrustedUser { user_id: "bob".into(), certificate: bob_certificate.clone() },
+    ];
+    let (forged, forged_signature) = forge(
+        &users_cut,
+        Signer { identity: &alice.identity(&server), certificate: &alice_certificate },
+        &folder,
+        &key,
+    );
+    serve_forged(&proxy, file_id, forged, forged_signature);
+    refused(alice.run(&["ls", "/Vault"]), "key checksum seen before has been removed");
+    proxy.clear();
+    // Then keeping the history.
+    let current = decode_as(&json, &signature, "alice", &alice.identity(&server), &server_key).unwrap();
+    let mut history = current.decoded.folder.key_checksums.clone().unwrap();
+    history.push(key.sha256_hex());
+    folder.key_checksums = Some(history);
     let users = [
         TrustedUser { user_id: "alice".into(), certificate: alice_certificate.clone() },
         TrustedUser { user_id: "bob".into(), certificate: bob_certificate.clone() },

@@ -15,7 +15,7 @@ fn file_drops_recovery_key_and_the_metadata_written_for_a_membership_change() {
     alice.ok(&["mkdir", "/Vault/sub"]);
     alice.put("alpha secret", "/Vault/a.txt");
     let (file_id, json_before, signature_before) = top_metadata(&server, "alice", "Vault");
-    alice.ok(&["share", "/Vault", "bob"]);
+    alice.share("/Vault", &bob, &[]);
 
     // What a membership change writes, checked against the protocol notes (PROTOCOL.md §2.2).
     let (_, json, signature) = top_metadata(&server, "alice", "Vault");
@@ -69,10 +69,14 @@ fn file_drops_recovery_key_and_the_metadata_written_for_a_membership_change() {
     cloakfs::metadata::decode_sub_folder(&sub.0, &sub.1, &top.tree, None).unwrap();
 
     // A file drop: the dropper cannot read the folder, but can add a file its members then see.
-    alice.ok(&["share", "/Vault", "dropper", "--permissions", "drop"]);
+    alice.share("/Vault", &dropper, &["--permissions", "drop"]);
     refused(dropper.run(&["get", "/Vault/a.txt", "-"]), "");
     let local = dropper.config.0.join("report.txt");
     std::fs::write(&local, "dropped secret").unwrap();
+    // The drop's key goes to every member: the dropper confirms them first.
+    refused(dropper.run(&["drop", local.to_str().unwrap(), "/Vault"]), "never confirmed on this");
+    dropper.confirm(&alice);
+    dropper.confirm(&bob);
     dropper.ok(&["drop", local.to_str().unwrap(), "/Vault"]);
     let (_, with_drop, _) = top_metadata(&server, "alice", "Vault");
     assert!(with_drop.contains("\"filedrop\""));
@@ -118,9 +122,9 @@ fn file_drops_recovery_key_and_the_metadata_written_for_a_membership_change() {
     assert!(text(&init.stderr).contains("recovery key SHA256"));
     // A key rotation (here: bob removed and added again) wraps the new key for the recovery key too.
     alice.ok(&["unshare", "/Vault", "bob"]);
-    alice.ok(&["share", "/Vault", "bob"]);
+    alice.share("/Vault", &bob, &[]);
     // The dropper becomes a reader: the file-drop share is replaced and they get the key.
-    alice.ok(&["share", "/Vault", "dropper", "--permissions", "read"]);
+    alice.share("/Vault", &dropper, &["--permissions", "read"]);
     assert_eq!(dropper.get("/Vault/a.txt"), "alpha secret");
     alice.ok(&["mkdir", "--encrypted", "/Safe"]);
     alice.put("safe secret", "/Safe/s.txt");

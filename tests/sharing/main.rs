@@ -7,11 +7,14 @@
 mod mount;
 #[path = "../common/proxy.rs"]
 mod proxy;
+#[path = "../common/pty.rs"]
+mod pty;
 #[path = "../common/server.rs"]
 mod server;
 
 mod attacks;
 mod drops;
+mod first_use;
 mod members;
 mod mounted;
 mod recovery;
@@ -102,6 +105,27 @@ impl User {
         ];
         let output = ok(client(&self.url, &self.name, &self.config.0, &args));
         (key_file, output)
+    }
+
+    /// This user's certificate fingerprint, as `cloakfs keys check` prints it on their own device (what
+    /// they read to someone sharing with them).
+    fn fingerprint(&self) -> String {
+        let checked = self.ok(&["keys", "check"]);
+        checked.trim().rsplit(' ').next().unwrap().to_owned()
+    }
+
+    /// `cloakfs share PATH OTHER --fingerprint F` with F read from `other`'s own device, plus `extra`.
+    fn share(&self, path: &str, other: &User, extra: &[&str]) -> String {
+        let fingerprint = other.fingerprint();
+        let mut args = vec!["share", path, other.name.as_str(), "--fingerprint", fingerprint.as_str()];
+        args.extend(extra);
+        self.ok(&args)
+    }
+
+    /// `cloakfs confirm OTHER --fingerprint F` with F read from `other`'s own device.
+    fn confirm(&self, other: &User) {
+        let fingerprint = other.fingerprint();
+        self.ok(&["confirm", other.name.as_str(), "--fingerprint", fingerprint.as_str()]);
     }
 
     fn get(&self, path: &str) -> String {

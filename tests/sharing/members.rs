@@ -15,9 +15,13 @@ fn two_users_share_write_and_unshare_and_rekeyed_files_resist_old_keys() {
     alice.put("alpha secret", "/Vault/a.txt");
     alice.put("beta secret", "/Vault/sub/b.txt");
 
-    // Share: bob's certificate is shown and pinned, the folder appears in bob's tree.
-    let shared = alice.ok(&["share", "/Vault", "bob"]);
-    assert!(shared.contains("certificate of bob: SHA256 ") && shared.contains("pinned now"), "{shared}");
+    // Share: without a terminal and without the fingerprint nothing is shared; with bob's fingerprint (read
+    // from his device) the folder appears in bob's tree.
+    let message = refused(alice.run(&["share", "/Vault", "bob"]), "--fingerprint");
+    assert!(message.contains("certificate of bob: SHA256 ") && message.contains("never seen"), "{message}");
+    assert!(!bob.ok(&["ls", "/"]).contains("Vault"));
+    let shared = alice.share("/Vault", &bob, &[]);
+    assert!(shared.contains(&format!("certificate SHA256 {}", bob.fingerprint())), "{shared}");
     assert!(bob.ok(&["ls", "/"]).contains("Vault/  [encrypted]"));
     assert_eq!(bob.get("/Vault/a.txt"), "alpha secret");
     assert_eq!(bob.get("/Vault/sub/b.txt"), "beta secret");
@@ -37,7 +41,7 @@ fn two_users_share_write_and_unshare_and_rekeyed_files_resist_old_keys() {
     refused(carol.run(&["get", "/Vault/a.txt", "-"]), "");
 
     // A third member, then the audit trail as each member sees it.
-    alice.ok(&["share", "/Vault", "carol", "--permissions", "read"]);
+    alice.share("/Vault", &carol, &["--permissions", "read"]);
     assert_eq!(carol.get("/Vault/a.txt"), "alpha secret");
     refused(carol.run(&["rm", "/Vault/a.txt"]), "");
     let audit = bob.ok(&["audit", "/Vault"]);
@@ -142,8 +146,8 @@ fn a_member_with_a_new_key_pair_is_accepted_only_when_confirmed_and_others_follo
     let carol = User::new(&server, "carol");
     alice.ok(&["mkdir", "--encrypted", "/Vault"]);
     alice.put("alpha secret", "/Vault/a.txt");
-    alice.ok(&["share", "/Vault", "bob"]);
-    alice.ok(&["share", "/Vault", "carol"]);
+    alice.share("/Vault", &bob, &[]);
+    alice.share("/Vault", &carol, &[]);
     assert_eq!(carol.get("/Vault/a.txt"), "alpha secret");
 
     // Bob loses his keys and makes new ones on a new device (the server drops the old ones, as Nextcloud's

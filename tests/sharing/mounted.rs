@@ -17,7 +17,8 @@ fn a_running_mount_follows_a_membership_change_made_elsewhere_and_keeps_it() {
     ok(account.run(&["mkdir", "/Vault/sub"]));
     let mounted = account.mount("share-mount");
     // Another device of alice's shares the folder: the key rotates and every sub-folder is re-encrypted.
-    ok(account.run(&["share", "/Vault", "bob"]));
+    let fingerprint = bob.fingerprint();
+    ok(account.run(&["share", "/Vault", "bob", "--fingerprint", &fingerprint]));
     bob.put("from bob", "/Vault/sub/bob.txt");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // The mount reads bob's file in a sub-folder now under the new key, signed by a member it had not seen.

@@ -13,8 +13,8 @@ fn the_recovery_key_restores_a_member_who_lost_their_keys_and_the_others_follow_
     alice.ok(&["mkdir", "--encrypted", "/Vault"]);
     alice.ok(&["mkdir", "/Vault/sub"]);
     alice.put("alpha secret", "/Vault/sub/a.txt");
-    alice.ok(&["share", "/Vault", "bob"]);
-    alice.ok(&["share", "/Vault", "carol", "--permissions", "drop"]);
+    alice.share("/Vault", &bob, &[]);
+    alice.share("/Vault", &carol, &["--permissions", "drop"]);
     assert_eq!(bob.get("/Vault/sub/a.txt"), "alpha secret");
 
     // Alice loses her keys (the server drops them) and makes new ones on a new device.
