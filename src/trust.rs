@@ -315,13 +315,7 @@ impl TrustStore {
 
     /// Records the signed content digest of folder `file_id` at `counter`, refusing another digest under a
     /// counter already seen. Call after [`Self::record_counter`]'s rollback check passed. Saves on change.
-    pub fn record_digest(
-        &mut self,
-        server: &str,
-        file_id: u64,
-        counter: u64,
-        digest: &str,
-    ) -> Result<(), TrustError> {
+    pub fn record_digest(&mut self, server: &str, file_id: u64, counter: u64, digest: &str) -> Result<(), TrustError> {
         let pins = self.pins.servers.entry(server.to_owned()).or_default();
         let key = file_id.to_string();
         let known_counter = pins.counters.get(&key).copied().unwrap_or(0);

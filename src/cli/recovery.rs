@@ -131,7 +131,9 @@ pub fn run(command: RecoveryCommand) -> anyhow::Result<()> {
                 .block_on(vault.remove_recovery(&path))
                 .with_context(|| format!("removing the recovery key from {path}"))?;
             if removed {
-                println!("{path} no longer wraps its key for a recovery key (new metadata key; recorded in its audit trail)");
+                println!(
+                    "{path} no longer wraps its key for a recovery key (new metadata key; recorded in its audit trail)"
+                );
             } else {
                 println!("{path} has no recovery key");
             }

@@ -160,7 +160,9 @@ fn confirmation(
              --fingerprint {presented}"
         );
     }
-    eprint!("Compare it with {user} over another channel (they see it with `cloakfs keys check`). Does it match? [yes/no] ");
+    eprint!(
+        "Compare it with {user} over another channel (they see it with `cloakfs keys check`). Does it match? [yes/no] "
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
@@ -290,6 +292,19 @@ pub fn run(command: SharingCommand) -> anyhow::Result<()> {
                 );
             }
             println!("audit trail of {path}: {} entries, chain and signatures verified", trail.entries.len());
+            // File drops are not in the trail (they are not signed by their sender): listed from the folder.
+            let entries = runtime.block_on(vault.list(&path)).with_context(|| format!("ls {path}"))?;
+            for entry in entries {
+                match entry.origin {
+                    crate::vault::Origin::Dropped => {
+                        println!("file drop taken in: {} (sender not authenticated)", entry.name.as_str())
+                    }
+                    crate::vault::Origin::PendingDrop => {
+                        println!("file drop PENDING, not taken in: {}", entry.name.as_str())
+                    }
+                    crate::vault::Origin::Member => {}
+                }
+            }
         }
         SharingCommand::Drop { local, path, vault } => {
             let name = local

@@ -169,6 +169,11 @@ pub trait Format: Send + Sync + Sized + 'static {
     fn is_valid_name(&self, name: &str) -> bool;
     /// An id of a file's stored content, unique per version (the plaintext cache's key).
     fn content_id(file: &Self::File) -> String;
+    /// Where a stored file came from when it was not written by a member (`Some("file-drop")`: taken in
+    /// from a file drop), shown as the `user.cloakfs.origin` extended attribute; `None` by default.
+    fn origin(_file: &Self::File) -> Option<&'static str> {
+        None
+    }
     /// Whether two stored folders are the same folder.
     fn same_folder(left: &Self::Folder, right: &Self::Folder) -> bool;
 

@@ -103,6 +103,21 @@ pub fn to_errno(error: FsError) -> i32 {
     }
 }
 
+/// The extended attribute that marks a file taken in from a file drop (value `file-drop`).
+pub const ORIGIN_XATTR: &str = "user.cloakfs.origin";
+
+/// Answers an extended-attribute read: its size when asked for `size` 0, else the value, or ERANGE when it
+/// does not fit.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}
+
 fn errno(error: FsError) -> Errno {
     // A missing name is the common answer to a lookup; anything else is worth a line when debugging.
     if error == FsError::NotFound {
@@ -486,12 +501,24 @@ impl<E: Engine> Filesystem for FuseAdapter<E> {
         reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // One read-only attribute: `user.cloakfs.origin` on files that came in as a file drop.
+        let origin = match self.core.origin(ino.0) {
+            Ok(origin) => origin.filter(|_| name.as_encoded_bytes() == ORIGIN_XATTR.as_bytes()),
+            Err(error) => return reply.error(errno(error)),
+        };
+        match origin {
+            None => reply.error(Errno::from_i32(libc::ENODATA)),
+            Some(value) => reply_xattr(reply, value.as_bytes(), size),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.core.origin(ino.0) {
+            Ok(Some(_)) => reply_xattr(reply, format!("{ORIGIN_XATTR}\0").as_bytes(), size),
+            Ok(None) => reply_xattr(reply, b"", size),
+            Err(error) => reply.error(errno(error)),
+        }
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

@@ -79,7 +79,10 @@ impl<R: E2eeApi> Vault<R> {
     pub(crate) fn has_filedrop_for_me(&self, view: &FolderView) -> bool {
         let Some(drops) = view.decoded.document.filedrop.as_ref() else { return false };
         if !takes_drops(view) {
-            tracing::info!(file_id = view.file_id, "file drops left pending: the folder has no drop share in its audit trail");
+            tracing::info!(
+                file_id = view.file_id,
+                "file drops left pending: the folder has no drop share in its audit trail"
+            );
             return false;
         }
         let reader = Reader { user_id: &self.user, identity: &self.identity };

@@ -11,6 +11,7 @@ mod filedrop;
 mod folder;
 mod fsck;
 mod members;
+mod membership;
 mod read;
 mod recover;
 mod rekey;
@@ -33,8 +34,10 @@ use crate::session::Session;
 use crate::storage::{E2eeApi, Progress, RemoteEntry, RemoteError, RemoteErrorKind};
 use crate::trust::{TrustError, TrustStore};
 
+pub use filedrop::was_dropped;
 pub use folder::LockedFolder;
-pub use members::{MemberInfo, MemberTrust, MembershipReport, ShareOutcome, TrailStatus};
+pub use members::ShareOutcome;
+pub use membership::{MemberInfo, MemberTrust, MembershipReport, TrailStatus};
 pub use share::{normalise_fingerprint, CertificateStatus};
 pub use write::{mime_type, WriteOptions};
 

@@ -138,8 +138,8 @@ impl<R: Sharing> Vault<R> {
         }
         // A confirmed new certificate of a member: written with a `new-certificate` audit entry, which is what
         // lets the other members' devices take it for this folder.
-        let replaced =
-            new_certificate && self.change_members(&tree.path, Change::ReplaceCertificate(Box::new(member.clone()))).await?;
+        let replaced = new_certificate
+            && self.change_members(&tree.path, Change::ReplaceCertificate(Box::new(member.clone()))).await?;
         if new_certificate {
             self.trust().replace_certificate(&self.server, user, &fingerprint)?;
         }
@@ -157,7 +157,8 @@ impl<R: Sharing> Vault<R> {
                 self.remote.unshare(&share.id).await?;
             }
         }
-        let member = self.members(clear_path).await?.trail.is_some_and(|trail| trail.drop_shares().iter().any(|u| u == user));
+        let member =
+            self.members(clear_path).await?.trail.is_some_and(|trail| trail.drop_shares().iter().any(|u| u == user));
         if member {
             let (certificate, _) = self.certificate_of(user).await?;
             let user = TrustedUser { user_id: user.into(), certificate };

@@ -86,8 +86,7 @@ impl<R: E2eeApi> Vault<R> {
             let trail = AuditTrail::from_fields(&folder.unknown)
                 .map_err(|source| VaultError::Audit { file_id: view.file_id, source })?;
             self.check_key_recipients(&keys.users, trail.as_ref())?;
-            let recovery =
-                self.recovery_for(view.file_id, Some(&view.decoded.document), trail.as_ref(), false)?;
+            let recovery = self.recovery_for(view.file_id, Some(&view.decoded.document), trail.as_ref(), false)?;
             encode_top_folder_with_recovery(
                 folder,
                 &keys.metadata_key,

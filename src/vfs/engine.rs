@@ -190,6 +190,9 @@ pub trait Engine: Send + Sync + 'static {
     fn parent_of(&self, ino: u64) -> u64;
     /// Where `ino` is now: its folder and its clear name (an unlinked file: [`FsError::NotFound`]).
     fn location(&self, ino: u64) -> Result<(u64, Zeroizing<String>), FsError>;
+    /// Where file `ino` came from when not from a member (`Some("file-drop")`), for the
+    /// `user.cloakfs.origin` extended attribute.
+    fn origin(&self, ino: u64) -> Result<Option<&'static str>, FsError>;
     /// Starts the engine's background work (commits, write-behind, retries) on the current runtime.
     fn spawn_ticker(self: Arc<Self>) -> tokio::task::JoinHandle<()>;
     /// Counters and dirty files for `cloakfs status`.
@@ -242,6 +245,7 @@ impl<F: Format> Engine for Vfs<F> {
         readdir(ino: u64) -> impl Future<Output = Result<Vec<DirEntry>, FsError>> + Send;
         parent_of(ino: u64) -> u64;
         location(ino: u64) -> Result<(u64, Zeroizing<String>), FsError>;
+        origin(ino: u64) -> Result<Option<&'static str>, FsError>;
         status() -> VfsStatus;
         idle_for() -> Duration;
         idle_after(timeout: Duration) -> impl Future<Output = ()> + Send;

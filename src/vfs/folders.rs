@@ -165,6 +165,15 @@ impl<F: Format> Vfs<F> {
     }
 
     /// The parent of `ino` (the root is its own parent).
+    pub fn origin(&self, ino: u64) -> Result<Option<&'static str>, FsError> {
+        let state = self.state();
+        Ok(match &state.node(ino)?.kind {
+            Kind::File(file) => file.stored.as_ref().and_then(F::origin),
+            _ => None,
+        })
+    }
+
+    /// The folder `ino` is in (the root for the root and for unknown inodes).
     pub fn parent_of(&self, ino: u64) -> u64 {
         self.state().nodes.get(&ino).map(|node| node.parent).unwrap_or(ROOT_INO)
     }

@@ -26,11 +26,7 @@ fn store_metadata(server: &TestServer, file_id: i64, json: &str, signature: &str
 fn server_made(server: &TestServer, user: &str) -> (PrivateIdentity, UserCertificate) {
     let identity = PrivateIdentity::generate().unwrap();
     let certificate = server_identity(server)
-        .issue_certificate(
-            &identity.certificate_request_pem(user).unwrap(),
-            user,
-            std::time::Duration::from_secs(3600),
-        )
+        .issue_certificate(&identity.certificate_request_pem(user).unwrap(), user, std::time::Duration::from_secs(3600))
         .unwrap();
     (identity, certificate)
 }
@@ -43,6 +39,52 @@ impl User {
         std::fs::copy(&self.mnemonic, &mnemonic).unwrap();
         User { url: url.to_owned(), name: self.name.clone(), config, mnemonic }
     }
+}
+
+/// Mounts `remote` for `user` (their own device); returns the mount point, the mount process and its
+/// runtime directory (for `cloakfs unmount`).
+fn mount_as(user: &User, remote: &str) -> (TempDir, std::process::Child, std::path::PathBuf) {
+    let mountpoint = TempDir::new(&format!("mnt-{}", user.name));
+    let runtime_dir = user.config.0.join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let mut child = server::cloakfs()
+        .args(["mount", remote])
+        .arg(&mountpoint.0)
+        .args(["--server", &user.url, "--user", &user.name, "--mnemonic-file"])
+        .arg(&user.mnemonic)
+        .env("XDG_CONFIG_HOME", &user.config.0)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("CLOAKFS_PASSWORD", server::PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("the mount exited before mounting").unwrap();
+        if line.contains(" mounted at ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (mountpoint, child, runtime_dir)
+}
+
+/// The `user.cloakfs.origin` extended attribute of `path`, if it has one.
+fn origin_xattr(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut value = [0u8; 64];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let length = unsafe {
+        libc::getxattr(path.as_ptr(), c"user.cloakfs.origin".as_ptr(), value.as_mut_ptr().cast(), value.len())
+    };
+    if length < 0 {
+        let error = std::io::Error::last_os_error();
+        assert_eq!(error.raw_os_error(), Some(libc::ENODATA), "getxattr: {error}");
+        return None;
+    }
+    Some(String::from_utf8_lossy(&value[..length as usize]).into_owned())
 }
 
 #[test]
@@ -90,8 +132,7 @@ fn a_first_share_wraps_no_key_for_a_certificate_the_server_substituted() {
     drop(terminal);
     let (_, json_after, _) = top_metadata(&server, "alice", "Vault");
     assert_eq!(json_after, json_before, "the folder's metadata changed: a key was wrapped");
-    let shares: i64 =
-        database(&server).query_row("SELECT count(*) FROM shares", [], |row| row.get(0)).unwrap_or(0);
+    let shares: i64 = database(&server).query_row("SELECT count(*) FROM shares", [], |row| row.get(0)).unwrap_or(0);
     assert_eq!(shares, 0, "a server share was made");
     assert!(!bob.ok(&["ls", "/"]).contains("Vault"));
 
@@ -142,8 +183,8 @@ fn a_fresh_device_refuses_a_member_or_recovery_key_the_trail_does_not_record() {
         encrypted_metadata_key: mallory_certificate.wrap_metadata_key_base64(&MetadataKey::generate()).unwrap(),
         unknown: Default::default(),
     });
-    let forged = sign_document(&document, Signer { identity: &mallory_key, certificate: &mallory_certificate })
-        .unwrap();
+    let forged =
+        sign_document(&document, Signer { identity: &mallory_key, certificate: &mallory_certificate }).unwrap();
     store_metadata(&server, file_id, &forged.json, &forged.signature_base64);
     // A second fresh device, and the laptop, and alice's usual device: all refuse it, and write nothing.
     let fresh = alice.new_device(&server.url);
@@ -178,10 +219,9 @@ fn a_fresh_device_refuses_a_member_or_recovery_key_the_trail_does_not_record() {
     // for) or by a member's rogue client (bob's real key). Both refused on fresh and pinned devices.
     let recovery = PrivateIdentity::generate().unwrap();
     let (fake_bob_key, fake_bob) = server_made(&server, "bob");
-    for (case, signer_key, signer_certificate, swap_bob) in [
-        ("server", &fake_bob_key, &fake_bob, true),
-        ("rogue member", &bob_identity, &bob_certificate, false),
-    ] {
+    for (case, signer_key, signer_certificate, swap_bob) in
+        [("server", &fake_bob_key, &fake_bob, true), ("rogue member", &bob_identity, &bob_certificate, false)]
+    {
         let mut document: MetadataDocument = serde_json::from_str(&json).unwrap();
         if swap_bob {
             let entry = document.users.as_mut().unwrap().iter_mut().find(|user| user.user_id == "bob").unwrap();
@@ -194,7 +234,8 @@ fn a_fresh_device_refuses_a_member_or_recovery_key_the_trail_does_not_record() {
                 "encryptedMetadataKey": "AAAA",
             }),
         );
-        let forged = sign_document(&document, Signer { identity: signer_key, certificate: signer_certificate }).unwrap();
+        let forged =
+            sign_document(&document, Signer { identity: signer_key, certificate: signer_certificate }).unwrap();
         store_metadata(&server, file_id, &forged.json, &forged.signature_base64);
         let fresh = alice.new_device(&server.url);
         let message = refused(fresh.run(&["ls", "/Vault"]), "audit trail records");
@@ -280,6 +321,14 @@ fn file_drops_are_taken_in_only_with_a_drop_share_marked_and_left_pending_for_re
     assert!(listed.lines().any(|line| line.contains("report.txt") && line.contains("[dropped]")), "{listed}");
     assert!(listed.lines().any(|line| line.contains("a.txt") && !line.contains("dropped")), "{listed}");
     assert_eq!(carol.get("/Vault/report.txt"), "dropped secret");
+    assert!(carol.ok(&["audit", "/Vault"]).contains("file drop taken in: report.txt"));
+    // In bob's mount the dropped file carries `user.cloakfs.origin = file-drop`; a member's file has none.
+    let (mountpoint, mut child, runtime_dir) = mount_as(&bob, "/Vault");
+    assert_eq!(origin_xattr(&mountpoint.0.join("report.txt")).as_deref(), Some("file-drop"));
+    assert_eq!(origin_xattr(&mountpoint.0.join("a.txt")), None);
+    assert_eq!(std::fs::read_to_string(mountpoint.0.join("report.txt")).unwrap(), "dropped secret");
+    ok(server::cloakfs().arg("unmount").arg(&mountpoint.0).env("XDG_RUNTIME_DIR", &runtime_dir).output().unwrap());
+    assert!(child.wait().unwrap().success());
     // The drop share taken back is recorded too.
     alice.ok(&["unshare", "/Vault", "dropper"]);
     assert!(alice.ok(&["audit", "/Vault"]).contains("file-drop share taken from dropper"));

@@ -157,7 +157,9 @@ pub fn engine_error(error: &VaultError) -> FsError {
         VaultError::Metadata { .. } | VaultError::Content { .. } | VaultError::MissingBlob(_) => FsError::Tampered,
         VaultError::Trust(_) | VaultError::NoMetadata(_) | VaultError::NotEncrypted => FsError::Tampered,
         // A membership change nobody trusted signed, or a broken audit trail: refuse like tampering.
-        VaultError::UnauthorisedMembershipChange { .. } | VaultError::Audit { .. } | VaultError::TrailMismatch { .. } => FsError::Tampered,
+        VaultError::UnauthorisedMembershipChange { .. }
+        | VaultError::Audit { .. }
+        | VaultError::TrailMismatch { .. } => FsError::Tampered,
         // A key would go to a certificate nobody confirmed: the change is not made.
         VaultError::Unconfirmed { .. } | VaultError::FingerprintMismatch { .. } => FsError::AccessDenied,
         VaultError::NoKeys(_) | VaultError::NotTopFolder => FsError::InvalidArgument,
@@ -235,6 +237,10 @@ impl<S: E2eeApi + 'static> Format for NextcloudFormat<S> {
 
     fn is_valid_name(&self, name: &str) -> bool {
         is_valid_clear_name(name)
+    }
+
+    fn origin(file: &NcFile) -> Option<&'static str> {
+        crate::vault::was_dropped(&file.entry).then_some("file-drop")
     }
 
     fn content_id(file: &NcFile) -> String {
