@@ -411,6 +411,17 @@ fn a_trail_dropped_by_another_clients_rewrite_restarts_linked_to_the_last_head()
     .unwrap();
     store_metadata(&server, file_id, &rewritten.json, &rewritten.signature_base64);
     assert!(alice.ok(&["members", "/Vault"]).contains("DROPPED"));
+    // A new laptop of alice's finds no trail to vouch for bob: he is taken on first use, and the laptop
+    // refuses to write the top folder (which wraps its key for bob) until she confirms his certificate.
+    let laptop = alice.new_device(&server.url);
+    let members = laptop.ok(&["members", "/Vault"]);
+    assert!(members.lines().any(|line| line.starts_with("bob ") && line.contains("TAKEN ON FIRST USE")), "{members}");
+    let local = laptop.config.0.join("laptop.txt");
+    std::fs::write(&local, "from the laptop").unwrap();
+    refused(laptop.run(&["put", local.to_str().unwrap(), "/Vault/laptop.txt"]), "never confirmed on this device");
+    laptop.confirm(&bob);
+    laptop.ok(&["put", local.to_str().unwrap(), "/Vault/laptop.txt"]);
+    assert_eq!(bob.get("/Vault/laptop.txt"), "from the laptop");
 
     // Alice's next membership change starts a new trail linked to the head she saw; her device and bob's
     // (which saw the old trail) accept it and say so.
