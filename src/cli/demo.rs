@@ -27,6 +27,18 @@ use crate::vault::Vault;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::vfs::{Vfs, VfsOptions};
 
+/// Writes a line to stdout; a failed write (a closed terminal, a pipe whose reader is gone) is ignored, so
+/// that the demo's Ctrl-C ending still uploads and unmounts wherever its output went.
+macro_rules! out {
+    () => {
+        out!("")
+    };
+    ($($argument:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($argument)*);
+    }};
+}
+
 /// Options of `cloakfs demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -61,7 +73,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let client_state = TempDir::new("client")?;
-    println!("embedded server data (ciphertext only): {}", data_dir.display());
+    out!("embedded server data (ciphertext only): {}", data_dir.display());
 
     let runtime = runtime()?;
     let options = ServeOptions {
@@ -87,7 +99,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(server::no_delay(listener), server::router(state)).await });
         anyhow::Ok(address)
     })?;
-    println!("1. started cloakfs serve on http://{address} with user {:?} (app password)", args.user);
+    out!("1. started cloakfs serve on http://{address} with user {:?} (app password)", args.user);
 
     let client = |user: &str| {
         NextcloudClient::new(ServerConfig {
@@ -103,19 +115,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mnemonic = {
         let mut trust = TrustStore::load(&pins)?;
         let (session, mnemonic) = runtime.block_on(initialize_keys(client(&args.user)?, &mut trust))?;
-        println!(
+        out!(
             "2. keys: RSA-2048 key pair, certificate {} signed by the server key {} (both pinned)",
             &session.certificate.fingerprint()[..16],
             &session.server_key.fingerprint()[..16]
         );
-        println!("   mnemonic (shown once; never written anywhere): {}", &*mnemonic.phrase());
+        out!("   mnemonic (shown once; never written anywhere): {}", &*mnemonic.phrase());
         mnemonic
     };
 
     // A "second device": unlock with the mnemonic alone, then work in a new encrypted folder.
     let mut trust = TrustStore::load(&pins)?;
     let session = runtime.block_on(unlock(client(&args.user)?, &mut trust, &mnemonic))?;
-    println!("3. second device: private key unwrapped with the mnemonic ({:?})", session.kdf);
+    out!("3. second device: private key unwrapped with the mnemonic ({:?})", session.kdf);
     let (remote, parts) = session.into_parts();
     let vault = Vault::new(remote.clone(), format!("http://{address}"), parts, trust);
     runtime.block_on(async {
@@ -126,24 +138,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    println!(
+    out!(
         "4. created /Vault (end-to-end encrypted), /Vault/Tax 2026 and {} files, each under the folder lock",
         SAMPLE_FILES.len()
     );
 
-    println!();
-    println!("   {:<34} {:>6}   you see", "server sees", "bytes");
+    out!();
+    out!("   {:<34} {:>6}   you see", "server sees", "bytes");
     let mut tamper_target = None;
     for folder in ["/Vault", "/Vault/Tax 2026"] {
         let listing = runtime.block_on(vault.list(folder))?;
         for entry in listing {
             let clear_path = format!("{folder}/{}", entry.name.as_str());
             if entry.is_dir {
-                println!("   {:<34} {:>6}   {clear_path}/", "(random id)/", "-");
+                out!("   {:<34} {:>6}   {clear_path}/", "(random id)/", "-");
                 continue;
             }
             let plaintext = runtime.block_on(vault.read_file(&clear_path, None))?;
-            println!(
+            out!(
                 "   {:<34} {:>6}   {} ({} bytes, verified)",
                 "(random id)",
                 plaintext.len() + 16,
@@ -156,10 +168,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let server_names = runtime.block_on(remote.list_detailed(&["Vault".to_owned()], 1))?;
-    println!();
-    println!("   the server's listing of /Vault (names are random ids; sizes are ciphertext):");
+    out!();
+    out!("   the server's listing of /Vault (names are random ids; sizes are ciphertext):");
     for entry in server_names.iter().skip(1) {
-        println!("     {}{}  {} bytes", entry.name, if entry.is_dir { "/" } else { "" }, entry.size);
+        out!("     {}{}  {} bytes", entry.name, if entry.is_dir { "/" } else { "" }, entry.size);
     }
 
     if let Some(mountpoint) = &args.mountpoint {
@@ -177,10 +189,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(path) = tamper_target {
         match runtime.block_on(vault.read_file(&path, None)) {
             Ok(_) => anyhow::bail!("a tampered blob was accepted"),
-            Err(error) => println!("\n5. a server that flips one bit of passport-scan.txt's blob is caught: {error}"),
+            Err(error) => out!("\n5. a server that flips one bit of passport-scan.txt's blob is caught: {error}"),
         }
     }
-    println!(
+    out!(
         "\ndone in {:.1} s; the server stored only ciphertext, random ids and signed, encrypted metadata",
         started.elapsed().as_secs_f64()
     );
@@ -224,15 +236,15 @@ fn mount_demo(
     };
     mount::run(runtime, core, info, |mountpoint| {
         let shown = mountpoint.display();
-        println!();
-        println!("5. mounted /Vault at {shown}: decrypted names here, ciphertext and random ids on the server.");
-        println!("   Try, in another terminal:");
-        println!("     ls -la {shown}  &&  cat '{shown}/Tax 2026/travel plan.md'");
-        println!("     cp -r /usr/share/doc/bash {shown}/  &&  diff -r /usr/share/doc/bash {shown}/bash");
-        println!("     cargo run --release -- status      # cache, files waiting for upload, errors");
-        println!("   Press Ctrl-C here (or `cloakfs unmount {shown}`) to upload, unmount and stop the server.");
+        out!();
+        out!("5. mounted /Vault at {shown}: decrypted names here, ciphertext and random ids on the server.");
+        out!("   Try, in another terminal:");
+        out!("     ls -la {shown}  &&  cat '{shown}/Tax 2026/travel plan.md'");
+        out!("     cp -r /usr/share/doc/bash {shown}/  &&  diff -r /usr/share/doc/bash {shown}/bash");
+        out!("     cargo run --release -- status      # cache, files waiting for upload, errors");
+        out!("   Press Ctrl-C here (or `cloakfs unmount {shown}`) to upload, unmount and stop the server.");
     })?;
-    println!("unmounted; the server's temporary data directory is removed now");
+    out!("unmounted; the server's temporary data directory is removed now");
     Ok(())
 }
 

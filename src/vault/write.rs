@@ -433,7 +433,19 @@ impl<R: E2eeApi> Vault<R> {
             return Err(error.into());
         }
         self.remote.unlock(file_id, &token, false).await?;
-        self.trust().record_counter(&self.server, file_id, 1)?;
+        // This device made the folder: what it accepts about it starts here, not at a "first sight".
+        let trail = AuditTrail::from_fields(&folder.unknown).ok().flatten().unwrap_or_default();
+        let pins = crate::trust::FolderPins {
+            members: vec![(self.user.clone(), self.certificate.fingerprint())],
+            trail_len: trail.entries.len() as u64,
+            trail_head: trail.head(),
+            recovery: recovery.as_ref().map(|key| key.fingerprint()),
+            certificates: Default::default(),
+            key_checksums: vec![key.sha256_hex()],
+        };
+        let mut store = self.trust();
+        store.record_counter(&self.server, file_id, 1)?;
+        store.record_folder(&self.server, file_id, pins)?;
         Ok(file_id)
     }
 

@@ -2,7 +2,7 @@
 //! folder and stopped on drop: Apache httpd with mod_dav (Debian's apache2, with mod_dir as Debian enables
 //! it: a folder addressed without its slash is answered with a redirect) and `rclone serve webdav`
 //! (Debian's rclone). Both require Basic authentication. A missing server fails the test with what to
-//! install (`.ci/run` installs both).
+//! install (`scripts/test.sh` installs both).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -42,7 +42,7 @@ pub fn require(program: &str, package: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap();
     assert!(
         found.status.success(),
-        "{program} is not installed: these tests run a real {package} server (apt-get install {package}; .ci/run does)"
+        "{program} is not installed: these tests run a real {package} server (apt-get install {package}; scripts/test.sh does)"
     );
 }
 
@@ -242,7 +242,7 @@ impl Drop for DavServer {
 }
 
 /// `python3 -m pycryptomator` (an independent Python implementation of vault format 8, MIT, from PyPI):
-/// from the Python path, else from `target/pylib` (where .ci/run installs it). Fails with what to install.
+/// from the Python path, else from `target/pylib` (where scripts/test.sh installs it). Fails with what to install.
 pub fn pycryptomator() -> Command {
     let pylib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pylib");
     let mut python_path = pylib.display().to_string();
@@ -253,7 +253,7 @@ pub fn pycryptomator() -> Command {
     assert!(
         check.is_ok_and(|output| output.status.success()),
         "pycryptomator is not installed: python3 -m pip install --target target/pylib pycryptomator==1.15 \
-         (.ci/run does)"
+         (scripts/test.sh does)"
     );
     let mut command = Command::new("python3");
     command.args(["-m", "pycryptomator"]).env("PYTHONPATH", python_path);

@@ -78,6 +78,7 @@ impl Account {
 
     /// `cloakfs mount REMOTE MOUNTPOINT` as this user with `mnemonic`, its config and runtime dirs.
     pub fn mount_command(&self, remote: &str, mountpoint: &Path, mnemonic: &Path) -> std::process::Command {
+        require_fuse();
         let mut command = cloakfs();
         command
             .args(["mount", remote])
@@ -97,6 +98,7 @@ impl Account {
 
     /// Mounts `/Vault` at `dir`.
     pub fn mount_at(&self, dir: TempDir, extra: &[&str]) -> Mounted {
+        require_fuse();
         self.mount_at_with_env(dir, extra, &[])
     }
 
@@ -335,6 +337,14 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// Deterministic test content.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|index| ((index as u64 * 31 + u64::from(seed) * 7) % 251) as u8).collect()
+}
+
+/// Fails loudly, naming the package, where the kernel mounts cannot work.
+pub fn require_fuse() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("fusermount3").is_file()));
+    assert!(found, "fusermount3 is not installed: these tests mount real FUSE file systems (apt-get install fuse3; scripts/test.sh does)");
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the FUSE kernel module is needed (modprobe fuse)");
 }
 
 /// Runs a shell command, asserting success.

@@ -9,7 +9,7 @@
 //! The PAM service is the name the server runs under (OpenSSH takes it from its program name), so each
 //! server runs as a symlink `cloakfs-test-sshd-<port>` to /usr/sbin/sshd with its own
 //! /etc/pam.d/cloakfs-test-sshd-<port>, removed on drop. A missing package fails the test with what to
-//! install (`.ci/run` installs them).
+//! install (`scripts/test.sh` installs them).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -94,7 +94,7 @@ impl SshServer {
                     .status()
                     .unwrap()
                     .success(),
-            "pam_google_authenticator.so is not installed: apt-get install libpam-google-authenticator (.ci/run does)"
+            "pam_google_authenticator.so is not installed: apt-get install libpam-google-authenticator (scripts/test.sh does)"
         );
         let dir = TempDir::new(&format!("sshd-{label}"));
         let root = dir.0.join("srv");
