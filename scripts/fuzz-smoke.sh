@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# A short fuzz smoke run: every target in fuzz/ for CLOAKFS_FUZZ_SECONDS (default 30) seconds with
-# cargo-fuzz (libFuzzer and AddressSanitizer), which needs a nightly Rust, from the committed seeds
-# (fuzz/seeds/TARGET). The targets are the bytes a hostile server controls: metadata, PROPFIND and OCS
-# answers, blobs (README, "Benchmarks and fuzzing"); scripts/fuzz.sh runs one target for longer. A crash fails the run
-# and leaves its input in fuzz/artifacts/. Where no nightly toolchain or cargo-fuzz can be installed, the
-# run says so loudly and does not pretend to have fuzzed (exit 0, as .ci/run marks this step optional).
+# A short fuzz smoke run: every target in fuzz/ for CLOAKFS_FUZZ_SECONDS (default 30) seconds under
+# libFuzzer and AddressSanitizer, which needs a nightly Rust, from the committed seeds (fuzz/seeds/TARGET).
+# The targets are the bytes a hostile server controls: metadata, PROPFIND and OCS answers, blobs (README,
+# "Benchmarks and fuzzing"); scripts/fuzz.sh runs one target for longer with cargo-fuzz.
+#
+# The targets are built here with the flags cargo-fuzz passes (coverage instrumentation, --cfg fuzzing,
+# AddressSanitizer, debug assertions; for the host target so build scripts stay uninstrumented) and run
+# directly, so CI does not build cargo-fuzz from source on every run. A crash fails the run and leaves its
+# input in fuzz/artifacts/TARGET/. Where no nightly toolchain can be installed, the run says so loudly and
+# does not pretend to have fuzzed (exit 0, as .ci/run marks this step optional).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${CLOAKFS_FUZZ_SECONDS:-30}
@@ -18,22 +22,32 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal >/dev/null 2>&1 \
     || skip "no nightly Rust toolchain here, and 'rustup toolchain install nightly' failed"
 fi
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install cargo-fuzz --locked --quiet || skip "cargo-fuzz could not be installed ('cargo install cargo-fuzz')"
-fi
-
-cargo +nightly fuzz build --release
-for target in $(cargo +nightly fuzz list); do
+host=$(rustc -vV | sed -n 's/^host: //p')
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Zsanitizer=address -Cdebug-assertions \
+-Coverflow-checks"
+# Not --locked: like cargo-fuzz, the fuzz workspace resolves against the main crate as it is now.
+cargo +nightly build --profile smoke --target "$host" --bins
+targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^cloakfs-fuzz$')
+count=0
+for target in $targets; do
   echo "fuzz: $target for ${seconds} s"
-  mkdir -p "corpus/$target"
+  mkdir -p "corpus/$target" "artifacts/$target"
   seeds=()
   [ -d "seeds/$target" ] && seeds=("seeds/$target")
-  cargo +nightly fuzz run --release "$target" "corpus/$target" "${seeds[@]}" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | grep -E '^(stat::number_of_executed_units|==|SUMMARY|Done)' || true
-  # A crash makes cargo fuzz exit non-zero above (kept in fuzz/artifacts/TARGET): fail on any artifact.
-  if compgen -G "artifacts/$target/*" >/dev/null; then
-    echo "fuzz: $target found a crashing input: $(ls artifacts/"$target")" >&2
+  status=0
+  "target/$host/smoke/$target" "corpus/$target" "${seeds[@]}" -artifact_prefix="artifacts/$target/" \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 >"artifacts/$target.log" 2>&1 || status=$?
+  grep -E '^(stat::number_of_executed_units|==|SUMMARY|Done)' "artifacts/$target.log" || true
+  # A crash makes libFuzzer exit non-zero and write the input to artifacts/TARGET/: fail on either.
+  if [ "$status" != 0 ] || compgen -G "artifacts/$target/*" >/dev/null; then
+    tail -40 "artifacts/$target.log" >&2
+    echo "fuzz: $target found a crashing input (exit $status): $(ls artifacts/"$target")" >&2
     exit 1
   fi
+  rm -f "artifacts/$target.log"
+  count=$((count + 1))
 done
-echo "fuzz: no crash in $(cargo +nightly fuzz list | wc -l) targets x ${seconds} s"
+[ "$count" -gt 0 ] || { echo "fuzz: no target found in fuzz/Cargo.toml" >&2; exit 1; }
+echo "fuzz: no crash in $count targets x ${seconds} s"

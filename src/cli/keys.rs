@@ -63,9 +63,13 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             accept(&mut trust, &connection, accept_server_key)?;
             let session = runtime()?.block_on(unlock(client, &mut trust, &mnemonic))?;
             println!(
-                "OK: the mnemonic unlocks the private key of {:?} ({:?}); it matches certificate {}",
+                "OK: the mnemonic unlocks the private key of {:?} ({:?}); it matches its certificate",
                 session.client.config().user,
                 session.kdf,
+            );
+            // Last on the line, so that it can be copied as it is (`share --fingerprint`, `confirm`).
+            println!(
+                "your certificate's fingerprint, to read out to whoever shares a folder with you: SHA256 {}",
                 session.certificate.fingerprint()
             );
             Ok(())
