@@ -22,7 +22,9 @@ pjdfstest="$tools/bin/pjdfstest"
 if [ ! -x "$pjdfstest" ]; then
   cargo install --quiet --locked pjdfstest --version 0.2.2 --root "$tools"
 fi
-cargo build --locked --quiet
+# The binary the tests build (`cargo test` resolves features with the dev-dependencies, `cargo build` without
+# them, so a plain build here would compile every dependency a second time in CI, where the tests follow).
+cargo test --locked --quiet --no-run
 cloakfs="$root/target/debug/cloakfs"
 scratch=$(mktemp -d /tmp/cloakfs-pjdfstest.XXXXXX)
 server_pid=""
