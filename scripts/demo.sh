@@ -6,22 +6,5 @@
 # AWS-LC, fuse3 for the mount. Then builds and runs `cloakfs demo` (release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-for package in gcc libc6-dev ca-certificates fuse3; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$package")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "demo.sh: installing what the demo needs: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "demo.sh: the demo needs these Debian packages: ${missing[*]}" >&2
-    echo "demo.sh: run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+scripts/need-packages.sh demo.sh gcc libc6-dev ca-certificates fuse3
 exec cargo run --release --locked --quiet -- demo "$@"

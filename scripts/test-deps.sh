@@ -17,24 +17,8 @@ packages=(
   openssh-server openssh-client libpam-google-authenticator  # the SFTP tests' SSH server and PAM codes
   python3 python3-pip      # pycryptomator
 )
-missing=()
-for package in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$package")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing the Debian packages the tests need: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "test.sh: the tests need these Debian packages: ${missing[*]}" >&2
-    echo "test.sh: run as root: apt-get install --no-install-recommends ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+scripts/need-packages.sh test.sh "${packages[@]}"
+
 # pycryptomator (MIT, PyPI): the independent implementation of Cryptomator's vault format 8 the
 # Cryptomator tests check our vaults against, both ways (tests/common/dav.rs looks in target/pylib).
 if ! PYTHONPATH=target/pylib python3 -c 'import pycryptomator' 2>/dev/null; then

@@ -41,35 +41,6 @@ impl User {
     }
 }
 
-/// Mounts `remote` for `user` (their own device); returns the mount point, the mount process and its
-/// runtime directory (for `cloakfs unmount`).
-fn mount_as(user: &User, remote: &str) -> (TempDir, std::process::Child, std::path::PathBuf) {
-    let mountpoint = TempDir::new(&format!("mnt-{}", user.name));
-    let runtime_dir = user.config.0.join("run");
-    std::fs::create_dir_all(&runtime_dir).unwrap();
-    let mut child = server::cloakfs()
-        .args(["mount", remote])
-        .arg(&mountpoint.0)
-        .args(["--server", &user.url, "--user", &user.name, "--mnemonic-file"])
-        .arg(&user.mnemonic)
-        .env("XDG_CONFIG_HOME", &user.config.0)
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
-        .env("CLOAKFS_PASSWORD", server::PASSWORD)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    loop {
-        let line = lines.next().expect("the mount exited before mounting").unwrap();
-        if line.contains(" mounted at ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    (mountpoint, child, runtime_dir)
-}
-
 /// The `user.cloakfs.origin` extended attribute of `path`, if it has one.
 fn origin_xattr(path: &std::path::Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt as _;
@@ -96,8 +67,18 @@ fn a_first_share_wraps_no_key_for_a_certificate_the_server_substituted() {
     let bob = User::new(&server, "bob");
     alice.ok(&["mkdir", "--encrypted", "/Vault"]);
     alice.put("alpha secret", "/Vault/a.txt");
-    let (file_id, json_before, _) = top_metadata(&server, "alice", "Vault");
+    let (_, json_before, _) = top_metadata(&server, "alice", "Vault");
     let real = bob.fingerprint();
+    // `cloakfs share /Vault bob` as alice, on a terminal of its own.
+    let share_command = || {
+        let mut command = server::cloakfs();
+        command
+            .args(["share", "/Vault", "bob", "--server", &proxy.url, "--user", "alice"])
+            .args(["--mnemonic-file", alice.mnemonic.to_str().unwrap()])
+            .env("XDG_CONFIG_HOME", &alice.config.0)
+            .env("CLOAKFS_PASSWORD", server::PASSWORD);
+        command
+    };
 
     // The server answers alice's request for bob's certificate with one over a key of its own.
     let (_, fake) = server_made(&server, "bob");
@@ -117,13 +98,7 @@ fn a_first_share_wraps_no_key_for_a_certificate_the_server_substituted() {
     let message = refused(alice.run(&["share", "/Vault", "bob", "--fingerprint", &real]), "not the");
     assert!(message.contains(&fake.fingerprint()) && message.contains(&real), "{message}");
     // On a terminal, answering no: refused, nothing shared.
-    let mut command = server::cloakfs();
-    command
-        .args(["share", "/Vault", "bob", "--server", &proxy.url, "--user", "alice"])
-        .args(["--mnemonic-file", alice.mnemonic.to_str().unwrap()])
-        .env("XDG_CONFIG_HOME", &alice.config.0)
-        .env("CLOAKFS_PASSWORD", server::PASSWORD);
-    let mut terminal = pty::Terminal::spawn(command);
+    let mut terminal = pty::Terminal::spawn(share_command());
     assert!(terminal.wait_for("Does it match?", std::time::Duration::from_secs(30)), "{}", terminal.output());
     assert!(terminal.output().contains(&fake.fingerprint()));
     terminal.type_line("no");
@@ -138,20 +113,13 @@ fn a_first_share_wraps_no_key_for_a_certificate_the_server_substituted() {
 
     // The real certificate, confirmed on the terminal with a yes: shared.
     proxy.clear();
-    let mut command = server::cloakfs();
-    command
-        .args(["share", "/Vault", "bob", "--server", &proxy.url, "--user", "alice"])
-        .args(["--mnemonic-file", alice.mnemonic.to_str().unwrap()])
-        .env("XDG_CONFIG_HOME", &alice.config.0)
-        .env("CLOAKFS_PASSWORD", server::PASSWORD);
-    let mut terminal = pty::Terminal::spawn(command);
+    let mut terminal = pty::Terminal::spawn(share_command());
     assert!(terminal.wait_for("Does it match?", std::time::Duration::from_secs(30)), "{}", terminal.output());
     assert!(terminal.output().contains(&real));
     terminal.type_line("yes");
     let status = terminal.wait(std::time::Duration::from_secs(60)).expect("share ends");
     assert!(status.success(), "{}", terminal.output());
     assert_eq!(bob.get("/Vault/a.txt"), "alpha secret");
-    let _ = file_id;
 }
 
 #[test]
@@ -323,7 +291,7 @@ fn file_drops_are_taken_in_only_with_a_drop_share_marked_and_left_pending_for_re
     assert_eq!(carol.get("/Vault/report.txt"), "dropped secret");
     assert!(carol.ok(&["audit", "/Vault"]).contains("file drop taken in: report.txt"));
     // In bob's mount the dropped file carries `user.cloakfs.origin = file-drop`; a member's file has none.
-    let (mountpoint, mut child, runtime_dir) = mount_as(&bob, "/Vault");
+    let (mountpoint, mut child, runtime_dir) = mount_as(&bob, "/Vault", &[]);
     assert_eq!(origin_xattr(&mountpoint.0.join("report.txt")).as_deref(), Some("file-drop"));
     assert_eq!(origin_xattr(&mountpoint.0.join("a.txt")), None);
     assert_eq!(std::fs::read_to_string(mountpoint.0.join("report.txt")).unwrap(), "dropped secret");

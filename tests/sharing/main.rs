@@ -144,6 +144,36 @@ impl User {
     }
 }
 
+/// Mounts `remote` for `user` (their own device) with `extra` mount arguments; returns the mount point, the
+/// mount process and its runtime directory (for `cloakfs unmount`).
+fn mount_as(user: &User, remote: &str, extra: &[&str]) -> (TempDir, std::process::Child, std::path::PathBuf) {
+    let mountpoint = TempDir::new(&format!("mnt-{}", user.name));
+    let runtime_dir = user.config.0.join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let mut child = server::cloakfs()
+        .args(["mount", remote])
+        .arg(&mountpoint.0)
+        .args(["--server", &user.url, "--user", &user.name, "--mnemonic-file"])
+        .arg(&user.mnemonic)
+        .args(extra)
+        .env("XDG_CONFIG_HOME", &user.config.0)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .env("CLOAKFS_PASSWORD", server::PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("the mount exited before mounting").unwrap();
+        if line.contains(" mounted at ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (mountpoint, child, runtime_dir)
+}
+
 fn database(server: &TestServer) -> rusqlite::Connection {
     rusqlite::Connection::open(server.data.join("cloakfs-server.sqlite3")).unwrap()
 }

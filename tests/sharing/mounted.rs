@@ -37,30 +37,8 @@ fn a_running_mount_follows_a_membership_change_made_elsewhere_and_keeps_it() {
     ok(mounted.unmount());
 
     // Bob mounts the folder as it appears in his tree and writes with his own keys.
-    let bob_mount = TempDir::new("share-bob-mnt");
-    let runtime_dir = bob.config.0.join("run");
-    std::fs::create_dir_all(&runtime_dir).unwrap();
-    let mut child = server::cloakfs()
-        .args(["mount", "/Vault"])
-        .arg(&bob_mount.0)
-        .args(["--server", &bob.url, "--user", "bob", "--mnemonic-file"])
-        .arg(&bob.mnemonic)
-        .args(["--dir-cache-time", "1", "--commit-delay", "200"])
-        .env("XDG_CONFIG_HOME", &bob.config.0)
-        .env("XDG_RUNTIME_DIR", &runtime_dir)
-        .env("CLOAKFS_PASSWORD", server::PASSWORD)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    loop {
-        let line = lines.next().expect("bob's mount exited before mounting").unwrap();
-        if line.contains(" mounted at ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+    let (bob_mount, mut child, runtime_dir) =
+        mount_as(&bob, "/Vault", &["--dir-cache-time", "1", "--commit-delay", "200"]);
     assert_eq!(std::fs::read_to_string(bob_mount.0.join("from-mount.txt")).unwrap(), "from the mount");
     let mut file = std::fs::File::create(bob_mount.0.join("sub/by-bob-mount.txt")).unwrap();
     file.write_all(b"written in bob's mount").unwrap();
