@@ -6,15 +6,18 @@
 #                           CLOAKFS_CROSS_MSVC=1: see below)
 #   aarch64-apple-darwin    the library and the binary with its macFUSE mount
 #
-# Nothing is linked and nothing runs on those systems. Build scripts of C dependencies (AWS-LC, SQLite) do
-# run for the target, so a C compiler for it is needed: MinGW-w64 with cmake and nasm for windows-gnu
-# (Debian packages, .ci/run installs them) and zig (PyPI's ziglang, installed here if missing) for
-# windows-msvc (with zig's `lib` as the archiver) and macOS (zig ships the macOS headers).
+# Nothing is linked and nothing runs on those systems, so the C code of dependencies (AWS-LC, SQLite) is not
+# compiled for them either: their build scripts run with a stand-in C compiler (below) that answers cc-rs's
+# probes with the host compiler and writes an empty object for every compile. Compiling AWS-LC for two
+# foreign targets (MinGW with cmake and nasm, zig for macOS) was two thirds of this step and checked none of
+# our code; the Rust code, ours and the dependencies', is type-checked and linted for each target as before.
+# A Windows or macOS release build compiles the C code for real (README, "Platforms").
 #
 # Stand-ins, each stated when used:
+# - the C compiler and archiver of the targets (above).
 # - platform/windows is checked with its `check-without-winfsp` feature: the winfsp crate's pre-generated
 #   bindings (its `docsrs` feature) instead of WinFsp's headers and libclang. That feature needs
-#   RUSTC_BOOTSTRAP=1 (doc_cfg), set for the two Windows checks only.
+#   RUSTC_BOOTSTRAP=1 (doc_cfg), set for the Windows checks only.
 # - macOS: fuser links macFUSE's libfuse, found by pkg-config; a stand-in fuse.pc (version 2.9.9, no files
 #   behind it) answers that probe, which is enough for a check that links nothing.
 set -euo pipefail
@@ -22,81 +25,81 @@ cd "$(dirname "$0")/.."
 
 fail() { echo "cross-check: FAILED: $*" >&2; exit 1; }
 
-for target in x86_64-pc-windows-gnu x86_64-pc-windows-msvc aarch64-apple-darwin; do
+targets="x86_64-pc-windows-gnu aarch64-apple-darwin"
+if [ "${CLOAKFS_CROSS_MSVC:-0}" = 1 ]; then targets="$targets x86_64-pc-windows-msvc"; fi
+for target in $targets; do
   if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target" || fail "cannot add the Rust target $target (rustup needs static.rust-lang.org)"
   fi
 done
-command -v x86_64-w64-mingw32-gcc >/dev/null || fail "x86_64-w64-mingw32-gcc missing: apt-get install gcc-mingw-w64-x86-64"
-command -v cmake >/dev/null || fail "cmake missing (AWS-LC's Windows build): apt-get install cmake"
-command -v nasm >/dev/null || fail "nasm missing (AWS-LC's Windows assembly): apt-get install nasm"
+command -v cc >/dev/null || fail "no host C compiler (cc-rs's probes): apt-get install gcc"
+command -v ar >/dev/null || fail "no archiver: apt-get install binutils"
 command -v pkg-config >/dev/null || fail "pkg-config missing (fuser's macFUSE probe): apt-get install pkg-config"
-if ! python3 -c 'import ziglang' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check --break-system-packages ziglang 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check ziglang \
-    || fail "cannot install zig (pip install ziglang), the C compiler of the MSVC and macOS checks"
-fi
 
 tools=$(mktemp -d)
 trap 'rm -rf "$tools"' EXIT
-# cc-rs passes its own --target spelling (arm64-apple-macosx, x86_64-pc-windows-msvc), which zig does not
-# know: the wrapper drops it and names zig's target.
-zig_cc() {
-  cat > "$tools/$1" <<SH
+# The stand-in C compiler: preprocessing and version queries (cc-rs's compiler-family and flag probes) go to
+# the host's cc; a compile (-c ... -o OUT) writes an empty OUT, which the host's ar archives as it is.
+cat > "$tools/cc-typecheck-only" <<'SH'
 #!/bin/sh
+out=""
+compile=0
+previous=""
 for arg do
-  shift
-  case "\$arg" in --target=*) continue ;; esac
-  set -- "\$@" "\$arg"
+  case "$arg" in
+    -E | --version | -dumpversion | -dumpmachine) exec cc "$@" ;;
+    -c) compile=1 ;;
+  esac
+  if [ "$previous" = "-o" ]; then out=$arg; fi
+  previous=$arg
 done
-exec python3 -m ziglang cc -target $2 "\$@"
+if [ "$compile" = 1 ] && [ -n "$out" ]; then
+  : > "$out"
+  exit 0
+fi
+echo "cc-typecheck-only: not a compile (-c ... -o OUT): $*" >&2
+exit 1
 SH
-  chmod +x "$tools/$1"
-}
-zig_cc cc-macos aarch64-macos
-# For MSVC, C code is compiled with zig's MinGW ABI: the objects are only archived, never linked (this is a
-# check); the archiver must be called lib.exe, found on PATH (a directory of its own, so that the host's
-# `cc` stays the host's).
-zig_cc cc-msvc x86_64-windows-gnu
-mkdir -p "$tools/bin" "$tools/pkgconfig"
-printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' > "$tools/ar"
-printf '#!/bin/sh\nexec python3 -m ziglang lib "$@"\n' > "$tools/bin/lib.exe"
-chmod +x "$tools/ar" "$tools/bin/lib.exe"
+chmod +x "$tools/cc-typecheck-only"
+mkdir -p "$tools/pkgconfig"
 printf 'Name: fuse\nDescription: stand-in for macFUSE (type check only)\nVersion: 2.9.9\nLibs: -lfuse\nCflags:\n' \
   > "$tools/pkgconfig/fuse.pc"
-
-windows_check() {
-  local target=$1
-  echo "cross-check: $target: library, binary and platform/windows (winfsp's pre-generated bindings, RUSTC_BOOTSTRAP=1)"
-  RUSTC_BOOTSTRAP=1 cargo clippy --locked --target "$target" -p cloakfs -p cloakfs-windows --lib --bins \
-    --features cloakfs-windows/check-without-winfsp -- -D warnings || fail "$target"
+# Each target's C compiler and archiver; AWS-LC through its cc-rs build (no cmake) without assembly (no nasm).
+stand_in_env() {
+  local var=${1//-/_}
+  echo "CC_$var=$tools/cc-typecheck-only AR_$var=ar AWS_LC_SYS_CMAKE_BUILDER=0 AWS_LC_SYS_NO_ASM=1"
 }
 
-windows_check x86_64-pc-windows-gnu
-
 # x86_64-pc-windows-msvc type-checks the same Rust code as windows-gnu: nothing in the sources depends on
-# target_env (checked below, so this stays true). What it adds is building the C dependencies (AWS-LC,
-# SQLite) for MSVC with zig's clang, which is not the MSVC toolchain a Windows release uses either. So CI
-# skips it (it cost a third of this step) and says so; CLOAKFS_CROSS_MSVC=1 runs it.
+# target_env (checked here, so this stays true), and no C code is compiled for either. So CI skips it (its
+# Rust check of every dependency took a minute and a half) and says so; CLOAKFS_CROSS_MSVC=1 runs it.
 if grep -rn 'target_env' src platform Cargo.toml --include='*.rs' --include=Cargo.toml >/dev/null; then
   fail "the sources now depend on target_env: run the msvc check in CI again (CLOAKFS_CROSS_MSVC=1)"
 fi
-if [ "${CLOAKFS_CROSS_MSVC:-0}" = 1 ]; then
-  PATH="$tools/bin:$PATH" CC_x86_64_pc_windows_msvc="$tools/cc-msvc" AR_x86_64_pc_windows_msvc="$tools/bin/lib.exe" \
-    AWS_LC_SYS_CMAKE_BUILDER=0 windows_check x86_64-pc-windows-msvc
-else
+if [ "${CLOAKFS_CROSS_MSVC:-0}" != 1 ]; then
   echo "cross-check: x86_64-pc-windows-msvc NOT checked: same Rust code as windows-gnu (no target_env in the sources);"
-  echo "cross-check:   its C dependencies' MSVC build is checked with CLOAKFS_CROSS_MSVC=1 scripts/cross-check.sh"
+  echo "cross-check:   CLOAKFS_CROSS_MSVC=1 scripts/cross-check.sh checks it"
 fi
 
-echo "cross-check: aarch64-apple-darwin: library and binary with the FUSE mount (stand-in fuse.pc for macFUSE)"
-PKG_CONFIG_PATH="$tools/pkgconfig" PKG_CONFIG_ALLOW_CROSS=1 \
-  CC_aarch64_apple_darwin="$tools/cc-macos" AR_aarch64_apple_darwin="$tools/ar" \
-  cargo clippy --locked --target aarch64-apple-darwin --lib --bins -- -D warnings || fail "aarch64-apple-darwin"
+# One cargo run for every target: the build scripts and proc macros (host code) are built once, and the
+# targets' crates are checked side by side. platform/windows is only a "Windows only" message elsewhere.
+echo "cross-check: $targets: the library and the binary (macOS with the FUSE mount: stand-in fuse.pc for macFUSE);"
+echo "cross-check:   Windows with platform/windows (winfsp's pre-generated bindings, RUSTC_BOOTSTRAP=1)"
+target_args=()
+target_env=()
+for target in $targets; do
+  target_args+=(--target "$target")
+  read -ra vars <<< "$(stand_in_env "$target")"
+  target_env+=("${vars[@]}")
+done
+env "${target_env[@]}" RUSTC_BOOTSTRAP=1 PKG_CONFIG_PATH="$tools/pkgconfig" PKG_CONFIG_ALLOW_CROSS=1 \
+  cargo clippy --locked "${target_args[@]}" -p cloakfs -p cloakfs-windows --lib --bins \
+  --features cloakfs-windows/check-without-winfsp -- -D warnings || fail "$targets"
 
 if [ "${CLOAKFS_CROSS_MSVC:-0}" = 1 ]; then
   echo "cross-check: type-checked and linted clean for Windows (gnu, msvc; with the WinFsp crate) and macOS."
 else
   echo "cross-check: type-checked and linted clean for Windows (gnu; with the WinFsp crate) and macOS."
 fi
-echo "cross-check: NOT checked here: linking, and any run on Windows or macOS (no such machine in CI)."
+echo "cross-check: NOT checked here: C code of dependencies compiled for those targets, linking, and any run on"
+echo "cross-check:   Windows or macOS (no such machine in CI)."
