@@ -17,7 +17,9 @@
 # - the C compiler and archiver of the targets (above).
 # - platform/windows is checked with its `check-without-winfsp` feature: the winfsp crate's pre-generated
 #   bindings (its `docsrs` feature) instead of WinFsp's headers and libclang. That feature needs
-#   RUSTC_BOOTSTRAP=1 (doc_cfg), set for the Windows checks only.
+#   RUSTC_BOOTSTRAP=1 (doc_cfg), which a rustc wrapper sets for the winfsp crates alone: set for the whole
+#   run, it would make the build scripts that watch it (proc-macro2, anyhow, thiserror) run again, and with
+#   them every proc macro and crate already built by the clippy step before.
 # - macOS: fuser links macFUSE's libfuse, found by pkg-config; a stand-in fuse.pc (version 2.9.9, no files
 #   behind it) answers that probe, which is enough for a check that links nothing.
 set -euo pipefail
@@ -61,13 +63,21 @@ echo "cc-typecheck-only: not a compile (-c ... -o OUT): $*" >&2
 exit 1
 SH
 chmod +x "$tools/cc-typecheck-only"
+# RUSTC_BOOTSTRAP=1 for the winfsp crates only (see above); another wrapper already set is called inside.
+cat > "$tools/rustc-winfsp-bootstrap" <<'SH'
+#!/bin/sh
+case " $* " in *" --crate-name winfsp"*) RUSTC_BOOTSTRAP=1; export RUSTC_BOOTSTRAP ;; esac
+if [ -n "${CLOAKFS_INNER_RUSTC_WRAPPER:-}" ]; then exec "$CLOAKFS_INNER_RUSTC_WRAPPER" "$@"; fi
+exec "$@"
+SH
+chmod +x "$tools/rustc-winfsp-bootstrap"
 mkdir -p "$tools/pkgconfig"
 printf 'Name: fuse\nDescription: stand-in for macFUSE (type check only)\nVersion: 2.9.9\nLibs: -lfuse\nCflags:\n' \
   > "$tools/pkgconfig/fuse.pc"
 # Each target's C compiler and archiver; AWS-LC through its cc-rs build (no cmake) without assembly (no nasm).
 stand_in_env() {
   local var=${1//-/_}
-  echo "CC_$var=$tools/cc-typecheck-only AR_$var=ar AWS_LC_SYS_CMAKE_BUILDER=0 AWS_LC_SYS_NO_ASM=1"
+  echo "CC_$var=$tools/cc-typecheck-only AR_$var=ar AWS_LC_SYS_CMAKE_BUILDER_$var=0 AWS_LC_SYS_NO_ASM_$var=1"
 }
 
 # x86_64-pc-windows-msvc type-checks the same Rust code as windows-gnu: nothing in the sources depends on
@@ -84,7 +94,7 @@ fi
 # One cargo run for every target: the build scripts and proc macros (host code) are built once, and the
 # targets' crates are checked side by side. platform/windows is only a "Windows only" message elsewhere.
 echo "cross-check: $targets: the library and the binary (macOS with the FUSE mount: stand-in fuse.pc for macFUSE);"
-echo "cross-check:   Windows with platform/windows (winfsp's pre-generated bindings, RUSTC_BOOTSTRAP=1)"
+echo "cross-check:   Windows with platform/windows (winfsp's pre-generated bindings, RUSTC_BOOTSTRAP=1 for them)"
 target_args=()
 target_env=()
 for target in $targets; do
@@ -92,7 +102,8 @@ for target in $targets; do
   read -ra vars <<< "$(stand_in_env "$target")"
   target_env+=("${vars[@]}")
 done
-env "${target_env[@]}" RUSTC_BOOTSTRAP=1 PKG_CONFIG_PATH="$tools/pkgconfig" PKG_CONFIG_ALLOW_CROSS=1 \
+env "${target_env[@]}" CLOAKFS_INNER_RUSTC_WRAPPER="${RUSTC_WRAPPER:-}" RUSTC_WRAPPER="$tools/rustc-winfsp-bootstrap" \
+  PKG_CONFIG_PATH="$tools/pkgconfig" PKG_CONFIG_ALLOW_CROSS=1 \
   cargo clippy --locked "${target_args[@]}" -p cloakfs -p cloakfs-windows --lib --bins \
   --features cloakfs-windows/check-without-winfsp -- -D warnings || fail "$targets"
 
