@@ -12,7 +12,7 @@ mod server;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use cloakfs::cryptomator::vault::Written;
+use cloakfs::cryptomator::vault::{ClearText, Written};
 use cloakfs::cryptomator::{CryptomatorError, CryptomatorVault};
 use cloakfs::storage::webdav::{DavConfig, DavStore};
 use dav::{pycryptomator, DavServer, DAV_PASSWORD, DAV_USER};
@@ -424,8 +424,10 @@ fn a_concurrent_writer_is_detected_on_both_servers() {
             let error = second.write_file(&root, "f.txt", b"lost", Some(&seen_second)).await.unwrap_err();
             assert!(matches!(error, CryptomatorError::Changed { .. }), "{}: {error}", server.kind);
             // The conflicted-copy rule: the loser's version is kept beside the winner's.
-            let written =
-                second.write_file_keeping_both(&root, "f.txt", b"kept", Some(&seen_second), "laptop-2").await.unwrap();
+            let written = second
+                .write_file_keeping_both(&root, "f.txt", ClearText::Bytes(b"kept"), Some(&seen_second), "laptop-2")
+                .await
+                .unwrap();
             let Written::ConflictedCopy(copy) = written else { panic!("{}: {written:?}", server.kind) };
             assert!(
                 copy.name.starts_with("f (conflicted copy laptop-2 ") && copy.name.ends_with(").txt"),

@@ -212,6 +212,11 @@ fn two_devices(server: &DavServer, maker: Maker, label: &str) {
             == Some(&b"hello from the first"[..])),
         "{maker:?}: the second mount did not see the first one's file"
     );
+    // A new folder reaches storage in the background a moment after its mkdir (at once on fsync).
+    assert!(
+        eventually(Duration::from_secs(10), || second.path("made-here").is_dir()),
+        "{maker:?}: the second mount did not see the first one's folder"
+    );
     // A rename and a removal by the second, seen by the first.
     fs::rename(second.path("shared/from-first.txt"), second.path("made-here/renamed.txt")).unwrap();
     assert_eq!(errno_of(fs::remove_dir(second.path("made-here"))), libc::ENOTEMPTY);

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::common::runtime;
 use super::files::{create_output, human_size, read_plaintext};
 use super::ssh::SshArgs;
-use crate::cryptomator::vault::{clear_segments, Written};
+use crate::cryptomator::vault::{clear_segments, ClearText, Written};
 use crate::cryptomator::{CipherCombo, CryptomatorError, CryptomatorVault, EntryKind};
 use crate::storage::local::LocalStore;
 use crate::storage::sftp::SftpLocation;
@@ -326,7 +326,7 @@ pub fn run(command: VaultCommand) -> anyhow::Result<()> {
                     let parent = vault.resolve_dir(parent_segments).await?;
                     let existing = vault.lookup(&parent, name).await?;
                     let device = crate::conflict::default_device_name();
-                    let written = vault.write_file_keeping_both(&parent, name, &plaintext, existing.as_ref(), &device).await?;
+                    let written = vault.write_file_keeping_both(&parent, name, ClearText::Bytes(&plaintext), existing.as_ref(), &device).await?;
                     let parent_path = &segments[..segments.len() - 1];
                     Ok::<_, CryptomatorError>(match written {
                         Written::AsAsked(_) => format!("/{}", segments.join("/")),

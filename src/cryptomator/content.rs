@@ -44,6 +44,47 @@ pub struct ContentCryptor {
     keys: LockedBytes,
 }
 
+/// One file's encryption, produced in pieces ([`ContentCryptor::sealing`]): its header and every chunk's
+/// nonce are drawn once, so producing the same piece again (a retried upload) gives the same bytes, and no
+/// key and nonce ever seal two different clear texts. The content key is in locked memory, wiped on drop.
+pub struct Sealing {
+    cryptor: std::sync::Arc<ContentCryptor>,
+    header: FileHeader,
+    encrypted_header: Vec<u8>,
+    nonces: Vec<u8>,
+    clear_len: u64,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Sealing").field("clear_len", &self.clear_len).finish_non_exhaustive()
+    }
+}
+
+impl Sealing {
+    /// The encrypted header, the file's first bytes.
+    pub fn header(&self) -> &[u8] {
+        &self.encrypted_header
+    }
+
+    /// The encrypted size of the whole file.
+    pub fn sealed_len(&self) -> u64 {
+        self.cryptor.ciphertext_size(self.clear_len)
+    }
+
+    /// Appends to `out` the encrypted chunks from chunk `first` on, whose clear bytes are `clear` (whole
+    /// chunks, except at the end of the file).
+    pub fn seal_chunks(&self, first: u64, clear: &[u8], out: &mut Vec<u8>) {
+        let nonce_len = self.cryptor.nonce_len();
+        for (offset, chunk) in clear.chunks(CHUNK_SIZE).enumerate() {
+            let index = first + offset as u64;
+            let at = usize::try_from(index).unwrap_or(usize::MAX).saturating_mul(nonce_len);
+            let nonce = &self.nonces[at..at + nonce_len];
+            self.cryptor.seal_chunk_into(&self.header, index, chunk, Some(nonce), out);
+        }
+    }
+}
+
 impl std::fmt::Debug for ContentCryptor {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("ContentCryptor").field("combo", &self.combo).finish_non_exhaustive()
@@ -185,8 +226,8 @@ impl ContentCryptor {
         out
     }
 
-    /// Appends chunk `index` encrypted to `out`, in place: nonce (fresh, or `fixed_nonce` in tests),
-    /// ciphertext, tag.
+    /// Appends chunk `index` encrypted to `out`, in place: nonce (fresh, or `fixed_nonce`: drawn before, for
+    /// [`Sealing`], or in tests), ciphertext, tag.
     fn seal_chunk_into(
         &self,
         header: &FileHeader,
@@ -326,6 +367,17 @@ impl ContentCryptor {
             self.seal_chunk_into(&header, index as u64, chunk, None, &mut out);
         }
         out
+    }
+
+    /// The encryption of one file of `clear_len` bytes, to be produced piece by piece while it is sent (see
+    /// [`Sealing`]): a fresh header, and a fresh nonce for every chunk drawn now.
+    pub fn sealing(self: &std::sync::Arc<Self>, clear_len: u64) -> Sealing {
+        let header = self.new_header();
+        let encrypted_header = self.encrypt_header(&header);
+        let chunks = usize::try_from(clear_len.div_ceil(CHUNK_SIZE as u64)).unwrap_or(usize::MAX);
+        let mut nonces = vec![0u8; chunks.saturating_mul(self.nonce_len())];
+        random_bytes(&mut nonces);
+        Sealing { cryptor: self.clone(), header, encrypted_header, nonces, clear_len }
     }
 
     /// A whole file, decrypted and authenticated chunk by chunk.

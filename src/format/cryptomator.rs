@@ -13,7 +13,6 @@
 //! Clear names live in the engine's table and in the entries here only, wiped when dropped; logs name
 //! ciphertext paths.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use tracing::Instrument as _;
@@ -21,7 +20,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::{Capabilities, Format, FsError, ListedEntry, Listing, Removed, Renamed, Stored, StoredFile};
 use crate::content::{Content, PlainBuffer, Spill};
-use crate::cryptomator::vault::{DirRef, FileReader, Written};
+use crate::cryptomator::vault::{ClearText, DirRef, FileReader, Written};
 use crate::cryptomator::{CryptomatorError, CryptomatorVault, EntryKind, VaultEntry};
 use crate::storage::{RemoteErrorKind, Store};
 
@@ -120,15 +119,6 @@ pub fn engine_error(error: &CryptomatorError) -> FsError {
         | CryptomatorError::NoVault(_)
         | CryptomatorError::VaultExists(_) => FsError::Io,
     }
-}
-
-/// The whole clear text of `content`, in one buffer wiped when dropped (the format encrypts a file in one
-/// piece here).
-fn whole(content: &Content) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    let len = usize::try_from(content.len()).map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
-    let mut clear = Zeroizing::new(Vec::with_capacity(len));
-    content.reader().read_to_end(&mut clear)?;
-    Ok(clear)
 }
 
 impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
@@ -253,13 +243,11 @@ impl<S: Store + Clone + 'static> Format for CryptomatorFormat<S> {
         base: Option<&CmFile>,
     ) -> Result<StoredFile<Self>, FsError> {
         let dir = &Self::folder(path)?.dir;
-        let clear = whole(&content).map_err(|error| FsError::from_io(&error))?;
-        drop(content);
         let node = self.vault.node_for(dir, name).0;
-        let span = tracing::info_span!("upload", node = %node.display(), bytes = clear.len());
+        let span = tracing::info_span!("upload", node = %node.display(), bytes = content.len());
         let written = self
             .vault
-            .write_file_keeping_both(dir, name, &clear, base.map(|base| &base.0), &self.device)
+            .write_file_keeping_both(dir, name, ClearText::Content(content), base.map(|base| &base.0), &self.device)
             .instrument(span)
             .await
             .map_err(|error| self.fail(error))?;

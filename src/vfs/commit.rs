@@ -19,7 +19,7 @@ use futures_util::StreamExt as _;
 use zeroize::Zeroizing;
 
 use super::batch::{Batch, MAX_COMMITS_TO_MATERIALIZE};
-use super::nodes::{Dir, Kind, Name, State};
+use super::nodes::{Dir, FolderRemoval, Kind, Name, State};
 use super::{lock, Format, FsError, Vfs, MAX_BACKGROUND_UPLOADS, ROOT_INO};
 use crate::format::{FolderWrite, Stored};
 
@@ -27,6 +27,9 @@ tokio::task_local! {
     /// Set while the task runs a commit ([`Vfs::commit_now`] does not nest).
     static IN_COMMIT: ();
 }
+
+/// Folders created, or removed, in storage at once by a cycle.
+const FOLDERS_AT_ONCE: usize = 16;
 
 /// Queued clear text that makes a commit due before the quiet time is over.
 const DUE_QUEUED_BYTES: u64 = 64 << 20;
@@ -72,6 +75,7 @@ impl<F: Format> State<F> {
     fn work_ready(&self) -> bool {
         self.batch.is_some()
             || !self.deferred.is_empty()
+            || !self.removals.is_empty()
             || !self.creatable_folders().is_empty()
             || !self.uploadable_files().is_empty()
     }
@@ -104,7 +108,12 @@ impl<F: Format> Vfs<F> {
                 }
                 // Whether a batch is open counts too: removals deferred under it become possible once it
                 // committed.
-                (state.creatable_folders(), state.uploadable_files(), state.deferred.len(), state.batch.is_some())
+                (
+                    state.creatable_folders(),
+                    state.uploadable_files(),
+                    state.deferred.len() + state.removals.len(),
+                    state.batch.is_some(),
+                )
             };
             // Nothing moved in the last cycle (the files left are being stored by the tasks that wait for this
             // commit): another cycle would not do more.
@@ -117,13 +126,20 @@ impl<F: Format> Vfs<F> {
         Ok(())
     }
 
-    /// One cycle: folders, stores and deferred removals (under the batch's lock), then the commit.
+    /// One cycle: folders, stores and deferred removals (under the batch's lock), then the commit. With a
+    /// format that applies changes at once, the folders removed here go first: a name they free may be
+    /// taken by what the cycle makes.
     async fn commit_cycle(&self) -> Result<(), FsError> {
-        let (folders, files, deferred) = {
+        let (folders, files, deferred, removals) = {
             let state = self.state();
-            (state.creatable_folders(), state.uploadable_files(), !state.deferred.is_empty())
+            (
+                state.creatable_folders(),
+                state.uploadable_files(),
+                !state.deferred.is_empty(),
+                !state.removals.is_empty(),
+            )
         };
-        if !folders.is_empty() || !files.is_empty() || deferred {
+        if !folders.is_empty() || !files.is_empty() || deferred || removals {
             // The lock and fresh listings of every folder involved, all at once.
             let mut parents: Vec<u64> = {
                 let state = self.state();
@@ -137,6 +153,7 @@ impl<F: Format> Vfs<F> {
             parents.sort_unstable();
             parents.dedup();
             drop(self.enter_batch(&parents).await?);
+            self.remove_folders().await?;
             let (created, stored) = futures_util::join!(self.create_folders(&folders), self.upload_queued(&files));
             created?;
             stored?;
@@ -145,47 +162,134 @@ impl<F: Format> Vfs<F> {
         self.commit_batch().await
     }
 
-    /// Creates new folders in storage, all at once; their parents' metadata names them at this cycle's commit.
+    /// Removes from storage the folders removed here ([`State::removals`], a format that applies changes at
+    /// once), [`FOLDERS_AT_ONCE`] at a time, a folder after the folders removed inside it. A folder that is
+    /// not empty in storage (another device put something in it) stays, and shows again at its parent's
+    /// next listing; any other failure keeps the removal for the next cycle.
+    async fn remove_folders(&self) -> Result<(), FsError> {
+        loop {
+            let wave: Vec<FolderRemoval<F>> = {
+                let mut state = self.state();
+                let holding: std::collections::HashSet<u64> =
+                    state.removals.iter().map(|removal| removal.parent).collect();
+                let (wave, waiting) = std::mem::take(&mut state.removals)
+                    .into_iter()
+                    .partition(|removal| !holding.contains(&removal.ino));
+                state.removals = waiting;
+                wave
+            };
+            if wave.is_empty() {
+                return Ok(());
+            }
+            let results: Vec<_> = futures_util::stream::iter(wave)
+                .map(|removal| async move {
+                    let removed = self.format.remove(None, &removal.path, &removal.stored).await;
+                    (removal, removed)
+                })
+                .buffer_unordered(FOLDERS_AT_ONCE)
+                .collect()
+                .await;
+            let mut failure = None;
+            let mut relist = Vec::new();
+            {
+                let mut state = self.state();
+                for (removal, removed) in results {
+                    match removed {
+                        Ok(_) => state.touched_here(removal.parent, &removal.name),
+                        Err(FsError::NotEmpty) => {
+                            tracing::warn!(
+                                "a folder removed here holds what another device put in it: it stays in storage"
+                            );
+                            state.touched_here(removal.parent, &removal.name);
+                            relist.push(removal.parent);
+                        }
+                        Err(error) => {
+                            failure = Some(error);
+                            state.removals.push(removal);
+                        }
+                    }
+                }
+                Self::note_change(&mut state);
+            }
+            for folder in relist {
+                self.forget_listing(folder);
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Creates new folders in storage, [`FOLDERS_AT_ONCE`] at a time; with a batching format their parents'
+    /// metadata names them at this cycle's commit.
     async fn create_folders(&self, folders: &[u64]) -> Result<(), FsError> {
-        let results = futures_util::future::join_all(folders.iter().map(|ino| self.create_folder(*ino))).await;
+        let results: Vec<Result<(), FsError>> = futures_util::stream::iter(folders.iter().copied())
+            .map(|ino| self.create_folder(ino))
+            .buffer_unordered(FOLDERS_AT_ONCE)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 
     async fn create_folder(&self, ino: u64) -> Result<(), FsError> {
         let parent = self.state().node(ino)?.parent;
         let (_gate, batch) = self.enter_batch(&[parent]).await?;
-        let path = {
+        let mut relisted = false;
+        loop {
+            // A rename or removal of the folder waits until it is created (or not) in storage.
+            let _creating = self.uploads.lock(&ino).await;
+            let path = {
+                let mut state = self.state();
+                // Removed or moved meanwhile: the next cycle sees it where it is now.
+                if state.node(ino)?.parent != parent || state.dir(ino)?.stored.is_some() {
+                    return Ok(());
+                }
+                // Another client made the name meanwhile: ours becomes a conflicted copy.
+                if let Some(theirs) = state.take_theirs(ino) {
+                    let name = state.node(ino)?.name.clone();
+                    let dir = state.dir(parent)?;
+                    let conflict = crate::conflict::conflict_name(
+                        &name.0,
+                        &self.options.device,
+                        std::time::SystemTime::now(),
+                        |c| dir.children.contains_key(&Name(c.to_owned())),
+                    );
+                    tracing::warn!("another client created a folder of that name; keeping ours as a conflicted copy");
+                    state.relink(ino, parent, &conflict)?;
+                    state.show_theirs(parent, &name.0, theirs);
+                }
+                state.path(parent)?
+            };
+            let name = Zeroizing::new(self.state().node(ino)?.name.0.clone());
+            let _in_flight = self.in_flight(&[(parent, &name)]);
+            let made = self.format.make_folder(batch.as_deref(), &path, &name).await;
+            let (stored, listed) = match made {
+                // Without a batch's lock, another device may have made the name since the parent was listed:
+                // listed again, ours becomes a conflicted copy beside theirs.
+                Err(FsError::Exists) if !self.batches() && !relisted => {
+                    relisted = true;
+                    drop(_in_flight);
+                    drop(_creating);
+                    self.forget_listing(parent);
+                    self.ensure_current(parent).await?;
+                    continue;
+                }
+                other => other?,
+            };
             let mut state = self.state();
-            // Removed or moved meanwhile: the next cycle sees it where it is now.
-            if state.node(ino)?.parent != parent || state.dir(ino)?.stored.is_some() {
-                return Ok(());
+            Self::note_change(&mut state);
+            let batches = self.batches();
+            if batches {
+                state.in_batch(parent);
             }
-            // Another client made the name meanwhile: ours becomes a conflicted copy.
-            if let Some(theirs) = state.take_theirs(ino) {
-                let name = state.node(ino)?.name.clone();
-                let dir = state.dir(parent)?;
-                let conflict =
-                    crate::conflict::conflict_name(&name.0, &self.options.device, std::time::SystemTime::now(), |c| {
-                        dir.children.contains_key(&Name(c.to_owned()))
-                    });
-                tracing::warn!("another client created a folder of that name; keeping ours as a conflicted copy");
-                state.relink(ino, parent, &conflict)?;
-                state.show_theirs(parent, &name.0, theirs);
-            }
-            state.path(parent)?
-        };
-        let name = Zeroizing::new(self.state().node(ino)?.name.0.clone());
-        let _in_flight = self.in_flight(&[(parent, &name)]);
-        let (stored, listed) = self.format.make_folder(batch.as_deref(), &path, &name).await?;
-        let mut state = self.state();
-        Self::note_change(&mut state);
-        state.in_batch(parent);
-        let dir = state.dir_mut(ino)?;
-        dir.stored = Some(stored);
-        dir.created = true;
-        dir.staged = true;
-        dir.listed = Some(super::nodes::Listed { state: listed, modified: None, at: Instant::now() });
-        Ok(())
+            let dir = state.dir_mut(ino)?;
+            dir.stored = Some(stored);
+            // With a batching format the folder is staged until the batch commits; any other has it now.
+            dir.created = batches;
+            dir.staged = batches;
+            dir.listed = Some(super::nodes::Listed { state: listed, modified: None, at: Instant::now() });
+            return Ok(());
+        }
     }
 
     /// Stores queued files, [`MAX_BACKGROUND_UPLOADS`] at a time. A failed store keeps its file in RAM with
@@ -470,7 +574,7 @@ impl<F: Format> Vfs<F> {
         let state = self.state();
         let folders_waiting =
             state.nodes.values().any(|node| matches!(&node.kind, Kind::Dir(dir) if dir.stored.is_none()));
-        let deferred = state.deferred.is_empty();
+        let deferred = state.deferred.is_empty() && state.removals.is_empty();
         drop(state);
         clean && !folders_waiting && deferred && self.status().dirty.is_empty()
     }

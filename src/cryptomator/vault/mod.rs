@@ -24,7 +24,7 @@ use crate::storage::RemoteErrorKind;
 use crate::storage::{Store, WriteCondition};
 
 pub use reader::{FileReader, FIRST_WINDOW_CHUNKS, MAX_WINDOW_CHUNKS};
-pub use write::Written;
+pub use write::{ClearText, Written};
 
 /// The file in a long-name node holding the full encrypted name.
 pub const NAME_FILE: &str = "name.c9s";
@@ -114,7 +114,7 @@ pub struct CryptomatorVault<S: Store> {
     store: S,
     config: VaultConfig,
     names: NameCryptor,
-    content: ContentCryptor,
+    content: std::sync::Arc<ContentCryptor>,
 }
 
 /// Splits a clear path (`/a/b`, `a/b`, `/`) into validated names.
@@ -168,7 +168,7 @@ impl<S: Store> CryptomatorVault<S> {
     fn with_keys(store: S, config: VaultConfig, masterkey: &Masterkey) -> Self {
         Self {
             names: NameCryptor::new(masterkey),
-            content: ContentCryptor::new(masterkey, config.cipher_combo),
+            content: std::sync::Arc::new(ContentCryptor::new(masterkey, config.cipher_combo)),
             store,
             config,
         }

@@ -9,9 +9,67 @@ use super::{
     CryptomatorVault, DirRef, EntryKind, Node, VaultEntry, CONTENTS_FILE, DIR_FILE, DIR_ID_BACKUP_FILE, NAME_FILE,
     SYMLINK_FILE,
 };
+use std::sync::Arc;
+
+use crate::content::Content;
+use crate::cryptomator::content::{Sealing, CHUNK_SIZE};
 use crate::cryptomator::CryptomatorError;
-use crate::storage::{RemoteError, RemoteErrorKind};
+use crate::storage::{BodyStream, RemoteError, RemoteErrorKind};
 use crate::storage::{Store, WriteCondition};
+
+/// The clear text of a file to write.
+#[derive(Debug, Clone)]
+pub enum ClearText<'a> {
+    /// Bytes at hand, encrypted in one piece.
+    Bytes(&'a [u8]),
+    /// A mount's content, read and encrypted in pieces while it is sent.
+    Content(Arc<Content>),
+}
+
+impl ClearText<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::Content(content) => content.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Clear bytes encrypted per piece of a streamed upload (eight chunks).
+const SEALED_PIECE_CLEAR: u64 = 8 * CHUNK_SIZE as u64;
+
+/// The request body of a streamed upload: the header, then `content` read and sealed eight chunks at a time
+/// (spilled content decrypted into a buffer wiped after each piece). Produced again for a retry, it gives
+/// the same bytes ([`Sealing`]). A piece that cannot be read fails the upload with that error.
+fn sealed_body(sealing: Arc<Sealing>, content: Arc<Content>) -> impl Fn() -> BodyStream + Send + Sync {
+    use futures_util::StreamExt as _;
+    move || {
+        let (sealing, content) = (sealing.clone(), content.clone());
+        let header = Bytes::copy_from_slice(sealing.header());
+        let clear_len = content.len();
+        let pieces = clear_len.div_ceil(SEALED_PIECE_CLEAR);
+        let chunks = futures_util::stream::iter(0..pieces).map(move |piece| {
+            let start = piece * SEALED_PIECE_CLEAR;
+            let size = SEALED_PIECE_CLEAR.min(clear_len - start) as usize;
+            let mut sealed = Vec::with_capacity(size + 8 * 64);
+            content.with_range(start, size, |clear| {
+                if clear.len() != size {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while sent"));
+                }
+                sealing.seal_chunks(start / CHUNK_SIZE as u64, clear, &mut sealed);
+                Ok(())
+            })??;
+            Ok(Bytes::from(sealed))
+        });
+        Box::pin(futures_util::stream::once(async move { Ok(header) }).chain(chunks))
+    }
+}
 
 /// A removal in progress ([`CryptomatorVault::remove`], boxed: a folder's removal holds its entries').
 pub type Removal<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CryptomatorError>> + Send + 'a>>;
@@ -46,6 +104,19 @@ impl<S: Store> CryptomatorVault<S> {
         clear: &[u8],
         existing: Option<&VaultEntry>,
     ) -> Result<VaultEntry, CryptomatorError> {
+        self.write_clear(parent, name, &ClearText::Bytes(clear), existing).await
+    }
+
+    /// [`Self::write_file`] of either kind of clear text: bytes at hand are encrypted in one piece; a
+    /// mount's content is read, encrypted and sent piece by piece ([`Store::write_streamed`]), so a large
+    /// file is never held whole, in clear or encrypted, and its upload starts with its first chunk.
+    async fn write_clear(
+        &self,
+        parent: &DirRef,
+        name: &str,
+        clear: &ClearText<'_>,
+        existing: Option<&VaultEntry>,
+    ) -> Result<VaultEntry, CryptomatorError> {
         let (node, encrypted) = self.node_for(parent, name);
         let condition = match existing {
             None => WriteCondition::CreateOnly,
@@ -62,18 +133,25 @@ impl<S: Store> CryptomatorVault<S> {
                 .await?;
         }
         let contents = node.contents_path();
-        let sealed = Bytes::from(self.content.encrypt_file(clear));
-        let version = self
-            .store
-            .write(&contents, sealed, condition)
-            .await
-            .map_err(|error| kind_error(error, &contents.join("/"), name))?;
+        let written = match clear {
+            ClearText::Bytes(clear) => {
+                let sealed = Bytes::from(self.content.encrypt_file(clear));
+                self.store.write(&contents, sealed, condition).await
+            }
+            ClearText::Content(content) => {
+                let sealing = std::sync::Arc::new(self.content.sealing(content.len()));
+                let length = sealing.sealed_len();
+                let body = sealed_body(sealing, content.clone());
+                self.store.write_streamed(&contents, length, &body, condition).await
+            }
+        };
+        let version = written.map_err(|error| kind_error(error, &contents.join("/"), name))?;
         match version {
             // The store's version is the listing's: no need to look the file up again.
             Some(version) if self.store.versions_from_writes() && !node.shortened => Ok(VaultEntry {
                 name: name.to_owned(),
                 kind: EntryKind::File,
-                size: clear.len() as u64,
+                size: clear.len(),
                 modified: Some(std::time::SystemTime::now()),
                 node,
                 version,
@@ -337,11 +415,11 @@ impl<S: Store> CryptomatorVault<S> {
         &self,
         parent: &DirRef,
         name: &str,
-        clear: &[u8],
+        clear: ClearText<'_>,
         existing: Option<&VaultEntry>,
         device: &str,
     ) -> Result<Written, CryptomatorError> {
-        match self.write_file(parent, name, clear, existing).await {
+        match self.write_clear(parent, name, &clear, existing).await {
             Ok(entry) => return Ok(Written::AsAsked(entry)),
             Err(CryptomatorError::Exists(_) | CryptomatorError::Changed { .. }) => {}
             Err(other) => return Err(other),
@@ -355,7 +433,7 @@ impl<S: Store> CryptomatorVault<S> {
             let copy = crate::conflict::conflict_name(name, device, std::time::SystemTime::now(), |candidate| {
                 taken.contains(candidate)
             });
-            match self.write_file(parent, &copy, clear, None).await {
+            match self.write_clear(parent, &copy, &clear, None).await {
                 Ok(entry) => return Ok(Written::ConflictedCopy(entry)),
                 Err(error @ CryptomatorError::Exists(_)) => last = Some(error),
                 Err(other) => return Err(other),

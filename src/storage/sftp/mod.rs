@@ -34,7 +34,7 @@ use requests::{
     write_and_rename,
 };
 
-use super::{Store, StoreEntry, WriteCondition};
+use super::{BodyStream, Store, StoreEntry, WriteCondition};
 use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// Folder listings keep this many `readdir` requests in flight.
@@ -298,6 +298,17 @@ impl Store for SftpStore {
         body: Bytes,
         condition: WriteCondition,
     ) -> Result<Option<String>, RemoteError> {
+        let whole = move || -> BodyStream { Box::pin(futures_util::stream::iter([Ok(body.clone())])) };
+        self.write_streamed(path, 0, &whole, condition).await
+    }
+
+    async fn write_streamed(
+        &self,
+        path: &[String],
+        _length: u64,
+        body: &(dyn Fn() -> BodyStream + Send + Sync),
+        condition: WriteCondition,
+    ) -> Result<Option<String>, RemoteError> {
         let request = format!("write /{}", path.join("/"));
         let refuse = |kind: RemoteErrorKind, reason: &str| RemoteError::Ssh {
             request: request.clone(),
@@ -317,16 +328,13 @@ impl Store for SftpStore {
         }
         let create_only = condition == WriteCondition::CreateOnly;
         let written = self
-            .run("write", path, false, |live, full| {
-                let body = body.clone();
-                async move {
-                    let temporary = temporary_name(&full);
-                    let outcome = write_and_rename(&live, &temporary, &full, &body, create_only).await;
-                    if outcome.is_err() {
-                        let _ = live.sftp.remove(temporary.as_str()).await;
-                    }
-                    outcome.map(|attributes| entry_of(String::new(), &attributes).version)
+            .run("write", path, false, |live, full| async move {
+                let temporary = temporary_name(&full);
+                let outcome = write_and_rename(&live, &temporary, &full, body(), create_only).await;
+                if outcome.is_err() {
+                    let _ = live.sftp.remove(temporary.as_str()).await;
                 }
+                outcome.map(|attributes| entry_of(String::new(), &attributes).version)
             })
             .await;
         match written {

@@ -8,7 +8,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
 use super::connect::Live;
-use crate::storage::StoreEntry;
+use crate::storage::{BodyStream, StoreEntry};
 use crate::storage::{RemoteError, RemoteErrorKind};
 
 /// How many requests one read or write keeps in flight.
@@ -120,14 +120,16 @@ pub(super) async fn read_piece(live: &Live, handle: &str, start: u64, length: u6
 
 /// Writes `body` to a new file `temporary` (which must not exist), flushes it, then renames it to
 /// `target` (replacing it unless `create_only`) and returns the file's attributes (size and modification
-/// time, which the rename keeps). Requests are sent without waiting where their order on the channel is
-/// enough (the server handles them in order): the last writes, the flush and the stat together, then the
-/// close and the rename together; a small file costs three round trips.
+/// time, which the rename keeps). The body is cut into the largest writes the server takes, up to
+/// [`IN_FLIGHT`] of them on their way while the next pieces of the body are produced (a streamed body is
+/// encrypted as it is sent, never held whole). Requests are sent without waiting where their order on the
+/// channel is enough (the server handles them in order): the last writes, the flush and the stat together,
+/// then the close and the rename together; a small file costs three round trips.
 pub(super) async fn write_and_rename(
     live: &Live,
     temporary: &str,
     target: &str,
-    body: &[u8],
+    mut body: BodyStream,
     create_only: bool,
 ) -> Result<FileAttributes, SftpError> {
     use futures_util::StreamExt as _;
@@ -140,13 +142,25 @@ pub(super) async fn write_and_rename(
     let piece = live.max_write as usize;
     let written = async {
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
-        for (index, chunk) in body.chunks(piece).enumerate() {
-            if in_flight.len() >= IN_FLIGHT {
-                if let Some(done) = in_flight.next().await {
-                    done?;
-                }
+        let mut pending = bytes::BytesMut::new();
+        let mut offset = 0u64;
+        let mut ended = false;
+        while !ended {
+            match body.next().await {
+                Some(produced) => pending.extend_from_slice(&produced?),
+                None => ended = true,
             }
-            in_flight.push(live.sftp.write(handle.as_str(), (index * piece) as u64, chunk.to_vec()));
+            while pending.len() >= piece || (ended && !pending.is_empty()) {
+                let write = pending.split_to(piece.min(pending.len())).freeze();
+                if in_flight.len() >= IN_FLIGHT {
+                    if let Some(done) = in_flight.next().await {
+                        done?;
+                    }
+                }
+                let at = offset;
+                offset += write.len() as u64;
+                in_flight.push(live.sftp.write(handle.as_str(), at, write.to_vec()));
+            }
         }
         let drained = async {
             while let Some(done) = in_flight.next().await {
