@@ -171,6 +171,11 @@ fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// fsync of a folder of the mount: everything changed in it, folders made and removed included, in storage.
+fn sync_folder(path: &Path) {
+    fs::File::open(path).unwrap().sync_all().unwrap();
+}
+
 #[test]
 fn totp_matches_rfc_6238() {
     // RFC 6238 appendix B (SHA1, secret "12345678901234567890"), the last 6 of its 8 digits.
@@ -467,26 +472,49 @@ fn the_agent_s_key_a_server_restart_mid_write_and_a_second_device_s_concurrent_e
     assert_eq!(fs::read(first.path(&copy)).unwrap(), b"the second device's version, longer");
     assert_eq!(fs::read(first.path("before.txt")).unwrap(), b"the first device's version");
 
-    // The second device makes a folder the first has not seen yet: the first's mkdir of the same name is
-    // EEXIST, and leaves no content folder of its own behind (it makes one in the same round trip as the
-    // node, and takes it away when the node turns out to exist).
+    // The second device makes a folder the first has not seen yet, and the first makes one of the same name
+    // before it does. Folders reach storage after their mkdir returns (in the background, at once on
+    // fsync): the first's mkdir either sees the second's folder (EEXIST) or, from its listing of a moment
+    // ago, does not, and then its folder is kept beside the second's as a conflicted copy, as a file would
+    // be. Either way its refused try leaves no content folder of its own behind (it makes one in the same
+    // round trip as the node, and takes it away when the node turns out to exist).
     let stored = server.root.join("Vault");
     let content_folders_before = content_folders(&stored);
     fs::read_dir(first.path("")).unwrap().for_each(drop);
     fs::create_dir(second.path("made twice")).unwrap();
-    assert_eq!(fs::create_dir(first.path("made twice")).unwrap_err().raw_os_error(), Some(libc::EEXIST));
-    assert_eq!(content_folders(&stored).len(), content_folders_before.len() + 1, "an orphaned content folder");
+    sync_folder(&second.path(""));
+    let kept_both = match fs::create_dir(first.path("made twice")) {
+        Ok(()) => true,
+        Err(error) => {
+            assert_eq!(error.raw_os_error(), Some(libc::EEXIST));
+            false
+        }
+    };
+    sync_folder(&first.path(""));
+    let copies = fs::read_dir(first.path(""))
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
+        .filter(|name| name.starts_with("made twice (conflicted copy laptop-1 "))
+        .count();
+    assert_eq!(copies, usize::from(kept_both), "kept both: {kept_both}");
+    assert_eq!(
+        content_folders(&stored).len(),
+        content_folders_before.len() + 1 + usize::from(kept_both),
+        "an orphaned content folder"
+    );
     // A folder whose content folder holds a cut write's temporary file (not an entry) is empty to rmdir,
-    // and goes entirely: its node and its content folder.
+    // and goes entirely once synced: its node and its content folder.
     let before_made = content_folders(&stored);
     fs::create_dir(first.path("emptied")).unwrap();
+    sync_folder(&first.path(""));
     let made: Vec<_> = content_folders(&stored).difference(&before_made).cloned().collect();
     assert_eq!(made.len(), 1, "{made:?}");
     fs::write(made[0].join(".cloakfs-0123456789abcdef.tmp"), b"ciphertext of a cut upload").unwrap();
     fs::remove_dir(first.path("emptied")).unwrap();
+    assert!(fs::metadata(first.path("emptied")).is_err());
+    sync_folder(&first.path(""));
     assert!(!made[0].exists(), "the content folder of a removed folder is left");
     assert_eq!(content_folders(&stored), before_made);
-    assert!(fs::metadata(first.path("emptied")).is_err());
     let listing = String::from_utf8_lossy(&ok(vault(&server, &home, &login, "ls", &[], &[])).stdout).into_owned();
     assert!(listing.contains("made twice") && !listing.contains("emptied"), "{listing}");
 
