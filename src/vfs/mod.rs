@@ -27,6 +27,7 @@ mod batch;
 pub mod cache;
 mod commit;
 pub mod engine;
+mod folder_sync;
 mod folders;
 mod handles;
 pub(crate) mod keyed_locks;
