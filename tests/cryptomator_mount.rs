@@ -322,57 +322,6 @@ fn a_vault_in_a_local_folder_wrong_passphrase_status_lock_and_idle_timeout() {
     assert_no_clear_names(&folder.0, &["locked.txt", "idle.txt"]);
 }
 
-/// fsync of a folder of the mount: everything changed in it, folders made and removed included, in storage.
-fn sync_folder(path: &Path) {
-    fs::File::open(path).unwrap().sync_all().unwrap();
-}
-
-/// A vault's listing of a clear path, by `cloakfs vault ls` (storage's view, not a mount's).
-fn stored_listing(location: &str, path: &str) -> String {
-    String::from_utf8_lossy(&ok(vault(location, &["ls", path])).stdout).into_owned()
-}
-
-/// mkdir and rmdir return before storage has them: the next commit cycle (started at once in the background,
-/// and run by every fsync) makes them there. A tree of new folders with a file reaches storage; an rmdir of a
-/// folder another device filled meanwhile takes nothing of it (the folder shows again with that file); a
-/// tree removed with `rm -rf` is gone from storage.
-#[test]
-fn folders_made_and_removed_in_the_background_never_take_another_devices_file() {
-    let folder = TempDir::new("folders-vault");
-    let location = folder.0.to_str().unwrap().to_owned();
-    ok(vault(&location, &["create"]));
-    let run = TempDir::new("folders-run");
-    let first = mount_vault(&location, "folders-a", &run.0, &["--device", "laptop-1"]);
-    let second = mount_vault(&location, "folders-b", &run.0, &["--device", "laptop-2"]);
-
-    fs::create_dir_all(first.path("tree/a/b")).unwrap();
-    fs::write(first.path("tree/a/b/deep.txt"), b"deep").unwrap();
-    fs::create_dir(first.path("shared")).unwrap();
-    sync_folder(&first.path(""));
-    assert!(stored_listing(&location, "/tree/a/b").contains("deep.txt"));
-    assert!(stored_listing(&location, "/").contains("shared"));
-
-    // The second device puts a file into `shared`, which the first saw empty and now removes.
-    assert!(eventually(Duration::from_secs(10), || second.path("shared").is_dir()), "the second did not see `shared`");
-    tools::write_durably(&second.path("shared/theirs.txt"), b"the second device's file");
-    fs::remove_dir(first.path("shared")).unwrap();
-    sync_folder(&first.path(""));
-    assert!(stored_listing(&location, "/shared").contains("theirs.txt"), "the other device's file was removed");
-    assert!(
-        eventually(Duration::from_secs(10), || fs::read(first.path("shared/theirs.txt")).ok().as_deref()
-            == Some(&b"the second device's file"[..])),
-        "the folder did not show again with the other device's file"
-    );
-    assert!(first.log().contains("it stays in storage"), "{}", first.log());
-
-    // rm -rf of a tree: gone from storage once synced, inner folders removed before outer ones.
-    fs::remove_dir_all(first.path("tree")).unwrap();
-    assert!(!first.path("tree").exists());
-    sync_folder(&first.path(""));
-    assert!(!stored_listing(&location, "/").contains("tree"), "{}", stored_listing(&location, "/"));
-    assert_no_clear_names(&folder.0, &["tree", "deep.txt", "shared", "theirs.txt"]);
-}
-
 #[test]
 fn a_server_outage_keeps_changes_in_ram_and_uploads_them_when_the_server_is_back() {
     let mut server = DavServer::rclone("outage");

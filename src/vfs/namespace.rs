@@ -1,12 +1,13 @@
 //! Namespace changes: create, mknod, mkdir, symlink (and readlink), unlink and rmdir (renames:
-//! [`super::rename`]). A new folder exists only here until a commit cycle creates it in storage (with a
-//! batching format, the batch's commit; with any other, the background work starts one at once). A batching
-//! format takes the other changes into the open batch; any other format applies them at once, except a
-//! folder's removal, which also waits for the next cycle ([`State::removals`]).
+//! [`super::rename`]). A batching format
+//! takes them into the open batch (a new folder reaches storage with the next commit); any other format
+//! applies them at once.
+
+use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use super::nodes::{Dir, File, FolderRemoval, Kind, Link, Name, Node};
+use super::nodes::{Dir, File, Kind, Link, Listed, Name, Node};
 use super::{Attributes, Format, FsError, OpenMode, Opened, Vfs};
 use crate::format::{Removed, Stored};
 
@@ -23,7 +24,6 @@ impl<F: Format> Vfs<F> {
         self.note_activity();
         self.validate_name(name)?;
         self.ensure_current(parent).await?;
-        self.settle_removal(parent, name).await?;
         let existing = self.state().child(parent, name)?;
         if let Some(ino) = existing {
             if exclusive {
@@ -47,7 +47,6 @@ impl<F: Format> Vfs<F> {
         self.note_activity();
         self.validate_name(name)?;
         self.ensure_current(parent).await?;
-        self.settle_removal(parent, name).await?;
         let ino = {
             let mut state = self.state();
             if state.child(parent, name)?.is_some() {
@@ -61,41 +60,41 @@ impl<F: Format> Vfs<F> {
         self.state().attributes(ino)
     }
 
-    /// Creates a folder. It exists only here until a commit cycle creates it in storage once its parent is
-    /// there: a `tar x` or `git clone` never waits for the server at a mkdir, and a tree of new folders costs
-    /// one cycle per level. With a batching format the cycle runs with the batch's commit; with any other the
-    /// background work starts it at once (so it is in storage a moment later, and at every fsync, sync and
-    /// unmount). A crash before that loses the folder (DESIGN.md "Write-behind").
+    /// Creates a folder. With a batching format it exists only here until a commit creates it in storage
+    /// once its parent is there: a `tar x` or `git clone` never waits for the server at a mkdir, and a tree
+    /// of new folders costs one commit per level. Any other format creates it in storage at once.
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attributes, FsError> {
         self.note_activity();
         self.validate_name(name)?;
         self.ensure_current(parent).await?;
-        self.settle_removal(parent, name).await?;
+        if self.state().child(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        if self.batches() {
+            let mut state = self.state();
+            if state.child(parent, name)?.is_some() {
+                return Err(FsError::Exists);
+            }
+            let ino = state.allocate(parent, name, Kind::Dir(Box::new(Dir::local())));
+            state.changed_here(parent, &Name(name.to_owned()));
+            Self::note_change(&mut state);
+            return state.attributes(ino);
+        }
+        let (_gate, batch) = self.enter_batch(&[parent]).await?;
+        let path = self.state().path(parent)?;
+        let _in_flight = self.in_flight(&[(parent, name)]);
+        let (stored, listed) = self.format.make_folder(batch.as_deref(), &path, name).await?;
         let mut state = self.state();
         if state.child(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let ino = state.allocate(parent, name, Kind::Dir(Box::new(Dir::local())));
+        let mut dir = Dir::stored(stored, None);
+        dir.changed = Some(std::time::SystemTime::now());
+        // Made just now with nothing in it: no listing is needed.
+        dir.listed = Some(Listed { state: listed, modified: None, at: Instant::now() });
+        let ino = state.allocate(parent, name, Kind::Dir(Box::new(dir)));
         state.changed_here(parent, &Name(name.to_owned()));
-        Self::note_change(&mut state);
-        let attributes = state.attributes(ino);
-        drop(state);
-        if !self.batches() {
-            self.wake.notify_one();
-        }
-        attributes
-    }
-
-    /// Waits until a folder removed from `parent` under `name` is removed from storage too (a commit cycle),
-    /// before that name is made again: storage must not find the old folder there.
-    pub(super) async fn settle_removal(&self, parent: u64, name: &str) -> Result<(), FsError> {
-        if self.state().removing(parent, name) {
-            self.commit_now().await?;
-            if self.state().removing(parent, name) {
-                return Err(FsError::Io);
-            }
-        }
-        Ok(())
+        state.attributes(ino)
     }
 
     /// Creates the symbolic link `name` to `target` in folder `parent`, in storage at once (a format without
@@ -110,7 +109,6 @@ impl<F: Format> Vfs<F> {
             return Err(FsError::InvalidArgument);
         }
         self.ensure_current(parent).await?;
-        self.settle_removal(parent, name).await?;
         if self.state().child(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
@@ -250,10 +248,7 @@ impl<F: Format> Vfs<F> {
         }
     }
 
-    /// Removes an empty folder. With a batching format under the batch's lock at once; with any other it
-    /// leaves the table at once and storage in the next commit cycle (started at once in the background,
-    /// and run by every fsync, sync and unmount), where a folder another device filled meanwhile is not
-    /// removed and shows again. A crash before that cycle leaves the folder in storage.
+    /// Removes an empty folder.
     pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), FsError> {
         self.note_activity();
         self.validate_name(name)?;
@@ -262,55 +257,19 @@ impl<F: Format> Vfs<F> {
         self.ensure_current(parent).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         self.state().dir(ino)?;
-        let known_empty = {
-            // Listed once and empty in the table: storage checks again when the folder is removed there.
-            let state = self.state();
-            let dir = state.dir(ino)?;
-            !self.batches() && dir.listed.is_some() && dir.children.is_empty()
-        };
-        if !known_empty {
-            self.ensure_empty(ino).await?;
-        }
-        {
-            // A creation of the folder in storage that is on its way ends first: it is then there or not.
-            let _no_creation = self.uploads.lock(&ino).await;
-            if self.state().child(parent, name)? != Some(ino) {
-                return Err(FsError::NotFound);
-            }
-            if self.state().local_only(ino) {
-                // Never created in storage: nothing to remove there.
-                let mut state = self.state();
-                state.detach_showing_theirs(parent, name, ino);
-                Self::note_change(&mut state);
-                return Ok(());
-            }
-            if !self.batches() {
-                return self.remove_folder_later(parent, ino, name);
-            }
+        self.ensure_empty(ino).await?;
+        if self.state().local_only(ino) {
+            // Never created in storage: nothing to remove there.
+            let mut state = self.state();
+            state.detach_showing_theirs(parent, name, ino);
+            Self::note_change(&mut state);
+            return Ok(());
         }
         let (_gate, batch) = self.enter_batch(&[parent]).await?;
         if !self.state().dir(ino)?.children.is_empty() {
             return Err(FsError::NotEmpty);
         }
         self.remove_entry(batch.as_deref(), parent, ino).await
-    }
-
-    /// Takes empty folder `ino` out of the table and queues its removal from storage for the next commit
-    /// cycle, which the background work starts at once.
-    fn remove_folder_later(&self, parent: u64, ino: u64, name: &str) -> Result<(), FsError> {
-        let mut state = self.state();
-        if !state.dir(ino)?.children.is_empty() {
-            return Err(FsError::NotEmpty);
-        }
-        let path = state.path(parent)?;
-        let Some(stored) = state.stored(ino) else { return Err(FsError::Io) };
-        state.detach(ino);
-        state.changing(parent, name);
-        state.removals.push(FolderRemoval { parent, ino, name: Name(name.to_owned()), path, stored });
-        Self::note_change(&mut state);
-        drop(state);
-        self.wake.notify_one();
-        Ok(())
     }
 
     /// Fails with [`FsError::NotEmpty`] unless folder `ino` is empty in the table and, if the table says

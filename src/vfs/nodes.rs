@@ -300,11 +300,6 @@ impl<F: Format> State<F> {
         }
     }
 
-    /// Whether the removal of folder `name` of `parent` from storage is still to be made.
-    pub(super) fn removing(&self, parent: u64, name: &str) -> bool {
-        self.removals.iter().any(|removal| removal.parent == parent && removal.name.0 == name)
-    }
-
     pub(super) fn node(&self, ino: u64) -> Result<&Node<F>, FsError> {
         self.nodes.get(&ino).ok_or(FsError::NotFound)
     }

@@ -23,7 +23,6 @@ impl<F: Format> Vfs<F> {
         self.validate_name(new_name)?;
         self.ensure_current(parent).await?;
         self.ensure_current(new_parent).await?;
-        self.settle_removal(new_parent, new_name).await?;
         let ino = self.state().child(parent, name)?.ok_or(FsError::NotFound)?;
         let is_dir = self.state().is_dir(ino)?;
         if is_dir && self.state().is_at_or_below(new_parent, ino) {
