@@ -72,7 +72,6 @@ impl<F: Format> State<F> {
     fn work_ready(&self) -> bool {
         self.batch.is_some()
             || !self.deferred.is_empty()
-            || !self.removals.is_empty()
             || !self.creatable_folders().is_empty()
             || !self.uploadable_files().is_empty()
     }
@@ -105,12 +104,7 @@ impl<F: Format> Vfs<F> {
                 }
                 // Whether a batch is open counts too: removals deferred under it become possible once it
                 // committed.
-                (
-                    state.creatable_folders(),
-                    state.uploadable_files(),
-                    state.deferred.len() + state.removals.len(),
-                    state.batch.is_some(),
-                )
+                (state.creatable_folders(), state.uploadable_files(), state.deferred.len(), state.batch.is_some())
             };
             // Nothing moved in the last cycle (the files left are being stored by the tasks that wait for this
             // commit): another cycle would not do more.
@@ -123,20 +117,13 @@ impl<F: Format> Vfs<F> {
         Ok(())
     }
 
-    /// One cycle: folders, stores and deferred removals (under the batch's lock), then the commit. With a
-    /// format that applies changes at once, the folders removed here go first: a name they free may be
-    /// taken by what the cycle makes.
+    /// One cycle: folders, stores and deferred removals (under the batch's lock), then the commit.
     async fn commit_cycle(&self) -> Result<(), FsError> {
-        let (folders, files, deferred, removals) = {
+        let (folders, files, deferred) = {
             let state = self.state();
-            (
-                state.creatable_folders(),
-                state.uploadable_files(),
-                !state.deferred.is_empty(),
-                !state.removals.is_empty(),
-            )
+            (state.creatable_folders(), state.uploadable_files(), !state.deferred.is_empty())
         };
-        if !folders.is_empty() || !files.is_empty() || deferred || removals {
+        if !folders.is_empty() || !files.is_empty() || deferred {
             // The lock and fresh listings of every folder involved, all at once.
             let mut parents: Vec<u64> = {
                 let state = self.state();
@@ -150,7 +137,6 @@ impl<F: Format> Vfs<F> {
             parents.sort_unstable();
             parents.dedup();
             drop(self.enter_batch(&parents).await?);
-            self.remove_folders().await?;
             let (created, stored) = futures_util::join!(self.create_folders(&folders), self.upload_queued(&files));
             created?;
             stored?;
@@ -441,7 +427,7 @@ impl<F: Format> Vfs<F> {
         let state = self.state();
         let folders_waiting =
             state.nodes.values().any(|node| matches!(&node.kind, Kind::Dir(dir) if dir.stored.is_none()));
-        let deferred = state.deferred.is_empty() && state.removals.is_empty();
+        let deferred = state.deferred.is_empty();
         drop(state);
         clean && !folders_waiting && deferred && self.status().dirty.is_empty()
     }

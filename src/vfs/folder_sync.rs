@@ -1,77 +1,18 @@
-//! Folders made and removed here, carried to storage by a commit cycle ([`super::commit`]): new folders
-//! created level by level, and (with a format that applies changes at once) folders removed here removed
-//! from storage, inner ones first. Both [`FOLDERS_AT_ONCE`] at a time.
+//! New folders carried to storage by a commit cycle ([`super::commit`]), level by level,
+//! [`FOLDERS_AT_ONCE`] at a time.
 
 use std::time::Instant;
 
 use futures_util::StreamExt as _;
 use zeroize::Zeroizing;
 
-use super::nodes::{FolderRemoval, Name};
+use super::nodes::Name;
 use super::{Format, FsError, Vfs};
 
-/// Folders created, or removed, in storage at once by a cycle.
+/// Folders created in storage at once by a cycle.
 const FOLDERS_AT_ONCE: usize = 16;
 
 impl<F: Format> Vfs<F> {
-    /// Removes from storage the folders removed here ([`State::removals`], a format that applies changes at
-    /// once), [`FOLDERS_AT_ONCE`] at a time, a folder after the folders removed inside it. A folder that is
-    /// not empty in storage (another device put something in it) stays, and shows again at its parent's
-    /// next listing; any other failure keeps the removal for the next cycle.
-    pub(super) async fn remove_folders(&self) -> Result<(), FsError> {
-        loop {
-            let wave: Vec<FolderRemoval<F>> = {
-                let mut state = self.state();
-                let holding: std::collections::HashSet<u64> =
-                    state.removals.iter().map(|removal| removal.parent).collect();
-                let (wave, waiting) = std::mem::take(&mut state.removals)
-                    .into_iter()
-                    .partition(|removal| !holding.contains(&removal.ino));
-                state.removals = waiting;
-                wave
-            };
-            if wave.is_empty() {
-                return Ok(());
-            }
-            let results: Vec<_> = futures_util::stream::iter(wave)
-                .map(|removal| async move {
-                    let removed = self.format.remove(None, &removal.path, &removal.stored).await;
-                    (removal, removed)
-                })
-                .buffer_unordered(FOLDERS_AT_ONCE)
-                .collect()
-                .await;
-            let mut failure = None;
-            let mut relist = Vec::new();
-            {
-                let mut state = self.state();
-                for (removal, removed) in results {
-                    match removed {
-                        Ok(_) => state.touched_here(removal.parent, &removal.name),
-                        Err(FsError::NotEmpty) => {
-                            tracing::warn!(
-                                "a folder removed here holds what another device put in it: it stays in storage"
-                            );
-                            state.touched_here(removal.parent, &removal.name);
-                            relist.push(removal.parent);
-                        }
-                        Err(error) => {
-                            failure = Some(error);
-                            state.removals.push(removal);
-                        }
-                    }
-                }
-                Self::note_change(&mut state);
-            }
-            for folder in relist {
-                self.forget_listing(folder);
-            }
-            if let Some(error) = failure {
-                return Err(error);
-            }
-        }
-    }
-
     /// Creates new folders in storage, [`FOLDERS_AT_ONCE`] at a time; with a batching format their parents'
     /// metadata names them at this cycle's commit.
     pub(super) async fn create_folders(&self, folders: &[u64]) -> Result<(), FsError> {

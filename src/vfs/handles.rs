@@ -123,7 +123,7 @@ impl<F: Format> Vfs<F> {
         self.wait_for_background().await;
         self.queue_closed_files(false);
         self.commit_now().await?;
-        if self.closed_dirty_files() == 0 && self.state().removals.is_empty() {
+        if self.closed_dirty_files() == 0 {
             Ok(())
         } else {
             Err(FsError::Io)

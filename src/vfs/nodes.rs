@@ -255,24 +255,6 @@ pub(super) struct State<F: Format> {
     /// Stored entries nothing names any more that could not be removed when they were replaced or removed
     /// (made in the batch that removed them, or their removal failed), by folder: removed in the next batch.
     pub(super) deferred: Vec<(u64, Stored<F>)>,
-    /// Folders removed here whose removal from storage waits for the next commit cycle (a format that
-    /// applies changes at once): removed there first in the cycle, inner folders before outer ones.
-    pub(super) removals: Vec<FolderRemoval<F>>,
-}
-
-/// A folder removed here and not yet from storage ([`State::removals`]). Its name stays marked as changing in
-/// its parent, so listings read meanwhile do not bring it back.
-pub(super) struct FolderRemoval<F: Format> {
-    /// The folder it was in.
-    pub(super) parent: u64,
-    /// Its inode number (no longer in the table), to order removals of nested folders.
-    pub(super) ino: u64,
-    /// Its name in `parent`.
-    pub(super) name: Name,
-    /// The path of `parent` when it was removed.
-    pub(super) path: Vec<F::Folder>,
-    /// What it stands for in storage.
-    pub(super) stored: Stored<F>,
 }
 
 impl<F: Format> State<F> {
@@ -296,7 +278,6 @@ impl<F: Format> State<F> {
             pending_since: None,
             queued: BTreeSet::new(),
             deferred: Vec::new(),
-            removals: Vec::new(),
         }
     }
 
